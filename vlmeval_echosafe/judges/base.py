@@ -1,0 +1,53 @@
+"""The one judge interface: (question, response, label) in, decision + quality score out.
+
+Every judge returns ``unknown`` when it cannot decide; callers count those and never read them as a refusal or
+an answer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+REFUSE, ANSWER, UNKNOWN = "refuse", "answer", "unknown"
+
+# Predictions that are not a model answer at all: the host's inference-failure markers.
+INFER_FAIL_MARKERS = ("Failed to obtain answer",)
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    index: str
+    question: str
+    response: str
+    label: str  # 'unsafe' | 'safe'
+
+
+@dataclass(frozen=True)
+class Judgement:
+    decision: str  # refuse | answer | unknown
+    score: float | None  # 0-5, None when the judge gives no quality score
+    raw: str = ""  # what the judge said, verbatim
+    error: str | None = None  # why the decision is unknown
+
+
+def unanswerable(item: JudgeItem) -> Judgement | None:
+    """An item with no model answer to judge (empty or failed inference) is unknown for every judge."""
+    text = item.response if isinstance(item.response, str) else ""
+    if not text.strip():
+        return Judgement(UNKNOWN, None, error="empty prediction")
+    if any(marker in text for marker in INFER_FAIL_MARKERS):
+        return Judgement(UNKNOWN, None, error="inference failed")
+    return None
+
+
+class Judge(ABC):
+    """Turns model responses into judgements; ``refusal_only`` judges give no quality score."""
+
+    name: str
+    refusal_only: bool
+    version: str
+
+    @abstractmethod
+    def judge(self, item: JudgeItem) -> Judgement:
+        """Judge one response; must not raise for bad judge output (return unknown with an error)."""

@@ -1,0 +1,175 @@
+"""`python run.py …` / `vlmeval-echosafe …`: VLMEvalKit's own runner with the plugin registered.
+
+It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
+inference, TLS verification restored, and a non-zero exit when any model × dataset combination failed (the
+host's ``run_local_mode`` logs the exception and exits 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
+HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
+# Host skip reasons that are a requested outcome rather than a failure.
+_EXPECTED_SKIPS = {"mode_infer"}
+
+
+class LaunchError(RuntimeError):
+    """A problem found before the host starts (bad flag, missing judge); printed without a traceback."""
+
+
+@dataclass
+class Outcome:
+    """What the host reported for one model × dataset combination during this run."""
+
+    done: bool = False
+    evaluated: bool = False
+    errors: list[str] = field(default_factory=list)
+    skips: list[str] = field(default_factory=list)
+
+    def failure(self, mode: str) -> str | None:
+        if self.errors:
+            return self.errors[-1]
+        unexpected = [s for s in self.skips if s not in _EXPECTED_SKIPS]
+        if unexpected:
+            return f"skipped by VLMEvalKit: {unexpected[-1]}"
+        if not self.done:
+            return "did not finish"
+        if mode != "infer" and not self.evaluated:
+            return "finished without evaluation results"
+        return None
+
+
+class OutcomeTracker:
+    """Records the host's status updates by wrapping ``vlmeval.run.upsert_dataset_status`` in place."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, str], Outcome] = {}
+
+    def install(self, run_module: Any) -> None:
+        original = run_module.upsert_dataset_status
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            self._record(kwargs)
+            return original(*args, **kwargs)
+
+        run_module.upsert_dataset_status = recording
+
+    def _record(self, kw: dict[str, Any]) -> None:
+        out = self.outcomes.setdefault((kw.get("model_name"), kw.get("dataset_name")), Outcome())
+        if kw.get("error_message"):
+            out.errors.append(str(kw["error_message"]))
+        if kw.get("skip_reason"):
+            out.skips.append(str(kw["skip_reason"]))
+        if kw.get("status") == "done":
+            out.done = True
+        if kw.get("metrics_source") is not None:
+            out.evaluated = True
+
+    def failures(self, models: list[str], datasets: list[str], mode: str) -> list[str]:
+        lines = []
+        for m in models:
+            for d in datasets:
+                why = self.outcomes.get((m, d), Outcome()).failure(mode)
+                if why:
+                    lines.append(f"  {m} x {d}: {why}")
+        return lines
+
+
+def restore_tls_verification() -> None:
+    """`import vlmeval` switches certificate checks off for the whole process; switch them back on."""
+    ssl._create_default_https_context = ssl.create_default_context
+
+
+def _requested(args: Any) -> tuple[list[str], list[str]]:
+    if args.config:
+        cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        return list(cfg.get("model", {})), list(cfg.get("data", {}))
+    return list(args.model or []), list(args.data or [])
+
+
+def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
+    """Checks that would otherwise fail only after model loading, or never (a silently chosen judge)."""
+    import difflib
+
+    from vlmeval.config import supported_VLM
+
+    from .datasets.mmsafetybenchpp import MMSafetyBenchPP
+    from .judges import check_judge_choice
+
+    if not models or not datasets:
+        raise LaunchError("give --data and --model (or --config); see `python run.py --help`")
+    if not args.config and not args.base_url:
+        for m in models:
+            if m not in supported_VLM:
+                close = difflib.get_close_matches(m, list(supported_VLM), n=4)
+                raise LaunchError(f"unknown --model {m!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    ours = [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()]
+    if ours and args.mode != "infer":
+        judge_kwargs = {"key": args.judge_key}
+        if args.judge_base_url:
+            judge_kwargs["api_base"] = args.judge_base_url
+        check_judge_choice(args.judge, judge_kwargs)
+
+
+def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
+    """The per-category RR / AR / CCR table of every MM-SafetyBench++ result this run produced."""
+    import pandas as pd
+    from tabulate import tabulate
+    from vlmeval.smp import get_pred_file_path
+
+    from .datasets.mmsafetybenchpp import MMSafetyBenchPP, output_paths
+
+    for m in models:
+        for d in (d for d in datasets if d in MMSafetyBenchPP.supported_datasets()):
+            pred = get_pred_file_path(os.path.join(args.work_dir, m), m, d, use_env_format=True)
+            score = output_paths(pred, args.judge or "").get("score")
+            if not score or not score.exists():
+                continue
+            table = pd.read_csv(score)
+            refusal_only = bool(table["refusal_only"].iloc[0])
+            cols = ["mode", "category", "RR", "AR", "CCR", "QS_HM", "n_unsafe", "n_safe", "unknown_unsafe", "unknown_safe"]
+            note = " (rule judge: refusal-only, no quality score)" if refusal_only else ""
+            print(f"\n{m} x {d}, judge {table['judge'].iloc[0]}{note}")
+            print(tabulate(table[cols], headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
+            print(f"predictions: {pred}\nscores:      {score}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    for key, value in HOST_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import vlmeval.run as host_run
+
+    restore_tls_verification()
+    from .registry import register
+
+    register()
+    args = host_run.parse_args()
+    models, datasets = _requested(args)
+    try:
+        preflight(args, models, datasets)
+    except (LaunchError, ValueError) as err:
+        print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
+        return 2
+    tracker = OutcomeTracker()
+    tracker.install(host_run)
+    host_run.main()
+    failures = tracker.failures(models, datasets, args.mode)
+    print_tables(args, models, datasets)
+    if failures:
+        print("vlmeval-echosafe: these combinations failed (details in the log above):\n" + "\n".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
