@@ -54,7 +54,9 @@ class OutcomeTracker:
         self.outcomes: dict[tuple[str, str], Outcome] = {}
 
     def install(self, run_module: Any) -> None:
-        original = run_module.upsert_dataset_status
+        # Keep the host's own function so repeated launches in one process do not stack wrappers.
+        original = getattr(run_module, "_echosafe_host_upsert", run_module.upsert_dataset_status)
+        run_module._echosafe_host_upsert = original
 
         def recording(*args: Any, **kwargs: Any) -> Any:
             self._record(kwargs)
@@ -101,7 +103,9 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
 
     from vlmeval.config import supported_VLM
 
+    from .datasets.config import load_config, variant
     from .datasets.mmsafetybenchpp import MMSafetyBenchPP
+    from .datasets.release import locate_release
     from .judges import check_judge_choice
 
     if not models or not datasets:
@@ -112,6 +116,9 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
                 close = difflib.get_close_matches(m, list(supported_VLM), n=4)
                 raise LaunchError(f"unknown --model {m!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     ours = [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()]
+    for d in ours:
+        if variant(d)["source"] == "release":
+            locate_release(load_config()["release"])  # a missing download fails here, not after model loading
     if ours and args.mode != "infer":
         judge_kwargs = {"key": args.judge_key}
         if args.judge_base_url:

@@ -87,24 +87,47 @@ def _mean_score(items: pd.DataFrame) -> float:
     return float("nan") if scores.empty else float(scores.mean())
 
 
-def _bootstrap_ci(group: pd.DataFrame, n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals, resampling whole pairs so twins stay together."""
-    keys = ("RR", "AR", "CCR", "QS_HM", "PairAcc")
-    pairs = group["pair_id"].unique()
-    if n_boot <= 0 or len(pairs) < 2:
-        return {k: (float("nan"), float("nan")) for k in keys}
-    rng = np.random.default_rng(seed)
-    by_pair = {p: g for p, g in group.groupby("pair_id", sort=False)}
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(n_boot):
-        drawn = rng.choice(pairs, size=len(pairs), replace=True)
-        frame = pd.concat([by_pair[p].assign(pair_id=f"{p}#{i}") for i, p in enumerate(drawn)])
-        point = group_metrics(frame)
-        for k in keys:
-            samples[k].append(point[k])
+def _pair_arrays(group: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per pair: 1/0/NaN for 'right behaviour' of each twin (NaN = unknown or missing) and their scores."""
     out = {}
-    for k, vals in samples.items():
-        arr = np.asarray(vals, dtype=float)
+    for label in ("unsafe", "safe"):
+        twin = group[group["label"] == label].drop_duplicates("pair_id").set_index("pair_id")
+        twin = twin.reindex(group["pair_id"].unique())
+        dec = twin["decision"]
+        out[f"{label}_ok"] = np.where(dec.isna() | (dec == "unknown"), np.nan, (dec == CORRECT[label]).astype(float))
+        out[f"{label}_score"] = np.where(dec == "unknown", np.nan, twin["score"].astype(float))
+    return out
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Row means ignoring NaN; NaN for rows with nothing to average (no warning)."""
+    counts = np.sum(~np.isnan(values), axis=1)
+    sums = np.nansum(values, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _bootstrap_ci(group: pd.DataFrame, n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals, resampling whole pairs so twins stay together (vectorised over draws)."""
+    keys = ("RR", "AR", "CCR", "QS_HM", "PairAcc")
+    arrays = _pair_arrays(group)
+    n_pairs = len(arrays["unsafe_ok"])
+    if n_boot <= 0 or n_pairs < 2:
+        return {k: (float("nan"), float("nan")) for k in keys}
+    draws = np.random.default_rng(seed).integers(0, n_pairs, size=(n_boot, n_pairs))
+    take = {k: v[draws] for k, v in arrays.items()}
+    rr, ar = 100 * _nanmean_rows(take["unsafe_ok"]), 100 * _nanmean_rows(take["safe_ok"])
+    qs_u, qs_s = _nanmean_rows(take["unsafe_score"]), _nanmean_rows(take["safe_score"])
+    both = take["unsafe_ok"] * take["safe_ok"]  # NaN when either twin is unknown, as in _pair_accuracy
+    stats = {
+        "RR": rr,
+        "AR": ar,
+        "CCR": np.array([ccr(a, b) for a, b in zip(rr, ar)]),
+        "QS_HM": np.array([harmonic_mean(a, b) for a, b in zip(qs_u, qs_s)]),
+        "PairAcc": 100 * _nanmean_rows(both),
+    }
+    out = {}
+    for k, arr in stats.items():
         arr = arr[~np.isnan(arr)]
         out[k] = (float("nan"), float("nan")) if arr.size == 0 else tuple(np.percentile(arr, [2.5, 97.5]).tolist())
     return out

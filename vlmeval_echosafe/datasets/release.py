@@ -109,10 +109,15 @@ def _image_value(value: Any, root: Path, where: str) -> tuple[str, str]:
     raise DatasetError(f"{where}: column 'image' is missing")
 
 
+def locate_release(cfg: dict[str, Any]) -> tuple[Path, Path]:
+    """(release folder, row file), or a DatasetError that says how to get the data."""
+    root = resolve_root(cfg)
+    return root, _rows_file(root, cfg)
+
+
 def load_release(cfg: dict[str, Any], modes: list[str]) -> tuple[pd.DataFrame, str]:
     """Rows of the release in the plugin's schema, restricted to ``modes``; returns (frame, source name)."""
-    root = resolve_root(cfg)
-    path = _rows_file(root, cfg)
+    root, path = locate_release(cfg)
     rows = _read_rows(path)
     cols = {f: _column(rows, cfg, f, path) for f in ("category", "mode", "label", "image", "question", "question_id", "pair_id")}
     for field in ("category", "mode", "label", "image"):

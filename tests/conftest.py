@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random-weight VLMs built once per test session into a temporary cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point VLMEVAL_ECHOSAFE_CACHE at a session temp dir and build both tiny models there once."""
+    from vlmeval_echosafe.models.tiny import TINY_BUILDERS
+
+    root = tmp_path_factory.mktemp("echosafe-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLMEVAL_ECHOSAFE_CACHE", str(root))
+        for build in TINY_BUILDERS.values():
+            build()
+        yield root
+
+
+@pytest.fixture(scope="session")
+def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 64x64 RGB PNG with random pixels (path as a string, like VLMEvalKit messages carry)."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("images") / "tiny64.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _tiny_vlm(kind: str):
+    from vlmeval_echosafe.models import TransformersVLM
+
+    return TransformersVLM(tiny=kind, max_new_tokens=12, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl_vlm(tiny_cache: Path):
+    """A TransformersVLM on the tiny Qwen2-VL (CPU, 12 new tokens); shared, so do not mutate it."""
+    return _tiny_vlm("qwen2vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_vlm(tiny_cache: Path):
+    """A TransformersVLM on the tiny LLaVA (CPU, 12 new tokens); shared, so do not mutate it."""
+    return _tiny_vlm("llava")

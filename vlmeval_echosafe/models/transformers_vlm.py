@@ -1,0 +1,193 @@
+"""The plugin's own local backend for image-text models (Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-NeXT).
+
+VLMEvalKit's `Qwen2VLChat` hard-codes flash-attention and asserts a GPU, so inner models that the plugin
+runs itself go through this class instead: `AutoModelForImageTextToText` + `AutoProcessor` with sdpa
+attention, on CPU or CUDA. It also runs the tiny random-weight models of `vlmeval_echosafe.models.tiny`, so
+the whole pipeline can be tested on a CPU machine with no downloadable weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from vlmeval.vlm.base import BaseModel
+
+from .tiny import TINY_BUILDERS
+
+logger = logging.getLogger(__name__)
+
+Content = list[dict[str, str]]  # VLMEvalKit items: {'type': 'image'|'text', 'value': path_or_text}
+
+
+def _missing_weights_error(repo_id: str, detail: str) -> FileNotFoundError:
+    from huggingface_hub import constants
+
+    return FileNotFoundError(
+        f"vlmeval-echosafe: the weights of {repo_id!r} were not found in the local Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}); {detail}. This backend never downloads. Fix: run "
+        f"`huggingface-cli download {repo_id}` on a machine with access (and copy that cache here, or "
+        f"set HF_HOME / HF_HUB_CACHE to it), or pass model_path=/local/folder in the wrapper config."
+    )
+
+
+def resolve_model_path(model_path: str) -> Path:
+    """Turn a local folder or a Hugging Face repo id into a local folder, using the local HF cache only."""
+    local = Path(model_path).expanduser()
+    if local.is_dir():
+        return local
+    looks_like_path = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
+    if looks_like_path or (os.sep != "/" and os.sep in model_path):
+        raise FileNotFoundError(f"vlmeval-echosafe: model folder {str(local)!r} does not exist.")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model_path, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError) as err:
+        raise _missing_weights_error(model_path, "it is neither a local folder nor a cached repo") from err
+
+
+def _torch_dtype(name: str, device: str) -> Any:
+    """`auto` means float32 on CPU (bf16 matmuls are slow there) and the checkpoint's dtype on CUDA."""
+    import torch
+
+    if name == "auto":
+        return torch.float32 if device == "cpu" else "auto"
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(
+            f"vlmeval-echosafe: unknown torch_dtype {name!r} (use auto, float32, bfloat16, float16)"
+        )
+    return dtype
+
+
+class TransformersVLM(BaseModel):
+    """A local Hugging Face image-text model with greedy decoding, usable as a VLMEvalKit model."""
+
+    INTERLEAVE = False
+    is_api = False
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        tiny: str | None = None,
+        max_new_tokens: int = 256,
+        device: str | None = None,
+        torch_dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if (model_path is None) == (tiny is None):
+            raise ValueError("vlmeval-echosafe: TransformersVLM needs exactly one of model_path= or tiny=.")
+        if kwargs:  # VLMEvalKit passes use_vllm= to Qwen2-VL-named models; this backend has no use for it.
+            logger.debug("TransformersVLM ignores arguments %s", sorted(kwargs))
+        if tiny is not None:
+            if tiny not in TINY_BUILDERS:
+                raise ValueError(
+                    f"vlmeval-echosafe: unknown tiny model {tiny!r}; known: {sorted(TINY_BUILDERS)}"
+                )
+            self.model_path = TINY_BUILDERS[tiny]()
+        else:
+            self.model_path = resolve_model_path(model_path)
+        self.name = tiny or model_path
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_new_tokens = max_new_tokens
+
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.model_path)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                self.model_path,
+                dtype=_torch_dtype(torch_dtype, self.device),
+                attn_implementation=attn_implementation,
+                device_map=self.device,
+            ).eval()
+        except OSError as err:  # a cached snapshot with missing files, e.g. an interrupted download
+            if model_path is not None and not Path(model_path).expanduser().is_dir():
+                raise _missing_weights_error(
+                    model_path, f"the cached snapshot is incomplete ({err})"
+                ) from err
+            raise
+
+        tokenizer = self.processor.tokenizer
+        self.eos_token_ids = self._eos_ids()
+        # Random (tiny) weights happily emit <|image_pad|> and friends, which breaks decoding and the next
+        # turn; real models never need them in an answer either. Everything special but end-of-turn is
+        # suppressed, on top of the checkpoint's own suppress list (tiny models list unprintable ones there).
+        specials = {i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
+        specials |= set(self.model.generation_config.suppress_tokens or ())
+        self.suppress_token_ids = sorted(specials - set(self.eos_token_ids))
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    def _eos_ids(self) -> list[int]:
+        """End-of-turn ids: the generation config's (Qwen lists two) plus the tokenizer's eos."""
+        ids = self.model.generation_config.eos_token_id
+        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        eos = self.processor.tokenizer.eos_token_id
+        if eos is not None and eos not in ids:
+            ids.append(eos)
+        return ids
+
+    def prepare_inputs(self, turns: list[dict], add_generation_prompt: bool = True) -> Any:
+        """Render a conversation with the model's chat template and run the processor (tensors on device).
+
+        Each turn is {"role": "user"|"assistant"|"system", "content": [VLMEvalKit items] or str}.
+        """
+        from PIL import Image
+
+        chat: list[dict] = []
+        images: list[Image.Image] = []
+        for turn in turns:
+            items = turn["content"]
+            if isinstance(items, str):
+                items = [{"type": "text", "value": items}]
+            content = []
+            for item in items:
+                if item["type"] == "image":
+                    with Image.open(item["value"]) as img:
+                        images.append(img.convert("RGB"))
+                    content.append({"type": "image"})
+                elif item["type"] == "text":
+                    content.append({"type": "text", "text": item["value"]})
+                else:
+                    raise ValueError(f"vlmeval-echosafe: TransformersVLM cannot take {item['type']!r} inputs")
+            chat.append({"role": turn["role"], "content": content})
+        text = self.processor.apply_chat_template(
+            chat, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+        inputs = self.processor(text=[text], images=images or None, return_tensors="pt")
+        return inputs.to(self.model.device)
+
+    def generation_kwargs(self, max_new_tokens: int | None = None) -> dict[str, Any]:
+        """Greedy decoding settings shared by every call and by defenses calling `model.generate` directly."""
+        return {
+            "do_sample": False,
+            "max_new_tokens": max_new_tokens or self.max_new_tokens,
+            "suppress_tokens": self.suppress_token_ids or None,
+            "eos_token_id": self.eos_token_ids,
+            "pad_token_id": self.pad_token_id,
+        }
+
+    def generate_turns(self, turns: list[dict], max_new_tokens: int | None = None) -> str:
+        """Answer the last user turn of a multi-turn conversation (the entry point for defenses)."""
+        import torch
+
+        inputs = self.prepare_inputs(turns)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **self.generation_kwargs(max_new_tokens))
+        new_tokens = out[0, inputs["input_ids"].shape[1] :]
+        return self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def generate_inner(self, message: Content, dataset: str | None = None) -> str:
+        return self.generate_turns([{"role": "user", "content": message}])
+
+    def chat_inner(self, message: list[dict], dataset: str | None = None) -> str:
+        """VLMEvalKit's multi-turn mode: its messages already have the shape `generate_turns` takes."""
+        return self.generate_turns(message)
