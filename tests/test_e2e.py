@@ -62,3 +62,68 @@ def test_eval_only_rerun_reuses_predictions(demo_run):
     proc = _run(tmp, "--data", "MMSafetyBenchPP_Demo", "--model", "TinyQwen2VL", "--judge", "rule", "--mode", "eval")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Infer TinyQwen2VL" not in proc.stderr + proc.stdout
+
+
+ECHO = "EchoSafe_TinyQwen2VL"
+
+
+@pytest.fixture(scope="module")
+def echosafe_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e_echosafe")
+    proc = _run(tmp, "--data", "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp
+
+
+def _bank(run_dir: Path) -> list[dict]:
+    snap = (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo/CURRENT").read_text().strip()
+    return [json.loads(x) for x in (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo" / snap / "insights.jsonl").read_text().splitlines()]
+
+
+def _trace(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()]
+
+
+def test_echosafe_bank_and_trace(echosafe_run):
+    run_dir = echosafe_run / "out" / ECHO
+    trace, bank = _trace(run_dir), _bank(run_dir)
+    pred = pd.read_csv(run_dir / f"{ECHO}_MMSafetyBenchPP_Demo.tsv", sep="\t", keep_default_na=False)
+    assert [t["row_index"] for t in trace] == [str(i) for i in pred["index"]]
+    written = [t for t in trace if t["insight_id"] is not None]
+    assert len(bank) == len(written) > 0  # one insight per successfully reflected item
+    assert [b["meta"]["row_index"] for b in bank] == [t["row_index"] for t in written]
+    assert all(t["not_written"] for t in trace if t["insight_id"] is None)  # every miss says why
+    pairs_in_bank = [b["meta"]["pair_id"] for b in bank]
+    for t in trace:  # retrieval whenever the bank holds an insight of another pair
+        others = {p for p in pairs_in_bank[: t["bank_size"]] if p != t["pair_id"]}
+        assert bool(t["retrieved"]) == bool(others)
+    assert sum(bool(t["retrieved"]) for t in trace) > len(trace) // 2
+    for t in trace:
+        assert t["pair_id"] not in {r["pair_id"] for r in t["retrieved"]}  # twins never see each other
+    assert (echosafe_run / "out" / ECHO / f"{ECHO}_MMSafetyBenchPP_Demo_rule_score.csv").exists()
+
+
+def test_echosafe_resume_equals_uninterrupted_run(echosafe_run, tmp_path):
+    """Interrupt after 60 rows (the host's checkpoint holds them), resume: predictions, bank and trace equal."""
+    import pickle
+    import shutil
+
+    full_dir = echosafe_run / "out" / ECHO
+    full_pred = pd.read_csv(full_dir / f"{ECHO}_MMSafetyBenchPP_Demo.tsv", sep="\t", keep_default_na=False)
+    run_dir = tmp_path / "out" / ECHO
+    shutil.copytree(full_dir / "echosafe_bank", run_dir / "echosafe_bank")  # bank went further than the checkpoint
+    shutil.copy(full_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl", run_dir)
+    done = dict(zip(full_pred["index"][:60], full_pred["prediction"][:60]))
+    with open(run_dir / "01_MMSafetyBenchPP_Demo.pkl", "wb") as fh:
+        pickle.dump(done, fh)
+    proc = _run(tmp_path, "--data", "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule", "--reuse")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pred = pd.read_csv(run_dir / f"{ECHO}_MMSafetyBenchPP_Demo.tsv", sep="\t", keep_default_na=False)
+    assert pred["prediction"].tolist() == full_pred["prediction"].tolist()
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("timings",)} for r in rows]  # noqa: E731
+    assert [b["insight"] for b in _bank(run_dir)] == [b["insight"] for b in _bank(full_dir)]
+    assert [b["meta"]["row_index"] for b in _bank(run_dir)] == [b["meta"]["row_index"] for b in _bank(full_dir)]
+    resumed, full = strip(_trace(run_dir)), strip(_trace(full_dir))
+    for r in resumed + full:
+        r.pop("stream")
+    assert resumed == full

@@ -52,12 +52,13 @@ def test_failed_combination_exits_nonzero(workdir, capsys, monkeypatch):
     release.mkdir()
     (release / "test.jsonl").write_text(json.dumps(
         {"category": "Fraud", "mode": "Gen", "label": "safe", "image": "missing.png", "question": "q"}) + "\n")
-    cfg = workdir / "cfg"
-    (cfg / "wrappers").mkdir(parents=True)
-    (cfg / "task_configs").mkdir()
+    import shutil
+
     from vlmeval_echosafe.paths import config_root
 
-    (cfg / "wrappers" / "models.yaml").write_text((config_root() / "wrappers" / "models.yaml").read_text())
+    cfg = workdir / "cfg"
+    shutil.copytree(config_root() / "wrappers", cfg / "wrappers")
+    (cfg / "task_configs").mkdir()
     text = (config_root() / "task_configs" / "mmsafetybenchpp.yaml").read_text()
     text = text.replace("question: null      #", "question: question  #").replace("question_id: id", "question_id: null")
     text = text.replace("pair_id: null", "pair_id: category")

@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     restore_tls_verification()
     from .registry import register
 
-    register()
     args = host_run.parse_args()
+    # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
+    register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir))
     models, datasets = _requested(args)
     try:
         preflight(args, models, datasets)

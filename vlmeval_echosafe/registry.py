@@ -1,12 +1,14 @@
 """Register the plugin into VLMEvalKit.
 
 The host has no plugin hook: its registries are module-level objects that ``vlmeval.run`` imported by
-reference, so they are mutated in place (never rebound) before ``vlmeval.run.main()`` runs.
+reference, so they are mutated in place (never rebound) before ``vlmeval.run.main()`` runs. Models and defenses
+are declared in ``wrappers/*.yaml``; registering is reading those files.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from functools import partial
 from typing import Any
 
@@ -14,31 +16,63 @@ import yaml
 
 from .paths import config_root
 
-MODEL_CLASSES = ("TransformersVLM",)
+
+def _classes() -> dict[str, type]:
+    from .defenses.echosafe import EchoSafe
+    from .models.transformers_vlm import TransformersVLM
+
+    return {"TransformersVLM": TransformersVLM, "EchoSafe": EchoSafe}
 
 
-def _model_class(name: str) -> type:
-    if name == "TransformersVLM":
-        from .models.transformers_vlm import TransformersVLM
+def _class(name: str, where: str) -> type:
+    classes = _classes()
+    if name not in classes:
+        close = difflib.get_close_matches(name, list(classes), n=3)
+        raise KeyError(f"unknown class {name!r} in {where}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    return classes[name]
 
-        return TransformersVLM
-    close = difflib.get_close_matches(name, MODEL_CLASSES, n=3)
-    raise KeyError(f"unknown model class {name!r} in wrappers/models.yaml" + (f"; did you mean {close}?" if close else ""))
+
+def _yaml(name: str) -> dict[str, Any]:
+    path = config_root() / "wrappers" / name
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 def model_entries() -> dict[str, dict[str, Any]]:
-    """The plugin's model names and constructor settings, read from ``wrappers/models.yaml``."""
-    path = config_root() / "wrappers" / "models.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entries = data.get("models") or {}
+    """The plugin's inner models and their constructor settings (``wrappers/models.yaml``)."""
+    entries = _yaml("models.yaml").get("models") or {}
     for name, spec in entries.items():
         if not isinstance(spec, dict) or "class" not in spec:
-            raise ValueError(f"{path}: entry {name!r} needs a mapping with a 'class' key")
+            raise ValueError(f"wrappers/models.yaml: entry {name!r} needs a mapping with a 'class' key")
     return entries
 
 
-def register() -> None:
-    """Add the plugin's datasets and models to VLMEvalKit's registries; calling it twice changes nothing."""
+def defense_entries() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(defense name -> {class, settings}, the file's other sections) from ``wrappers/defenses.yaml``, with
+    ``extends`` resolved."""
+    data = _yaml("defenses.yaml")
+    raw, out = data.get("defenses") or {}, {}
+
+    def resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        if name not in raw:
+            close = difflib.get_close_matches(name, list(raw), n=3)
+            raise KeyError(f"wrappers/defenses.yaml: unknown defense {name!r}" + (f"; did you mean {close}?" if close else ""))
+        if name in seen:
+            raise ValueError(f"wrappers/defenses.yaml: `extends` cycle through {name!r}")
+        spec = raw[name]
+        base = resolve(spec["extends"], (*seen, name)) if "extends" in spec else {"settings": {}}
+        return {"class": spec.get("class", base.get("class")), "settings": {**base["settings"], **(spec.get("settings") or {})}}
+
+    for name in raw:
+        out[name] = resolve(name)
+    return out, {"encoders": data.get("encoders") or {}, "inner_settings": data.get("inner_settings") or {}}
+
+
+def register(work_dir: str | None = None) -> None:
+    """Add the plugin's datasets, models and defenses to VLMEvalKit's registries; calling it again changes nothing
+    but the run folder the defenses write their memory and traces to (``work_dir``, as the launcher knows it)."""
     import vlmeval.config
     import vlmeval.dataset
     import vlmeval.vlm
@@ -52,8 +86,25 @@ def register() -> None:
             vlmeval.dataset.SUPPORTED_DATASETS.append(name)
     setattr(vlmeval.dataset, MMSafetyBenchPP.__name__, MMSafetyBenchPP)
 
-    for name, spec in model_entries().items():
+    registry = vlmeval.config.supported_VLM
+    plugin_models = model_entries()
+    for name, spec in plugin_models.items():
         spec = dict(spec)
-        cls = _model_class(spec.pop("class"))
+        cls = _class(spec.pop("class"), "wrappers/models.yaml")
         setattr(vlmeval.vlm, cls.__name__, cls)
-        vlmeval.config.supported_VLM[name] = partial(cls, **spec)
+        registry[name] = partial(cls, **spec)
+
+    defenses, extra = defense_entries()
+    prefixes = tuple(f"{d}_" for d in defenses)
+    inners = [n for n in list(registry) if not n.startswith(prefixes)]
+    work_dir = work_dir or "outputs"
+    for dname, spec in defenses.items():
+        cls = _class(spec["class"], "wrappers/defenses.yaml")
+        setattr(vlmeval.vlm, cls.__name__, cls)
+        for inner in inners:
+            full = f"{dname}_{inner}"
+            kind = "plugin" if inner in plugin_models else "host"
+            settings = {"encoders": extra["encoders"].get(kind, {}), **spec["settings"],
+                        **extra["inner_settings"].get(inner, {})}
+            registry[full] = partial(cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full),
+                                     settings=settings)

@@ -185,6 +185,90 @@ class TransformersVLM(BaseModel):
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
         return self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
+    # Guided generation: EchoSafe's self-reflection fills a fixed form field by field ("Scenario: …",
+    # "Decision: safe|unsafe") instead of hoping for valid JSON, which random-weight models never emit and
+    # real 7B models sometimes don't. Both methods prefill the assistant turn with `prefix`.
+
+    def _prefilled(self, turns: list[dict], text: str) -> Any:
+        """`prepare_inputs(turns)` with the tokens of `text` appended as the start of the assistant reply.
+
+        The text is tokenized on its own (no special tokens) and appended at the token level, so the model is
+        fed exactly those ids; per-token side tensors grow with it (attention 1, token types 0 = text).
+        """
+        import torch
+
+        inputs = self.prepare_inputs(turns)
+        ids = self.processor.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+        ids = ids.to(inputs["input_ids"].device)
+        length = inputs["input_ids"].shape[1]
+        for key, value in list(inputs.items()):
+            if key == "input_ids":
+                inputs[key] = torch.cat([value, ids], dim=1)
+            elif isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == (1, length):
+                fill = torch.ones_like(ids) if key == "attention_mask" else torch.zeros_like(ids)
+                inputs[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
+        return inputs
+
+    def complete(
+        self, turns: list[dict], prefix: str, max_new_tokens: int = 48, stop: str | None = "\n"
+    ) -> str:
+        """Greedily continue an assistant reply that starts with `prefix`; return only the new text.
+
+        The text is cut at the first `stop` (None: no cut) and stripped; generation also halts there. End
+        `prefix` without a trailing space: byte-level BPE attaches a space to the next word, so a lone space
+        token is a context the model never produced itself.
+        """
+        import torch
+
+        inputs = self._prefilled(turns, prefix)
+        kwargs = self.generation_kwargs(max_new_tokens)
+        if stop:
+            kwargs.update(stop_strings=[stop], tokenizer=self.processor.tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        text = self.processor.tokenizer.decode(
+            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        if stop:
+            text = text.split(stop, 1)[0]
+        return text.strip()
+
+    def option_logprobs(self, turns: list[dict], prefix: str, options: list[str]) -> list[float]:
+        """Total log-likelihood of each option as the continuation of the prefilled `prefix`.
+
+        Each option is tokenized together with the prefix and scored from the first token where the options'
+        tokenizations differ, so all options are compared in the same context even when a BPE merge crosses
+        the prefix/option boundary (tokens shared by all options add the same amount to every total and are
+        left out). Totals are not length-normalised. One forward pass per option.
+        """
+        import torch
+
+        tokenized = [
+            self.processor.tokenizer(prefix + o, add_special_tokens=False).input_ids for o in options
+        ]
+        shared = 0
+        while all(len(ids) > shared for ids in tokenized) and len({ids[shared] for ids in tokenized}) == 1:
+            shared += 1
+        scores = []
+        for option, own in zip(options, tokenized, strict=True):
+            n_scored = len(own) - shared
+            if n_scored == 0:  # all its tokens are shared: an empty continuation, probability 1
+                scores.append(0.0)
+                continue
+            inputs = self._prefilled(turns, prefix + option)
+            with torch.inference_mode():
+                logits = self.model(**inputs, logits_to_keep=n_scored + 1).logits[0, :-1].float()
+            targets = inputs["input_ids"][0, -n_scored:, None]
+            scores.append(logits.log_softmax(-1).gather(1, targets).sum().item())
+        return scores
+
+    def choose(self, turns: list[dict], prefix: str, options: list[str]) -> str:
+        """The option most likely to follow the prefilled `prefix` (e.g. safe / unsafe); ties: the first."""
+        if not options:
+            raise ValueError("vlmeval-echosafe: choose() needs at least one option")
+        scores = self.option_logprobs(turns, prefix, options)
+        return options[max(range(len(options)), key=lambda i: (scores[i], -i))]
+
     def generate_inner(self, message: Content, dataset: str | None = None) -> str:
         return self.generate_turns([{"role": "user", "content": message}])
 

@@ -1,0 +1,1 @@
+"""Defenses: VLMEvalKit models that wrap another model behind one interface (``base.Defense``)."""

@@ -1,0 +1,95 @@
+"""The one interface every defense implements: a VLMEvalKit model that wraps another VLMEvalKit model.
+
+A defense is built from an inner model's registry name (any ``supported_VLM`` entry: the plugin's backends,
+the host's local models, API models) or from a model object, and turns one message into one response using
+that inner model. It stays ``is_api = False`` so the host runs it one sample at a time (a stateful defense
+must see items in stream order).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+from vlmeval.vlm.base import BaseModel
+
+log = logging.getLogger(__name__)
+
+
+def build_inner(inner: str | BaseModel, **kwargs: Any) -> BaseModel:
+    """The inner model: a registry name is built with the kwargs its constructor accepts (the host passes
+    ``use_vllm=`` to some names); an object is used as is."""
+    if not isinstance(inner, str):
+        return inner
+    from vlmeval.config import supported_VLM
+
+    if inner not in supported_VLM:
+        import difflib
+
+        close = difflib.get_close_matches(inner, list(supported_VLM), n=3)
+        raise KeyError(f"inner model {inner!r} is not a VLMEvalKit model" + (f"; did you mean {close}?" if close else ""))
+    factory = supported_VLM[inner]
+    target = getattr(factory, "func", factory)
+    params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    passed = {k: v for k, v in kwargs.items() if takes_any or k in params}
+    dropped = sorted(set(kwargs) - set(passed))
+    if dropped:
+        log.info("inner model %s does not take %s; not forwarded", inner, dropped)
+    return factory(**passed)
+
+
+def split_message(message: list[dict[str, str]]) -> tuple[list[str], str]:
+    """(image paths, question text) of a VLMEvalKit message."""
+    images = [m["value"] for m in message if m["type"] == "image"]
+    text = "\n".join(m["value"] for m in message if m["type"] == "text")
+    return images, text
+
+
+class Defense(BaseModel):
+    """Base class: inner model, dataset handle, prompt routing. Subclasses implement ``defend``."""
+
+    is_api = False
+    INTERLEAVE = False
+    allowed_types = ["text", "image"]
+
+    def __init__(self, inner: str | BaseModel, name: str | None = None, run_dir: str | Path | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        self.inner = build_inner(inner, **kwargs)
+        self.inner_name = inner if isinstance(inner, str) else type(inner).__name__
+        self.name = name or f"{type(self).__name__}_{self.inner_name}"
+        self.run_dir = Path(run_dir) if run_dir else Path("outputs") / self.name
+        self.dataset = None  # the host dataset object, learned from set_dump_image
+
+    def set_dump_image(self, dump_image_func: Any) -> None:
+        """Forwarded to the inner model; the bound method also tells which dataset object is being run, the only
+        link the host gives from a message back to its row."""
+        super().set_dump_image(dump_image_func)
+        if hasattr(self.inner, "set_dump_image"):
+            self.inner.set_dump_image(dump_image_func)
+        self.dataset = getattr(dump_image_func, "__self__", None)
+
+    def use_custom_prompt(self, dataset: str) -> bool:
+        from ..datasets.mmsafetybenchpp import MMSafetyBenchPP
+
+        if dataset in MMSafetyBenchPP.supported_datasets():
+            return False
+        return bool(getattr(self.inner, "use_custom_prompt", lambda _: False)(dataset))
+
+    def build_prompt(self, line: Any, dataset: str | None = None) -> Any:
+        return self.inner.build_prompt(line, dataset=dataset)
+
+    def ask(self, message: list[dict[str, str]], dataset: str | None) -> str:
+        """One call of the inner model (through its own validation)."""
+        return self.inner.generate(message=[dict(m) for m in message], dataset=dataset)
+
+    def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> str:
+        return self.defend(message, dataset)
+
+    @abstractmethod
+    def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
+        """Turn one message into the defended response, using ``self.inner``."""

