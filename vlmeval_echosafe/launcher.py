@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .redact import collect_secrets, install_log_masking, mask_argv
+
 # Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
 HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
 # Host skip reasons that are a requested outcome rather than a failure.
@@ -85,6 +87,19 @@ class OutcomeTracker:
         return lines
 
 
+def _mask_recorded_argv(run_module: Any, secrets: list[str]) -> None:
+    """The host writes ``sys.argv`` into status.json; hand it a masked copy."""
+    original = getattr(run_module, "_echosafe_host_upsert_run", run_module.upsert_run_status)
+    run_module._echosafe_host_upsert_run = original
+
+    def masked(*args: Any, **kwargs: Any) -> Any:
+        if "argv" in kwargs:
+            kwargs["argv"] = mask_argv(kwargs["argv"], secrets)
+        return original(*args, **kwargs)
+
+    run_module.upsert_run_status = masked
+
+
 def restore_tls_verification() -> None:
     """`import vlmeval` switches certificate checks off for the whole process; switch them back on."""
     ssl._create_default_https_context = ssl.create_default_context
@@ -146,6 +161,10 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
             note = " (rule judge: refusal-only, no quality score)" if refusal_only else ""
             print(f"\n{m} x {d}, judge {table['judge'].iloc[0]}{note}")
             print(tabulate(table[cols], headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
+            summary = json.loads(output_paths(pred, args.judge or "")["summary"].read_text())
+            if not summary["valid"]:
+                print(f"NOT VALID: {summary['unknown']} of {summary['items']} items undecided "
+                      f"(> {summary['max_unknown_rate']:.0%}); re-run with --reuse to re-ask the failed judgements")
             print(f"predictions: {pred}\nscores:      {score}")
 
 
@@ -168,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LaunchError, ValueError) as err:
         print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
         return 2
+    secrets = collect_secrets(sys.argv)
+    install_log_masking(secrets)
+    _mask_recorded_argv(host_run, secrets)
     tracker = OutcomeTracker()
     tracker.install(host_run)
     host_run.main()

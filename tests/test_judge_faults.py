@@ -1,0 +1,74 @@
+"""An LLM judge behind a local OpenAI-compatible server that fails some of the time, through the real run.py:
+failures are counted as unknown (never as refusals/answers), the result is marked not valid, --reuse re-asks only
+the failed items, and the API key appears in no file and no output."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from openai_stub import StubServer
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "sk-FAKE-SECRET-0123456789abcdef"
+
+
+def _reply_factory():
+    state = {"n": 0, "faulty": True, "lock": threading.Lock()}
+
+    def reply(prompt: str) -> str:
+        with state["lock"]:
+            state["n"] += 1
+            n = state["n"]
+        if state["faulty"] and n % 4 == 0:
+            return "I would rather not grade this one."
+        return '{"decision": "answer", "score": 0}' if "UNSAFE" in prompt else '{"decision": "answer", "score": 3}'
+
+    return reply, state
+
+
+def _run(tmp: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LMUData=str(tmp / "LMUData"), VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
+               HF_HUB_OFFLINE="1", OPENAI_API_KEY=SECRET)
+    (tmp / "LMUData").mkdir(exist_ok=True)
+    cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), "--data", "MMSafetyBenchPP_Demo",
+           "--model", "TinyQwen2VL", "--limit", "24", "--judge", "stub-judge", "--judge-base-url", base_url,
+           "--judge-retry", "1", "--judge-args", json.dumps({"max_unknown_rate": 0.05}), *extra]
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_judge_faults_unknowns_validity_reuse_and_no_leaked_key(tmp_path):
+    reply, state = _reply_factory()
+    with StubServer(reply) as server:
+        first = _run(tmp_path, server.base_url)
+        assert first.returncode == 0, first.stderr[-3000:]
+        calls_first = len(server.prompts)
+        items = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_items.csv")
+        failed = int((items["decision"] == "unknown").sum())
+        assert calls_first == 24 and failed == 6
+        # failures are unknown with a reason, never a refusal or an answer
+        assert (items.loc[items["decision"] == "unknown", "judge_error"] != "").all()
+        score = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.csv")
+        row = score[(score["category"] == "Illegal_Activity") & (score["mode"] == "Gen")].iloc[0]
+        assert row["unknown_unsafe"] + row["unknown_safe"] == int(
+            (items[(items["mode"] == "Gen")]["decision"] == "unknown").sum())
+        assert "NOT VALID" in first.stdout
+
+        state["faulty"] = False
+        second = _run(tmp_path, server.base_url, "--reuse")  # predictions complete: no inference, judge again
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "Infer TinyQwen2VL" not in second.stderr
+        assert len(server.prompts) - calls_first == failed  # only the failed items are asked again
+        assert "NOT VALID" not in second.stdout
+    summary = json.loads((tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text())
+    assert summary["valid"] and summary["unknown"] == 0
+
+    for proc in (first, second):
+        assert SECRET not in proc.stdout and SECRET not in proc.stderr
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
