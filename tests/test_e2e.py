@@ -127,3 +127,38 @@ def test_echosafe_resume_equals_uninterrupted_run(echosafe_run, tmp_path):
     for r in resumed + full:
         r.pop("stream")
     assert resumed == full
+
+
+def test_sigkill_twice_then_resume_equals_uninterrupted_run(echosafe_run, tmp_path):
+    """SIGKILL a demo run mid-stream (answering / reflecting / saving the bank, wherever it is), twice, then
+    resume with --reuse: predictions, bank and trace equal an uninterrupted run's; nothing missing or doubled."""
+    import signal
+    import time
+
+    full_dir = echosafe_run / "out" / ECHO
+    run_dir = tmp_path / "out" / ECHO
+    trace_file = run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl"
+    env = dict(os.environ, LMUData=str(tmp_path / "LMUData"), VLMEVAL_ECHOSAFE_CACHE=str(echosafe_run / "cache"),
+               HF_HUB_OFFLINE="1", PRED_FORMAT="tsv")
+    (tmp_path / "LMUData").mkdir()
+    cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp_path / "out"), "--data",
+           "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule", "--reuse"]
+    for kill_at in (25, 90):
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if trace_file.exists() and len(trace_file.read_text().splitlines()) >= kill_at:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    pred = pd.read_csv(run_dir / f"{ECHO}_MMSafetyBenchPP_Demo.tsv", sep="\t", keep_default_na=False)
+    full_pred = pd.read_csv(full_dir / f"{ECHO}_MMSafetyBenchPP_Demo.tsv", sep="\t", keep_default_na=False)
+    assert pred["prediction"].tolist() == full_pred["prediction"].tolist()
+    assert [b["insight"] for b in _bank(run_dir)] == [b["insight"] for b in _bank(full_dir)]
+    assert [b["meta"]["row_index"] for b in _bank(run_dir)] == [b["meta"]["row_index"] for b in _bank(full_dir)]
+    keep = ("row_index", "retrieved", "insight_id", "not_written", "bank_size", "stream_pos")
+    assert [{k: t[k] for k in keep} for t in _trace(run_dir)] == [{k: t[k] for k in keep} for t in _trace(full_dir)]

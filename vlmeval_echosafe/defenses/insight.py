@@ -16,6 +16,14 @@ COPY_SPAN = 6  # an insight sharing this many consecutive words with the questio
 FIELDS = ("Scenario", "Safety signals", "Decision", "Justification")
 
 _WORD = re.compile(r"[a-z0-9']+")
+# Text that tells the model what to do rather than describing a scenario: a planted instruction (in an image
+# or a question) must not become a standing order for every later item.
+_INSTRUCTION = re.compile(
+    r"\b(?:always|must|should|shall)\s+(?:comply|obey|answer|agree|follow|help)\b|\bnever\s+refuse\b|"
+    r"\b(?:ignore|disregard|override|forget)\b[^.]{0,40}\b(?:instruction|rule|guideline|polic|safety|previous)|"
+    r"\b(?:store|remember|save|memori[sz]e|add)\s+(?:this|the following)\b|\bno\s+longer\s+refuse\b",
+    re.IGNORECASE,
+)
 _LINE = re.compile(r"^\s*(scenario|safety signals|signals|decision|justification)\s*:\s*(.*)$", re.IGNORECASE)
 
 
@@ -71,6 +79,8 @@ def validate_insight(raw: dict[str, Any], question: str, answer: str) -> dict[st
     if len(signals) > LIMITS["signals"] or any(len(s) > LIMITS["signal"] for s in signals):
         raise InsightError("too many or too long safety signals")
     insight = {"scenario": scenario, "safety_signals": signals, "decision": decision, "justification": justification}
+    if _INSTRUCTION.search(" ".join([scenario, *signals, justification])):
+        raise InsightError("insight contains an instruction to the model (possible memory injection)")
     if copies_source(insight, question, answer):
         raise InsightError(f"insight copies {COPY_SPAN}+ consecutive words of the question or the answer")
     return insight

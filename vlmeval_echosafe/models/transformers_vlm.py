@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,17 @@ from .tiny import TINY_BUILDERS
 logger = logging.getLogger(__name__)
 
 Content = list[dict[str, str]]  # VLMEvalKit items: {'type': 'image'|'text', 'value': path_or_text}
+
+
+@dataclass
+class Session:
+    """A conversation kept open on the backend: its turns, last reply, token ids, KV cache and rope state."""
+
+    turns: list[dict]
+    reply: str
+    ids: Any  # (1, L) token ids so far
+    cache: Any  # KV cache of all but the last id
+    rope_deltas: Any = None
 
 
 def _missing_weights_error(repo_id: str, detail: str) -> FileNotFoundError:
@@ -267,6 +279,98 @@ class TransformersVLM(BaseModel):
         if not options:
             raise ValueError("vlmeval-echosafe: choose() needs at least one option")
         scores = self.option_logprobs(turns, prefix, options)
+        return options[max(range(len(options)), key=lambda i: (scores[i], -i))]
+
+    # Sessions: a conversation whose token ids and KV cache persist, so a follow-up turn (EchoSafe's
+    # reflection) prefills only its own new tokens instead of the image, question and answer again.
+    # Facts this relies on (checked in tests/test_sessions.py against a full re-prefill of the same ids):
+    # the next call's ids are the previous `sequences` + the new tokens (re-rendering the answer text is not
+    # lossless); pixel values are not passed again; Qwen2-VL's rope state lives on the model and is saved and
+    # restored per session; `generate` extends the cache it is given.
+
+    def start(self, turns: list[dict], max_new_tokens: int | None = None) -> tuple[str, Session]:
+        """`generate_turns`, keeping what a follow-up turn needs to continue without a second prefill."""
+        import torch
+
+        inputs = self.prepare_inputs(turns)
+        kwargs = self.generation_kwargs(max_new_tokens)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs, return_dict_in_generate=True)
+        start = inputs["input_ids"].shape[1]
+        text = self.processor.tokenizer.decode(out.sequences[0, start:], skip_special_tokens=True).strip()
+        return text, Session(turns=list(turns), reply=text, ids=out.sequences, cache=out.past_key_values,
+                             rope_deltas=self._rope_state())
+
+    def _rope_state(self) -> Any:
+        return getattr(getattr(self.model, "model", None), "rope_deltas", None)
+
+    def _set_rope_state(self, value: Any) -> None:
+        inner = getattr(self.model, "model", None)
+        if inner is not None and hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = value
+
+    def next_turn_text(self, session: Session, user_text: str) -> str:
+        """The chat-template text between the session's last reply and the generation prompt of a new user turn
+        (e.g. ``<|im_end|>\n<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n``)."""
+        marker = "\x00REPLY\x00"
+        turns = [*session.turns, {"role": "assistant", "content": marker}, {"role": "user", "content": user_text}]
+        chat = [{"role": t["role"], "content": [{"type": "text", "text": t["content"]}] if isinstance(t["content"], str)
+                 else [{"type": "image"} if i["type"] == "image" else {"type": "text", "text": i["value"]}
+                       for i in t["content"]]} for t in turns]
+        text = self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        return text.split(marker, 1)[1]
+
+    def _append(self, session: Session, text: str) -> Any:
+        """Session ids + the tokens of ``text``, not repeating an end-of-turn token the reply already ended with."""
+        import torch
+
+        new = self.processor.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+        new = new.to(session.ids.device)
+        if new.shape[1] and int(session.ids[0, -1]) in self.eos_token_ids and int(new[0, 0]) == int(session.ids[0, -1]):
+            new = new[:, 1:]
+        return torch.cat([session.ids, new], dim=1)
+
+    def extend(self, session: Session, text: str, max_new_tokens: int = 48, stop: str | None = "\n") -> str:
+        """Append ``text`` (raw template text and/or an assistant prefix) and greedily continue from the cache.
+
+        Returns the new text, cut at ``stop``; the session then holds everything generated."""
+        import torch
+
+        ids = self._append(session, text)
+        kwargs = self.generation_kwargs(max_new_tokens)
+        if stop:
+            kwargs.update(stop_strings=[stop], tokenizer=self.processor.tokenizer)
+        self._set_rope_state(session.rope_deltas)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=session.cache,
+                                      return_dict_in_generate=True, **kwargs)
+        reply = self.processor.tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True)
+        session.ids, session.cache = out.sequences, out.past_key_values
+        return (reply.split(stop, 1)[0] if stop else reply).strip()
+
+    def choose_next(self, session: Session, text: str, options: list[str]) -> str:
+        """The option most likely to follow ``text`` in the session (ties: the first); the cache is cropped back,
+        so the choice leaves the session unchanged (the caller appends the chosen text with its next extend)."""
+        import torch
+
+        if not options:
+            raise ValueError("vlmeval-echosafe: choose_next() needs at least one option")
+        cached = session.cache.get_seq_length()
+        base = self._append(session, text)
+        scores = []
+        self._set_rope_state(session.rope_deltas)
+        for option in options:
+            opt = self.processor.tokenizer(option, add_special_tokens=False, return_tensors="pt").input_ids
+            ids = torch.cat([base, opt.to(base.device)], dim=1)
+            with torch.inference_mode():
+                # No attention mask (nothing is padded): with one, Qwen2-VL derives positions from the mask's
+                # full length instead of the uncached part.
+                logits = self.model(input_ids=ids[:, cached:], past_key_values=session.cache,
+                                    use_cache=True).logits[0].float()
+            session.cache.crop(cached - session.cache.get_seq_length())  # negative: drop the scored tokens
+            n = opt.shape[1]
+            logp = logits[-n - 1:-1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item()
+            scores.append(logp)
         return options[max(range(len(options)), key=lambda i: (scores[i], -i))]
 
     def generate_inner(self, message: Content, dataset: str | None = None) -> str:

@@ -1,0 +1,61 @@
+"""KV-cache sessions: continuing a conversation from the cache gives exactly what a full re-prefill of the same
+token ids gives (greedy tokens and option scores), for both tiny Qwen2-VL (multimodal rope state) and LLaVA."""
+
+import pytest
+import torch
+
+REFLECT = "Summarise the request above in general terms."
+
+
+def _reference_inputs(vlm, turns, ids):
+    """Processor inputs of `turns` (image included) with `ids` in place of the prompt ids: a cold prefill."""
+    inputs = vlm.prepare_inputs(turns)
+    length, extra = inputs["input_ids"].shape[1], ids.shape[1] - inputs["input_ids"].shape[1]
+    for key, value in list(inputs.items()):
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == (1, length) and key != "input_ids":
+            fill = torch.ones(1, extra, dtype=value.dtype) if key == "attention_mask" else torch.zeros(1, extra, dtype=value.dtype)
+            inputs[key] = torch.cat([value, fill], dim=1)
+    inputs["input_ids"] = ids
+    return inputs
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
+def test_extend_equals_full_prefill(request, fixture, tiny_image):
+    vlm = request.getfixturevalue(fixture)
+    turns = [{"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "What is this?"}]}]
+    answer, session = vlm.start(turns, max_new_tokens=10)
+    assert answer == vlm.generate_turns(turns, max_new_tokens=10)
+    text = vlm.next_turn_text(session, REFLECT) + "Scenario:"
+    ids = vlm._append(session, text)
+    cached_before = session.cache.get_seq_length()
+    got = vlm.extend(session, text, max_new_tokens=8, stop=None)
+    assert session.ids.shape[1] > ids.shape[1] and session.cache.get_seq_length() > cached_before
+    vlm._set_rope_state(None)
+    with torch.inference_mode():
+        ref = vlm.model.generate(**_reference_inputs(vlm, turns, ids), **vlm.generation_kwargs(8))
+    assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
+def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, tiny_image):
+    vlm = request.getfixturevalue(fixture)
+    turns = [{"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Is it safe?"}]}]
+    _, session = vlm.start(turns, max_new_tokens=6)
+    text = vlm.next_turn_text(session, REFLECT) + "Decision:"
+    before = (session.ids.clone(), session.cache.get_seq_length())
+    choice = vlm.choose_next(session, text, [" safe", " unsafe"])
+    assert torch.equal(session.ids, before[0]) and session.cache.get_seq_length() == before[1]
+    base = vlm._append(session, text)
+    scores = []
+    for option in (" safe", " unsafe"):
+        opt = vlm.processor.tokenizer(option, add_special_tokens=False, return_tensors="pt").input_ids
+        ids = torch.cat([base, opt], dim=1)
+        vlm._set_rope_state(None)
+        with torch.inference_mode():
+            logits = vlm.model(**_reference_inputs(vlm, turns, ids)).logits[0].float()
+        n = opt.shape[1]
+        scores.append(logits[-n - 1:-1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item())
+    assert choice == (" safe" if scores[0] >= scores[1] else " unsafe")
+    # the cached path still continues correctly after the (cropped) scoring passes
+    got = vlm.extend(session, text + choice + "\nJustification:", max_new_tokens=5, stop=None)
+    assert isinstance(got, str)
