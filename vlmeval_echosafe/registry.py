@@ -18,10 +18,24 @@ from .paths import config_root
 
 
 def _classes() -> dict[str, type]:
+    from .defenses.adashield_a import AdaShieldA
     from .defenses.echosafe import EchoSafe
+    from .defenses.ecso import ECSO
+    from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
     from .models.transformers_vlm import TransformersVLM
 
-    return {"TransformersVLM": TransformersVLM, "EchoSafe": EchoSafe}
+    return {"TransformersVLM": TransformersVLM, "EchoSafe": EchoSafe, "PromptDefense": PromptDefense,
+            "SafetyPrompt": SafetyPrompt, "FigStepPrompt": FigStepPrompt, "AdaShieldS": AdaShieldS,
+            "AdaShieldA": AdaShieldA, "ECSO": ECSO}
+
+
+# `Base_<inner>` is the inner model itself, so leaderboards have an explicit base row.
+BASE_PREFIX = "Base_"
+
+
+def _accepted(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+    accepts = getattr(cls, "accepts_setting", lambda _key: True)
+    return {k: v for k, v in settings.items() if accepts(k)}
 
 
 def _class(name: str, where: str) -> type:
@@ -95,7 +109,7 @@ def register(work_dir: str | None = None) -> None:
         registry[name] = partial(cls, **spec)
 
     defenses, extra = defense_entries()
-    prefixes = tuple(f"{d}_" for d in defenses)
+    prefixes = (*(f"{d}_" for d in defenses), BASE_PREFIX)
     inners = [n for n in list(registry) if not n.startswith(prefixes)]
     work_dir = work_dir or "outputs"
     for dname, spec in defenses.items():
@@ -104,7 +118,10 @@ def register(work_dir: str | None = None) -> None:
         for inner in inners:
             full = f"{dname}_{inner}"
             kind = "plugin" if inner in plugin_models else "host"
-            settings = {"encoders": extra["encoders"].get(kind, {}), **spec["settings"],
-                        **extra["inner_settings"].get(inner, {})}
+            # The shared sections reach only the defenses that have such settings; the entry's own always do.
+            settings = {**_accepted(cls, {"encoders": extra["encoders"].get(kind, {})}), **spec["settings"],
+                        **_accepted(cls, extra["inner_settings"].get(inner, {}))}
             registry[full] = partial(cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full),
                                      settings=settings)
+    for inner in inners:
+        registry[f"{BASE_PREFIX}{inner}"] = registry[inner]

@@ -15,13 +15,12 @@ from vlmeval.dataset.image_base import ImageBaseDataset
 from vlmeval.smp import load
 
 from .. import metrics
-from ..judges import Judge, JudgeItem, make_judge
-from ..judges.records import judge_all
-from . import demo
-from .config import load_config, variant
-from .release import load_release
+from ..judges import Judge, make_judge
+from ..judges.records import item_from_row, judge_all
+from .config import load_config
 from .schema import COLUMNS
-from .validate import DatasetError, validate_frame
+from .validate import DatasetError
+from .variants import load_variant
 
 # Above this share of undecided items a result is marked not valid (set with --judge-args '{"max_unknown_rate": x}').
 MAX_UNKNOWN_RATE = 0.05
@@ -55,16 +54,7 @@ class MMSafetyBenchPP(ImageBaseDataset):
         return list(load_config()["variants"])
 
     def load_data(self, dataset: str) -> pd.DataFrame:
-        spec = variant(dataset)
-        modes = list(spec["modes"])
-        if spec["source"] == "demo":
-            frame, source = demo.load_demo_frame(), "MMSafetyBenchPP_Demo (shipped demo split)"
-        elif spec["source"] == "release":
-            frame, source = load_release(load_config()["release"], modes)
-        else:
-            raise DatasetError(f"variant {dataset}: unknown source {spec['source']!r} (expected demo or release)")
-        frame = frame[frame["mode"].isin(modes)]
-        return validate_frame(frame, source)
+        return load_variant(dataset)
 
     def build_prompt(self, line: pd.Series | int) -> list[dict[str, str]]:
         if isinstance(line, int):
@@ -94,10 +84,7 @@ def evaluate_predictions(eval_file: str | Path, judge: Judge, nproc: int = 4,
     if missing:
         raise DatasetError(f"{eval_file}: missing columns {missing}; columns found: {list(preds.columns)}")
     paths = output_paths(eval_file, judge.name)
-    items = [
-        JudgeItem(str(r["index"]), str(r["question"]), "" if pd.isna(r["prediction"]) else str(r["prediction"]), r["label"])
-        for _, r in preds.iterrows()
-    ]
+    items = [item_from_row(r, r["prediction"]) for _, r in preds.iterrows()]
     verdicts = judge_all(judge, items, paths["records"], nproc=nproc)
     table = preds[["index", "pair_id", "category", "mode", "label"]].copy()
     table["decision"] = [v.decision for v in verdicts]

@@ -63,7 +63,7 @@ def _read_rows(path: Path) -> pd.DataFrame:
         raise DatasetError(f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'JSON lines'} ({err})") from err
 
 
-def _column(rows: pd.DataFrame, cfg: dict[str, Any], field: str, path: Path) -> str | None:
+def _column(rows: pd.DataFrame, cfg: dict[str, Any], field: str, path: Path | str) -> str | None:
     name = cfg["columns"].get(field)
     if name is not None and name not in rows.columns:
         raise DatasetError(
@@ -118,7 +118,12 @@ def locate_release(cfg: dict[str, Any]) -> tuple[Path, Path]:
 def load_release(cfg: dict[str, Any], modes: list[str]) -> tuple[pd.DataFrame, str]:
     """Rows of the release in the plugin's schema, restricted to ``modes``; returns (frame, source name)."""
     root, path = locate_release(cfg)
-    rows = _read_rows(path)
+    return rows_to_frame(_read_rows(path), root, cfg, modes, path), str(path)
+
+
+def rows_to_frame(rows: pd.DataFrame, root: Path, cfg: dict[str, Any], modes: list[str], path: Path | str) -> pd.DataFrame:
+    """Release rows (as read from the row file, or as another harness loaded them) in the plugin's schema;
+    question files and image paths are read relative to ``root``; ``path`` names the rows in errors."""
     cols = {f: _column(rows, cfg, f, path) for f in ("category", "mode", "label", "image", "question", "question_id", "pair_id")}
     for field in ("category", "mode", "label", "image"):
         if cols[field] is None:
@@ -156,4 +161,4 @@ def load_release(cfg: dict[str, Any], modes: list[str]) -> tuple[pd.DataFrame, s
                            f"{sorted(map(str, rows[cols['mode']].unique()))})")
     if len(kinds) > 1:
         raise DatasetError(f"{path}: column {cols['image']!r} mixes embedded images and file paths")
-    return pd.DataFrame(out), str(path)
+    return pd.DataFrame(out)

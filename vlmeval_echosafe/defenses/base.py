@@ -9,12 +9,18 @@ must see items in stream order).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import time
 from abc import abstractmethod
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from vlmeval.vlm.base import BaseModel
+
+from .rows import RowLookup, done_rows
+from .trace import TraceWriter
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,35 @@ class Defense(BaseModel):
         self.name = name or f"{type(self).__name__}_{self.inner_name}"
         self.run_dir = Path(run_dir) if run_dir else Path("outputs") / self.name
         self.dataset = None  # the host dataset object, learned from set_dump_image
+        self._lookups: dict[int, RowLookup] = {}
+        self._traces: dict[str, TraceWriter] = {}
+
+    # A defense whose settings are a dataclass names it here; the registry then passes it only the shared
+    # settings (`encoders`, `inner_settings` in wrappers/defenses.yaml) it has fields for. None: all of them.
+    SETTINGS: type | None = None
+
+    @classmethod
+    def accepts_setting(cls, key: str) -> bool:
+        return cls.SETTINGS is None or key in {f.name for f in fields(cls.SETTINGS)}
+
+    def row_for(self, images: list[str], question: str) -> dict[str, Any]:
+        """The dataset row of a message (index, pair_id, category, mode, label where the dataset has them)."""
+        if self.dataset is None:
+            return {}
+        lookup = self._lookups.get(id(self.dataset))
+        if lookup is None:
+            lookup = self._lookups[id(self.dataset)] = RowLookup(self.dataset)
+        return lookup.find(images, question)
+
+    def trace_for(self, dataset: str, kind: str = "defense", done: set[str] | None = None) -> TraceWriter:
+        """The per-item trace ``<run_dir>/<name>_<dataset>_<kind>_trace.jsonl`` for one dataset. Opened once per
+        dataset; on resume it keeps only the lines of rows the host has already finished."""
+        if dataset not in self._traces:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            done = done_rows(self.run_dir, self.name, dataset) if done is None else done
+            path = self.run_dir / f"{self.name}_{dataset}_{kind}_trace.jsonl"
+            self._traces[dataset] = TraceWriter(path, keep=lambda rec: str(rec.get("row_index")) in done)
+        return self._traces[dataset]
 
     def set_dump_image(self, dump_image_func: Any) -> None:
         """Forwarded to the inner model; the bound method also tells which dataset object is being run, the only
@@ -93,3 +128,46 @@ class Defense(BaseModel):
     @abstractmethod
     def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
         """Turn one message into the defended response, using ``self.inner``."""
+
+
+class TracedDefense(Defense):
+    """A defense with settings in a frozen dataclass (``SETTINGS``) that writes one trace line per item.
+
+    Subclasses implement ``respond(images, question, dataset) -> (answer, record)``; the record (the exact
+    prompts sent, branches taken) lands in ``<run_dir>/<name>_<dataset>_defense_trace.jsonl`` beside the row's
+    ids, and the settings in ``<run_dir>/<name>_defense_config.json``.
+    """
+
+    def __init__(self, inner: str | BaseModel, name: str | None = None, run_dir: str | Path | None = None,
+                 settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(inner, name=name, run_dir=run_dir, **kwargs)
+        assert self.SETTINGS is not None, f"{type(self).__name__} must set SETTINGS"
+        known = {f.name for f in fields(self.SETTINGS)}
+        unknown = sorted(set(settings or {}) - known)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown settings {unknown}; valid: {sorted(known)}")
+        self.settings = self.SETTINGS(**(settings or {}))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"name": self.name, "defense": type(self).__name__, "inner": self.inner_name,
+                  "settings": asdict(self.settings)}
+        (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2))
+
+    def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
+        dataset = dataset or "unknown"
+        images, question = split_message(message)
+        row = self.row_for(images, question)
+        start = time.perf_counter()
+        answer, record = self.respond(images, question, dataset)
+        self.trace_for(dataset).write({
+            "row_index": row.get("index"), **{k: row.get(k) for k in ("pair_id", "category", "mode", "label")},
+            "defense": type(self).__name__, **record, "seconds": round(time.perf_counter() - start, 6)})
+        return answer
+
+    @abstractmethod
+    def respond(self, images: list[str], question: str, dataset: str) -> tuple[str, dict[str, Any]]:
+        """(the defended answer, what was done: JSON-serialisable, goes to the trace)."""
+
+
+def image_message(images: list[str], text: str) -> list[dict[str, str]]:
+    """A VLMEvalKit message: the images, then one text part."""
+    return [*(dict(type="image", value=p) for p in images), dict(type="text", value=text)]

@@ -13,10 +13,20 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from tqdm import tqdm
 
-from .base import UNKNOWN, Judge, Judgement, JudgeItem
+from .base import UNKNOWN, Judge, JudgeItem, Judgement
+
+
+def item_from_row(row: Any, response: Any) -> JudgeItem:
+    """The judge's view of one benchmark row and the model's response; a missing response (NaN / None) becomes ""
+    so every harness counts it as the same ``unknown``."""
+    missing = response is None or (not isinstance(response, str) and bool(pd.isna(response)))
+    text = "" if missing else str(response)
+    return JudgeItem(str(row["index"]), str(row["question"]), text, row["label"])
 
 
 def record_key(judge: Judge, item: JudgeItem) -> str:
