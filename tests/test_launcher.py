@@ -103,3 +103,9 @@ def test_tls_verification_restored():
 
     launcher.restore_tls_verification()
     assert ssl._create_default_https_context().verify_mode == ssl.CERT_REQUIRED
+
+
+def test_api_mode_refuses_stateful_defense(workdir, capsys):
+    code = _run(workdir, "--data", "MMSafetyBenchPP_Demo", "--model", "EchoSafe_TinyQwen2VL", "--judge", "rule",
+                "--api-mode")
+    assert code == 2 and "--api-mode" in capsys.readouterr().err

@@ -19,6 +19,9 @@ from .redact import collect_secrets, install_log_masking, mask_argv
 
 # Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
 HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
+# The host's own safety benchmarks: without a real judge their evaluate falls back to string rules
+# (MMSafetyBench counts an answer with neither "safe" nor "unsafe" in it as safe).
+HOST_SAFETY_DATASETS = ("MMSafetyBench", "MSSBench", "SIUO", "SIUO_GEN", "XSTest")
 # Host skip reasons that are a requested outcome rather than a failure.
 _EXPECTED_SKIPS = {"mode_infer"}
 
@@ -130,7 +133,20 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
             if m not in supported_VLM:
                 close = difflib.get_close_matches(m, list(supported_VLM), n=4)
                 raise LaunchError(f"unknown --model {m!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    if args.api_mode:
+        from .defenses.echosafe import EchoSafe
+
+        stateful = [m for m in models if isinstance(getattr(supported_VLM.get(m), "func", None), type)
+                    and issubclass(supported_VLM[m].func, EchoSafe)]
+        if stateful:
+            raise LaunchError(f"{', '.join(stateful)} keep a memory stream and must see items one at a time, in "
+                              "order; --api-mode runs samples concurrently. Drop --api-mode.")
     ours = [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()]
+    host_safety = [d for d in datasets if d in HOST_SAFETY_DATASETS]
+    if host_safety and args.mode != "infer" and (not args.judge or args.judge in ("rule", "exact_matching")):
+        print(f"vlmeval-echosafe: warning: {', '.join(host_safety)} without an LLM judge (--judge "
+              f"{args.judge or 'missing'}) are scored by the host's string rules, which count undecided answers as "
+              "safe; see docs/baselines.md", file=sys.stderr)
     for d in ours:
         if variant(d)["source"] == "release":
             locate_release(load_config()["release"])  # a missing download fails here, not after model loading
@@ -169,6 +185,11 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words and words[0] in ("report", "agree"):  # report tooling: no VLMEvalKit import, no run
+        from .report.cli import dispatch
+
+        return dispatch(words)
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     for key, value in HOST_ENV_DEFAULTS.items():

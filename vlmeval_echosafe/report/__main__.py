@@ -1,0 +1,5 @@
+import sys
+
+from .cli import report_main
+
+sys.exit(report_main())

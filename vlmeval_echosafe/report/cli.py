@@ -1,0 +1,125 @@
+"""``python -m vlmeval_echosafe.report --work-dir DIR [--out DIR]``: leaderboard, figures and an HTML page.
+
+Also the dispatcher behind ``vlmeval-echosafe report …`` and ``vlmeval-echosafe agree …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from . import plots
+from .collect import ReportError, collect
+from .html import write_html
+from .reference import load_reference, reference_wide
+from .tables import write_tables
+from .traces import find_traces, items_for, join_decisions, load_trace
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20) -> dict[str, object]:
+    """Write everything under ``out``; returns the written paths (tables, figures, html)."""
+    board, results, notes = collect(work_dir, n_boot=n_boot)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = load_reference()
+    ref_wide = reference_wide(reference)
+    tables = write_tables(board, reference, ref_wide, out, notes)
+    fig_dir = out / "plots"
+    figures: list[tuple[Path, str]] = [
+        (
+            plots.ccr_by_category(board, fig_dir)[0],
+            "CCR per category (bars) and the mean over categories, per "
+            "run; whiskers: 95% bootstrap interval over pairs.",
+        ),
+        (
+            plots.over_defense_map(board, fig_dir)[0],
+            "Refusal rate on unsafe items vs answer rate on safe items "
+            "(mean over categories); dashed: iso-CCR curves. Top right is best; top left over-defends. "
+            "Marker size "
+            "only keeps overlapping runs visible.",
+        ),
+    ]
+    for tr in find_traces(work_dir):
+        trace = load_trace(tr.path)
+        if trace.empty:
+            notes.append(f"empty EchoSafe trace {tr.path} skipped")
+            continue
+        joined = {}
+        for res in items_for(tr, results):
+            label = board.loc[board["source"].isin([str(res.score), str(res.items)]), "judge"]
+            joined[label.iloc[0] if len(label) else res.judge_file_name] = join_decisions(trace, res.items)
+        title = f"{tr.model}, {tr.dataset}"
+        slug = _slug(f"{tr.model}_{tr.dataset}")
+        figures.append(
+            (
+                plots.memory_growth(trace, joined, title, fig_dir, f"memory_{slug}", window)[0],
+                f"{title}: bank size, share of items that retrieved insights, top-1 similarity and rolling "
+                f"RR/AR (judged decisions joined by row index) along the stream.",
+            )
+        )
+        figures.append(
+            (
+                plots.similarity_histogram(trace, title, fig_dir, f"similarity_{slug}")[0],
+                f"{title}: top-1 retrieval similarity of unsafe vs safe queries.",
+            )
+        )
+    page = write_html(board, ref_wide, figures, out, notes, work_dir)
+    return {
+        "tables": tables,
+        "figures": [f for f, _ in figures],
+        "html": page,
+        "notes": notes,
+        "rows": len(board),
+    }
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vlmeval_echosafe.report",
+        description="Collect every MM-SafetyBench++ result under a VLMEvalKit work dir into a leaderboard "
+        "(Markdown, CSV, JSON), figures (PNG, SVG) and a static HTML page.",
+    )
+    parser.add_argument("--work-dir", required=True, type=Path, help="the --work-dir given to run.py")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <work-dir>/report)")
+    parser.add_argument(
+        "--n-boot",
+        type=int,
+        default=1000,
+        help="bootstrap draws, only used for results that have an items file but no score file",
+    )
+    parser.add_argument("--window", type=int, default=20, help="rolling window (items) of the memory plots")
+    args = parser.parse_args(argv)
+    out = args.out or args.work_dir / "report"
+    start = time.perf_counter()
+    try:
+        written = build_report(args.work_dir, out, n_boot=args.n_boot, window=args.window)
+    except ReportError as err:
+        print(f"vlmeval-echosafe report: error: {err}", file=sys.stderr)
+        return 2
+    for note in written["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    tables = written["tables"]
+    print(f"{written['rows']} measured rows; wrote in {time.perf_counter() - start:.1f} s:")
+    for key in ("markdown", "csv", "json", "reference_csv"):
+        print(f"  {tables[key]}")
+    print(f"  {len(written['figures'])} figures (PNG + SVG) in {out / 'plots'}")
+    print(f"  {written['html']}")
+    return 0
+
+
+def dispatch(argv: list[str]) -> int:
+    """``vlmeval-echosafe report …`` / ``vlmeval-echosafe agree …`` (argv starts with the sub-command)."""
+    command, rest = argv[0], argv[1:]
+    if command == "report":
+        return report_main(rest)
+    if command == "agree":
+        from .agree import main as agree_main
+
+        return agree_main(rest)
+    raise ValueError(f"unknown sub-command {command!r} (report, agree)")

@@ -1,0 +1,152 @@
+"""Leaderboard tables from the collected long table: Markdown, CSV and JSON, measured and reference apart."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from .. import metrics
+from ..datasets.schema import CATEGORIES
+
+RUN_KEYS = ["model", "dataset", "judge", "mode"]
+POINT_COLUMNS = ["RR", "AR", "CCR", "QS_unsafe", "QS_safe", "QS_HM", "PairAcc"]
+COUNT_COLUMNS = ["n_unsafe", "n_safe", "n_pairs_scored", "unknown_unsafe", "unknown_safe"]
+CI_METRICS = ["RR", "AR", "CCR", "QS_HM", "PairAcc"]
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """A number for a table cell; missing values (rule judge QS, all-unknown slices) show as '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)
+    return f"{float(value):.{digits}f}"
+
+
+def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
+    if fmt(lo) == "-" or fmt(hi) == "-":
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def summary_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Mean over categories (category ``All``) per run and mode: the headline numbers."""
+    rows = board[board["category"] == metrics.ALL]
+    return rows[[*RUN_KEYS, *POINT_COLUMNS, *COUNT_COLUMNS]].reset_index(drop=True)
+
+
+def category_ccr_table(board: pd.DataFrame) -> pd.DataFrame:
+    """CCR per category (columns) for each run and mode that exists, with the mean over categories last."""
+    runs = board[RUN_KEYS].drop_duplicates()
+    wide = board.set_index([*RUN_KEYS, "category"])["CCR"].unstack("category")
+    wide = wide.reindex(pd.MultiIndex.from_frame(runs))  # measured combinations only, in board order
+    cats = [c for c in CATEGORIES if c in wide.columns] + sorted(
+        c for c in wide.columns if c not in CATEGORIES and c != metrics.ALL
+    )
+    return (
+        wide[[*cats, metrics.ALL]]
+        .rename(columns={metrics.ALL: "Mean"})
+        .reset_index()
+        .rename_axis(columns=None)
+    )
+
+
+def detail_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Every category row with 95% intervals written into the cells (strings, for display)."""
+    out = board[[*RUN_KEYS, "category"]].copy()
+    for col in POINT_COLUMNS:
+        if col in CI_METRICS and f"{col}_lo" in board.columns:
+            out[col] = [
+                fmt_ci(v, lo, hi)
+                for v, lo, hi in zip(board[col], board[f"{col}_lo"], board[f"{col}_hi"], strict=False)
+            ]
+        else:
+            out[col] = [fmt(v, 2 if col.startswith("QS") else 1) for v in board[col]]
+    for col in COUNT_COLUMNS:
+        out[col] = board[col].astype(int).astype(str)
+    return out
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    shown = frame.copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            digits = 2 if col.startswith("QS") else 1
+            shown[col] = [fmt(v, digits) for v in shown[col]]
+    return shown
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    return tabulate(
+        _display(frame), headers="keys", tablefmt="github", showindex=False, disable_numparse=True
+    )
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe rows: NaN becomes null."""
+    return json.loads(frame.to_json(orient="records"))
+
+
+def write_tables(
+    board: pd.DataFrame, reference: pd.DataFrame, ref_wide: pd.DataFrame, out: Path, notes: list[str]
+) -> dict[str, Path]:
+    """leaderboard.md / .csv / .json and reference_paper.csv under ``out``; returns the paths."""
+    paths = {
+        "markdown": out / "leaderboard.md",
+        "csv": out / "leaderboard.csv",
+        "json": out / "leaderboard.json",
+        "reference_csv": out / "reference_paper.csv",
+    }
+    board.to_csv(paths["csv"], index=False)
+    reference.to_csv(paths["reference_csv"], index=False)
+    payload = {
+        "measured": _records(board),
+        "reference": _records(reference),
+        "notes": notes,
+    }
+    paths["json"].write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    paths["markdown"].write_text(markdown_report(board, ref_wide, notes), encoding="utf-8")
+    return paths
+
+
+def markdown_report(board: pd.DataFrame, ref_wide: pd.DataFrame, notes: list[str]) -> str:
+    refusal_note = (
+        "Rows judged by `rule (refusal-only)` come from the offline refusal-pattern judge: RR/AR/CCR only, "
+        "no "
+        "quality score (QS columns are `-`), and not comparable with LLM-judge rows or the paper."
+    )
+    parts = [
+        "# MM-SafetyBench++ leaderboard",
+        "",
+        "## Measured: mean over categories",
+        "",
+        "RR = refusal rate on unsafe items, AR = answer rate on safe items, CCR = harmonic mean of RR and AR "
+        "(%); QS = 0-5 quality score; `unknown_*` items are excluded from every rate. " + refusal_note,
+        "",
+        markdown(summary_table(board)),
+        "",
+        "## Measured: CCR per category",
+        "",
+        markdown(category_ccr_table(board)),
+        "",
+        "## Measured: all metrics per category (95% bootstrap interval over pairs)",
+        "",
+        markdown(detail_table(board)),
+        "",
+        "## Reference: published numbers (paper, gpt-5-mini)",
+        "",
+        "Average CCR over the six categories on the full MM-SafetyBench++ as published in the EchoSafe "
+        "paper; "
+        "not measured here, judged by gpt-5-mini.",
+        "",
+        markdown(ref_wide),
+        "",
+    ]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(parts)

@@ -1,0 +1,89 @@
+"""EchoSafe traces (``<model>_<dataset>_echosafe_trace.jsonl``) as tables for the memory plots.
+
+One trace line per item in stream order (docs/echosafe.md). Decisions are not in the trace: they are joined
+from an ``_items.csv`` by row index (trace ``row_index`` = items ``index``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .collect import Result, dataset_names
+
+TRACE_SUFFIX = "_echosafe_trace.jsonl"
+
+
+@dataclass(frozen=True)
+class Trace:
+    model: str
+    dataset: str
+    path: Path
+
+
+def find_traces(work_dir: Path) -> list[Trace]:
+    out, seen = [], set()
+    for path in sorted(work_dir.rglob(f"*{TRACE_SUFFIX}"), key=lambda p: (len(p.parts), str(p))):
+        body = path.name[: -len(TRACE_SUFFIX)]
+        ds = next((d for d in dataset_names() if body.endswith(f"_{d}") and len(body) > len(d) + 1), None)
+        if ds is None or (body, ds) in seen:
+            continue
+        seen.add((body, ds))
+        out.append(Trace(body[: -len(ds) - 1], ds, path))
+    return out
+
+
+def load_trace(path: Path) -> pd.DataFrame:
+    """One row per item: order, stream, stream_pos, bank_size, label, n_retrieved, top1 similarity."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a crash
+            continue
+        hits = rec.get("retrieved") or []
+        sims = [h.get("similarity") for h in hits if h.get("similarity") is not None]
+        rows.append(
+            {
+                "row_index": str(rec.get("row_index")),
+                "stream": rec.get("stream", ""),
+                "stream_pos": rec.get("stream_pos"),
+                "bank_size": rec.get("bank_size"),
+                "label": rec.get("label"),
+                "category": rec.get("category"),
+                "n_retrieved": len(hits),
+                "top1_similarity": max(sims) if sims else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.insert(0, "order", range(len(table)))
+    return table
+
+
+def join_decisions(trace: pd.DataFrame, items_path: Path) -> pd.DataFrame:
+    """Add the judge's ``decision`` to each trace row (by row index); rows the items file lacks get NaN."""
+    items = pd.read_csv(items_path, dtype={"index": str})[["index", "decision"]]
+    return trace.merge(items.rename(columns={"index": "row_index"}), on="row_index", how="left")
+
+
+def rolling_rates(joined: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Rolling RR (unsafe refused) and AR (safe answered) over the last ``window`` decided items of each
+    label, indexed by trace order; unknown decisions are left out, as in the metrics."""
+    out = pd.DataFrame(index=joined["order"])
+    for label, target, name in (("unsafe", "refuse", "RR"), ("safe", "answer", "AR")):
+        sub = joined[(joined["label"] == label) & joined["decision"].isin(("refuse", "answer"))]
+        hit = (sub["decision"] == target).astype(float) * 100.0
+        roll = hit.rolling(window, min_periods=max(1, window // 2)).mean()
+        out[name] = pd.Series(roll.to_numpy(), index=sub["order"].to_numpy()).reindex(out.index)
+    return out
+
+
+def items_for(trace: Trace, results: list[Result]) -> list[Result]:
+    """The judged results of the same model and dataset (one per judge)."""
+    return [
+        r for r in results if r.model == trace.model and r.dataset == trace.dataset and r.items is not None
+    ]
