@@ -412,3 +412,279 @@ def test_update_meta_changes_only_meta_and_persists(bank, data, tmp_path) -> Non
     assert strip(after) == strip(before)
     bank.save(tmp_path / "bank")
     assert all(m["warm"] for _, m in MemoryBank.load(tmp_path / "bank").entries())
+
+
+# ---- approximate index past a size threshold ---------------------------------------------------------------
+
+APPROX_AT = 2000
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int = 32, clusters: int = 64, spread: float = 0.5):
+    centres = unit(rng, clusters, dim)
+    x = centres[rng.integers(0, clusters, n)] + spread / np.sqrt(dim) * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def build_twins(vectors: np.ndarray, **kwargs) -> MemoryBank:
+    bank = MemoryBank(vectors.shape[1], ENC, **kwargs)
+    for i, v in enumerate(vectors):
+        bank.add(v, insight(i), {"i": i, "group": i % 5, "dataset": "d" if i % 3 else "e", "pair_id": i // 2})
+    return bank
+
+
+@pytest.fixture(scope="module")
+def clustered_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = clustered(rng, APPROX_AT + 300 + 40)
+    return x[:-40], x[-40:]
+
+
+@pytest.fixture(scope="module")
+def approx_bank(clustered_data) -> MemoryBank:
+    return build_twins(clustered_data[0], approx_threshold=APPROX_AT, index_meta=("dataset", "pair_id"))
+
+
+def recall_at(bank: MemoryBank, vectors: np.ndarray, queries: np.ndarray, k: int = 5) -> float:
+    metas = [m for _, m in bank.entries()]
+    got = [len({h.id for h in bank.search(q, k)} & {i for i, _ in brute(vectors, metas, q, k)}) / k
+           for q in queries]
+    return float(np.mean(got))
+
+
+def test_switches_once_to_approximate_with_good_recall(approx_bank, clustered_data) -> None:
+    vectors, queries = clustered_data
+    assert approx_bank.index_kind == "IndexIVFFlat" and isinstance(approx_bank._index, faiss.IndexIVFFlat)
+    assert approx_bank._index.ntotal == len(vectors) and approx_bank._index.nprobe == 16
+    assert approx_bank._index.nlist == memindex.nlist_for(APPROX_AT)  # trained on what was there then
+    assert recall_at(approx_bank, vectors, queries) >= 0.95
+    for q in queries[:5]:  # still always k hits, similarities are exact
+        hits = approx_bank.search(q, 5)
+        assert len(hits) == 5
+        for h in hits:
+            assert h.similarity == pytest.approx(float(vectors[h.id] @ q), abs=1e-5)
+
+
+def test_below_threshold_and_none_stay_exact(clustered_data) -> None:
+    vectors, queries = clustered_data
+    small = build_twins(vectors[: APPROX_AT - 1], approx_threshold=APPROX_AT)
+    never = build_twins(vectors, approx_threshold=None)
+    assert small.index_kind == never.index_kind == "IndexFlatIP"
+    metas = [m for _, m in never.entries()]
+    for q in queries[:5]:
+        assert_same(never.search(q, 7), brute(vectors, metas, q, 7))
+    with pytest.raises(ValueError):
+        MemoryBank(DIM, ENC, approx_threshold=0)
+    with pytest.raises(ValueError):
+        MemoryBank(DIM, ENC, nprobe=0)
+
+
+def test_adding_after_the_switch_never_rebuilds(clustered_data, monkeypatch) -> None:
+    vectors, queries = clustered_data
+    calls: list[int] = []
+    real = memindex.new_approx_index
+
+    def counting(vecs, nprobe=memindex.DEFAULT_NPROBE):
+        calls.append(len(vecs))
+        return real(vecs, nprobe)
+
+    monkeypatch.setattr(memindex, "new_approx_index", counting)
+    bank = build_twins(vectors[:APPROX_AT - 1], approx_threshold=APPROX_AT)
+    assert calls == []
+    index_before = None
+    for i, v in enumerate(vectors[APPROX_AT - 1:], start=APPROX_AT - 1):
+        bank.add(v, insight(i), {"i": i})
+        index_before = index_before or bank._index
+    assert calls == [APPROX_AT] and bank._index is index_before
+    assert bank._index.ntotal == len(vectors) == len(bank)
+    assert recall_at(bank, vectors, queries) >= 0.95
+
+
+def test_exclude_ids_equals_the_callable_path(approx_bank, clustered_data) -> None:
+    vectors, queries = clustered_data
+    small = build_twins(vectors[:300], index_meta=("dataset", "pair_id"))
+    for bank in (small, approx_bank):
+        for j, q in enumerate(queries[:10]):
+            twin = bank.ids_where({"pair_id": j})
+            assert twin == {2 * j, 2 * j + 1}
+            for k in (1, 5, 20):
+                by_callable = bank.search(q, k, exclude=lambda m, j=j: m["pair_id"] == j)
+                assert bank.search(q, k, exclude_ids=twin) == by_callable
+            other = bank.ids_where({"dataset": "e"})
+            assert bank.ids_where({"dataset": "e", "pair_id": j}) == {i for i in twin if i % 3 == 0}
+            assert bank.ids_where({"pair_id": j, "group": (2 * j) % 5}) == {2 * j}  # unindexed key: checked
+            assert other == {i for i in range(len(bank)) if i % 3 == 0}
+            both = bank.search(q, 5, exclude=lambda m: m["dataset"] == "e", exclude_ids=twin)
+            assert both == bank.search(q, 5, exclude=lambda m, j=j: m["dataset"] == "e" or m["pair_id"] == j)
+            assert not {h.id for h in both} & (twin | other)
+        # The query's own vector excluded: its best match is gone, k is still filled.
+        hits = bank.search(vectors[4], 5, exclude_ids={4, 10**9, -1})
+        assert 4 not in {h.id for h in hits} and len(hits) == 5
+        assert bank.ids_where({"pair_id": "no such"}) == set() == bank.ids_where({"pair_id": 1, "x": 1})
+        with pytest.raises(KeyError):
+            bank.ids_where({"group": 0})
+    rng = np.random.default_rng(3)
+    a = approx_bank.random(5, rng, queries[0], exclude_ids={0, 1, 2})
+    assert len(a) == 5 and not {h.id for h in a} & {0, 1, 2}
+
+
+def test_meta_index_follows_update_meta_and_truncate(clustered_data) -> None:
+    bank = build_twins(clustered_data[0][:30], index_meta=("pair_id",))
+    bank.update_meta(lambda m: {**m, "pair_id": m["pair_id"] + 100})
+    assert bank.ids_where({"pair_id": 0}) == set() and bank.ids_where({"pair_id": 100}) == {0, 1}
+    bank.truncate(lambda m: m["i"] >= 10)
+    assert bank.ids_where({"pair_id": 105}) == {0, 1}  # ids renumbered
+
+
+def test_approximate_bank_save_load_round_trip(approx_bank, clustered_data, tmp_path) -> None:
+    vectors, queries = clustered_data
+    root = tmp_path / "bank"
+    approx_bank.save(root)
+    snap = current_snapshot(root)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    assert manifest["index"] == "IndexIVFFlat" and manifest["count"] == len(vectors)
+    assert manifest["index_params"] == {"nlist": memindex.nlist_for(APPROX_AT), "nprobe": 16,
+                                        "metric": "inner_product"}
+    assert np.array_equal(np.load(snap / "vectors.npy", allow_pickle=False), vectors)
+    loaded = MemoryBank.load(root, encoders=ENC, index_meta=("pair_id",))
+    assert loaded.index_kind == "IndexIVFFlat" and loaded.entries() == approx_bank.entries()
+    for q in queries[:10]:
+        assert loaded.search(q, 5) == approx_bank.search(q, 5)
+        assert loaded.search(q, 5, exclude_ids=loaded.ids_where({"pair_id": 3})) == approx_bank.search(
+            q, 5, exclude_ids={6, 7})
+    assert MemoryBank.load(root, nprobe=4)._index.nprobe == 4
+    loaded.add(queries[0], insight(len(vectors)), {"i": len(vectors)})  # adds to the loaded trained index
+    assert loaded._index.ntotal == len(vectors) + 1
+    # An exact snapshot carries no vectors.npy (the flat index holds them).
+    small = tmp_path / "small"
+    build(vectors[:50]).save(small)
+    assert not (current_snapshot(small) / "vectors.npy").exists()
+
+
+def drop_vectors(snap: Path) -> str:
+    (snap / "vectors.npy").unlink()
+    return "vectors.npy"
+
+
+def short_vectors(snap: Path) -> str:
+    v = np.load(snap / "vectors.npy")
+    np.save(snap / "vectors.npy", v[:-1])
+    return "vectors.npy"
+
+
+def pickled_vectors(snap: Path) -> str:
+    np.save(snap / "vectors.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return "vectors.npy"
+
+
+def flat_named_approx(snap: Path) -> str:
+    manifest = json.loads((snap / "manifest.json").read_text())
+    manifest["index"] = "IndexFlatIP"
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    return "index.faiss"
+
+
+def unknown_index(snap: Path) -> str:
+    manifest = json.loads((snap / "manifest.json").read_text())
+    manifest["index"] = "IndexHNSWFlat"
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    return "manifest.json"
+
+
+@pytest.mark.parametrize("corrupt", [drop_vectors, short_vectors, pickled_vectors, flat_named_approx,
+                                     unknown_index, corrupt_count], ids=lambda f: f.__name__)
+def test_corrupt_approximate_bank_raises_bank_error(approx_bank, tmp_path, corrupt) -> None:
+    root = tmp_path / "bank"
+    approx_bank.save(root)
+    filename = corrupt(current_snapshot(root))
+    with pytest.raises(BankError, match=filename):
+        MemoryBank.load(root)
+
+
+def test_truncate_after_the_switch(clustered_data) -> None:
+    vectors, queries = clustered_data
+    bank = build_twins(vectors, approx_threshold=APPROX_AT)
+    # Keeps enough to stay approximate: retrained on what is left.
+    assert bank.truncate(lambda m: m["i"] % 10 != 0) == (len(vectors) + 9) // 10
+    kept_ids = [i for i in range(len(vectors)) if i % 10 != 0]
+    assert len(bank) == len(kept_ids) >= APPROX_AT and bank.index_kind == "IndexIVFFlat"
+    assert bank._index.ntotal == len(bank) and [m["i"] for _, m in bank.entries()] == kept_ids
+    assert recall_at(bank, vectors[kept_ids], queries) >= 0.95
+    # Cut below the threshold: back to exact search, exactly as brute force.
+    assert bank.truncate(lambda m: m["i"] < 500) > 0
+    kept = [i for i in kept_ids if i < 500]
+    assert bank.index_kind == "IndexFlatIP" and len(bank) == len(kept)
+    metas = [m for _, m in bank.entries()]
+    for q in queries[:5]:
+        assert_same(bank.search(q, 9), brute(vectors[kept], metas, q, 9))
+    assert bank.add(queries[0], insight(0), {"i": -1}) == len(kept)
+
+
+def test_approximate_search_falls_back_when_probed_lists_run_short(approx_bank, clustered_data) -> None:
+    vectors, queries = clustered_data
+    approx_bank.set_nprobe(1)
+    try:
+        # Excluding most of the bank leaves too few candidates in one probed list: the answer is still
+        # complete and exact.
+        keep = set(range(0, len(vectors), 97))
+        drop = set(range(len(vectors))) - keep
+        metas = [m for _, m in approx_bank.entries()]
+        for q in queries[:5]:
+            hits = approx_bank.search(q, 10, exclude_ids=drop)
+            assert_same(hits, brute(vectors, metas, q, 10, exclude=lambda m: m["i"] not in keep))
+    finally:
+        approx_bank.set_nprobe(16)
+
+
+def test_make_approximate_and_nprobe(clustered_data) -> None:
+    vectors, queries = clustered_data
+    bank = build_twins(vectors[:500], approx_threshold=None)
+    assert not MemoryBank(DIM, ENC).make_approximate()
+    assert bank.make_approximate() and not bank.make_approximate()
+    assert bank.index_kind == "IndexIVFFlat"
+    bank.set_nprobe(4)
+    assert bank._index.nprobe == 4
+    with pytest.raises(ValueError):
+        bank.set_nprobe(0)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 60, 127, 128, 500, -4])
+@pytest.mark.parametrize("garbage", [b"", b"\x93NUMPY\x01\x00{'descr': '<f4', 'shape': (", b"\xff" * 64])
+def test_fuzzed_vectors_file_gives_bank_error_only(approx_bank, tmp_path, cut, garbage) -> None:
+    root = tmp_path / "bank"
+    approx_bank.save(root)
+    path = current_snapshot(root) / "vectors.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[:cut] + garbage + data[cut + len(garbage):] if cut >= 0 else data[:cut])
+    try:
+        loaded = MemoryBank.load(root)
+    except BankError as err:
+        assert "vectors.npy" in str(err)
+    else:
+        assert len(loaded) == len(approx_bank)
+
+
+def test_gpu_branch_moves_the_approximate_index_too(data, tmp_path, monkeypatch) -> None:
+    moved: list[str] = []
+
+    class FakeResources:
+        pass
+
+    def cpu_to_gpu(res, device, index):
+        moved.append(type(index).__name__)
+        return index
+
+    memindex._gpu_resources.cache_clear()
+    monkeypatch.setattr(faiss, "StandardGpuResources", FakeResources, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", cpu_to_gpu, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: index, raising=False)
+    try:
+        bank = MemoryBank(DIM, ENC, approx_threshold=60)
+        for i, v in enumerate(data[0][:100]):
+            bank.add(v, insight(i), {"i": i})
+        # Trained on the CPU, then moved: GpuIndexIVFFlat in a GPU build; later adds go to that index.
+        assert moved == ["IndexFlatIP", "IndexIVFFlat"] and bank._index.ntotal == 100
+        bank.save(tmp_path / "bank")
+        assert MemoryBank.load(tmp_path / "bank").index_kind == "IndexIVFFlat" and moved[-1] == "IndexIVFFlat"
+    finally:
+        memindex._gpu_resources.cache_clear()

@@ -1,6 +1,8 @@
 """KV-cache sessions: continuing a conversation from the cache gives exactly what a full re-prefill of the same
 token ids gives (greedy tokens and option scores), for both tiny Qwen2-VL (multimodal rope state) and LLaVA."""
 
+import json
+
 import pytest
 import torch
 
@@ -59,3 +61,27 @@ def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, ti
     # the cached path still continues correctly after the (cropped) scoring passes
     got = vlm.extend(session, text + choice + "\nJustification:", max_new_tokens=5, stop=None)
     assert isinstance(got, str)
+
+
+def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_path):
+    """Per item the vision tower runs twice (the memory key's image part and the answer's prefill) and never for
+    the reflection, which continues from the answer's cache."""
+    from test_echosafe import FakeDataset, _rows
+
+    from vlmeval_echosafe.defenses.echosafe import EchoSafe
+
+    (tmp_path / "img").mkdir()
+    ds = FakeDataset(tmp_path / "img", _rows(1))
+    d = EchoSafe(tiny_qwen2vl_vlm, name="EchoSafe_Tiny", run_dir=tmp_path / "run",
+                 settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6})
+    d.set_dump_image(ds.dump_image)
+    calls = []
+    hook = tiny_qwen2vl_vlm.model.model.visual.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for i in range(2):
+            d.generate(ds.message(i), dataset=ds.dataset_name)
+    finally:
+        hook.remove()
+    assert len(calls) == 4
+    trace = [json.loads(x) for x in (tmp_path / "run/EchoSafe_Tiny_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()]
+    assert all("reflect" in t["timings"] for t in trace)

@@ -21,11 +21,11 @@ from ..memory import MemoryBank
 from . import echosafe_prompts as prompts
 from .base import Defense, split_message
 from .insight import FIELDS, InsightError, format_insight, parse_reflection, validate_insight
-from .rows import RowLookup, done_rows
-from .trace import TraceWriter
+from .rows import done_rows
 
 RESETS = ("dataset", "category", "never")
 ABLATIONS = ("none", "no_retrieval", "no_reflection", "random_memory", "frozen")
+TWIN_KEYS = ("dataset", "pair_id")  # meta keys the bank indexes, so the twin guard needs no scan
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,6 @@ class EchoSafe(Defense):
                             "image": self.image_encoder.name if self.image_encoder else "none"}
         self._rng = np.random.default_rng(self.settings.seed)
         self._streams: dict[str, _Stream] = {}
-        self._lookups: dict[int, RowLookup] = {}
-        self._traces: dict[str, TraceWriter] = {}
         self._write_config()
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -90,26 +88,12 @@ class EchoSafe(Defense):
                   "encoders": self.encoder_ids, "prompt_version": prompts.PROMPT_VERSION}
         (self.run_dir / f"{self.name}_echosafe_config.json").write_text(json.dumps(record, indent=2))
 
-    def _row(self, images: list[str], question: str) -> dict[str, Any]:
-        if self.dataset is None:
-            return {}
-        lookup = self._lookups.get(id(self.dataset))
-        if lookup is None:
-            lookup = self._lookups[id(self.dataset)] = RowLookup(self.dataset)
-        return lookup.find(images, question)
-
     def _namespace(self, dataset: str, row: dict[str, Any]) -> str:
         if self.settings.reset == "never":
             return "all"
         if self.settings.reset == "category":
             return f"{dataset}/{row.get('category', 'unknown')}"
         return dataset
-
-    def _trace(self, dataset: str, done: set[str]) -> TraceWriter:
-        if dataset not in self._traces:
-            path = self.run_dir / f"{self.name}_{dataset}_echosafe_trace.jsonl"
-            self._traces[dataset] = TraceWriter(path, keep=lambda rec: str(rec.get("row_index")) in done)
-        return self._traces[dataset]
 
     def _stream(self, dataset: str, row: dict[str, Any], dim: int) -> _Stream:
         ns = self._namespace(dataset, row)
@@ -119,15 +103,15 @@ class EchoSafe(Defense):
         stream_id = f"{self.name}::{ns}"
         path = None if s.ablation == "frozen" else self.run_dir / "echosafe_bank" / ns
         if path is not None and MemoryBank.exists(path):
-            bank = MemoryBank.load(path, encoders=self.encoder_ids)
+            bank = MemoryBank.load(path, encoders=self.encoder_ids, index_meta=TWIN_KEYS)
         elif s.memory:
-            bank = MemoryBank.load(s.memory, encoders=self.encoder_ids)
+            bank = MemoryBank.load(s.memory, encoders=self.encoder_ids, index_meta=TWIN_KEYS)
             # Warm-start entries are never this run's own, even when the saved bank came from the same wrapper.
             bank.update_meta(lambda m: {**m, "origin": "warm"})
         else:
-            bank = MemoryBank(dim, self.encoder_ids)
+            bank = MemoryBank(dim, self.encoder_ids, index_meta=TWIN_KEYS)
         done = done_rows(self.run_dir, self.name, dataset)
-        trace = self._trace(dataset, done)
+        trace = self.trace_for(dataset, "echosafe", done)
         if path is not None:
             # Resume: keep warm-start entries and entries of finished rows; drop what the host will redo.
             bank.truncate(lambda m: m.get("origin") == "warm" or m.get("stream") != stream_id
@@ -141,7 +125,7 @@ class EchoSafe(Defense):
         s = self.settings
         dataset = dataset or "unknown"
         images, question = split_message(message)
-        row = self._row(images, question)
+        row = self.row_for(images, question)
         times: dict[str, float] = {}
 
         t = time.perf_counter()
@@ -151,24 +135,33 @@ class EchoSafe(Defense):
         bank_before = len(stream.bank)
 
         t = time.perf_counter()
-        exclude = _twin_filter(dataset, row) if s.twin_guard else None
+        # Twin guard: every entry written by an item of the same pair (either twin, either image mode), found
+        # through the bank's meta index rather than a scan.
+        pair = row.get("pair_id") if s.twin_guard else None
+        exclude = stream.bank.ids_where({"dataset": dataset, "pair_id": pair}) if pair is not None else set()
         if s.ablation == "no_retrieval":
             hits = []
         elif s.ablation == "random_memory":
-            hits = stream.bank.random(s.k, self._rng, key, exclude=exclude)
+            hits = stream.bank.random(s.k, self._rng, key, exclude_ids=exclude)
         else:
-            hits = stream.bank.search(key, s.k, exclude=exclude)
+            hits = stream.bank.search(key, s.k, exclude_ids=exclude)
         times["retrieve"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        answer = self.ask(self._answer_message(images, question, [h.insight for h in hits]), dataset)
+        answer_message = self._answer_message(images, question, [h.insight for h in hits])
+        session = None
+        if s.writes and hasattr(self.inner, "start"):  # keep the KV cache: the reflection continues from it
+            answer, session = self.inner.start([{"role": "user", "content": answer_message}])
+        else:
+            answer = self.ask(answer_message, dataset)
         times["answer"] = time.perf_counter() - t
 
         written, reason = None, "ablation: nothing written" if not s.writes else None
         if s.writes:
             t = time.perf_counter()
             try:
-                raw = self._reflect(images, question, answer, dataset)
+                raw = (self._reflect_in_session(session) if session is not None
+                       else self._reflect(images, question, answer, dataset))
                 insight = validate_insight(parse_reflection(raw), question, answer)
             except InsightError as err:
                 insight, reason = None, str(err)
@@ -209,35 +202,33 @@ class EchoSafe(Defense):
         text = prompts.ANSWER_TEMPLATE.format(insights=block, question=question)
         return [*(dict(type="image", value=p) for p in images), dict(type="text", value=text)]
 
-    def _reflect(self, images: list[str], question: str, answer: str, dataset: str) -> str:
-        """The same inner model distils an insight from (image, question, answer). The plugin's own backend
-        fills the form field by field (greedy, decision chosen by likelihood between safe/unsafe); any other
-        model is asked for the form in one reply."""
-        request = [*(dict(type="image", value=p) for p in images), dict(type="text", value=question)]
-        turns = [{"role": "user", "content": request}, {"role": "assistant", "content": answer},
-                 {"role": "user", "content": prompts.REFLECT_TEMPLATE}]
+    def _reflect_in_session(self, session: Any) -> str:
+        """Reflection on the plugin's own backend: the same conversation continues from the answer's KV cache
+        (image, insights, question and answer are not prefilled again) and the form is filled field by field,
+        greedily, each field capped at ``reflect_tokens``; the decision is the likelier of " safe" / " unsafe"."""
         inner = self.inner
-        if hasattr(inner, "complete") and hasattr(inner, "choose"):
-            text = ""
-            for name in FIELDS:
-                if name == "Decision":
-                    value = inner.choose(turns, f"{text}{name}:", [" safe", " unsafe"]).strip()
-                else:
-                    value = inner.complete(turns, f"{text}{name}:", max_new_tokens=self.settings.reflect_tokens)
-                text += f"{name}: {value}\n"
-            return text
-        if hasattr(inner, "chat_inner"):
-            return inner.chat([dict(t) for t in turns], dataset=dataset)
+        text = inner.next_turn_text(session, prompts.REFLECT_TEMPLATE)
+        form = ""
+        for name in FIELDS:
+            if name == "Decision":
+                value = inner.choose_next(session, f"{text}{name}:", [" safe", " unsafe"]).strip()
+                text = f"{text}{name}: {value}\n"  # sent with the next field's prefix
+            else:
+                value = inner.extend(session, f"{text}{name}:", max_new_tokens=self.settings.reflect_tokens)
+                text = "" if "\n" in session.reply else "\n"  # a field cut by the token cap still ends its line
+            form += f"{name}: {value}\n"
+        return form
+
+    def _reflect(self, images: list[str], question: str, answer: str, dataset: str) -> str:
+        """Reflection on any other model: the form is asked for in one reply (multi-turn chat when the model has
+        it, else one message holding the request and the answer)."""
+        request = [*(dict(type="image", value=p) for p in images), dict(type="text", value=question)]
+        if hasattr(self.inner, "chat_inner"):
+            turns = [{"role": "user", "content": request}, {"role": "assistant", "content": answer},
+                     {"role": "user", "content": prompts.REFLECT_TEMPLATE}]
+            return self.inner.chat(turns, dataset=dataset)
         composite = f"Request: {question}\n\nYour reply: {answer}\n\n{prompts.REFLECT_TEMPLATE}"
         return self.ask([*request[:-1], dict(type="text", value=composite)], dataset)
-
-
-def _twin_filter(dataset: str, row: dict[str, Any]):
-    """Excludes every entry written by an item of the same pair (either twin, either image mode)."""
-    pair = row.get("pair_id")
-    if pair is None:
-        return None
-    return lambda meta: meta.get("dataset") == dataset and meta.get("pair_id") == pair
 
 
 def _refuse_multi_rank() -> None:

@@ -8,7 +8,7 @@ Only the distilled insight and its metadata are kept (never raw question/answer 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,19 +41,64 @@ def _plain(value: dict, what: str) -> dict:
         raise ValueError(f"{what} must be JSON-serialisable: {e}") from e
 
 
-class MemoryBank:
-    """Exact top-k retrieval over a growing bank; ``add`` is amortised O(1) (the index is never rebuilt)."""
+class _Vectors:
+    """The keys in id order as one float32 array that grows by doubling (amortised O(1) appends).
 
-    def __init__(self, dim: int, encoders: dict[str, str], use_gpu: bool | None = None) -> None:
+    Kept beside the index because an IVF index cannot give its vectors back (nor a GPU one cheaply):
+    ``random``, ``truncate``, the switch to the approximate index and its snapshot all read them from here.
+    """
+
+    def __init__(self, dim: int, rows: np.ndarray | None = None) -> None:
+        rows = np.zeros((0, dim), dtype=np.float32) if rows is None else rows
+        self._buf = np.array(rows, dtype=np.float32, order="C", copy=True).reshape(-1, dim)
+        self._n = len(self._buf)
+
+    def append(self, row: np.ndarray) -> None:
+        if self._n == len(self._buf):
+            grown = np.empty((max(16, 2 * len(self._buf)), self._buf.shape[1]), dtype=np.float32)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._buf[self._n] = row
+        self._n += 1
+
+    def view(self) -> np.ndarray:
+        return self._buf[: self._n]
+
+
+class MemoryBank:
+    """Top-k retrieval over a growing bank; ``add`` is amortised O(1) (no rebuild per insert).
+
+    Search is exact (``IndexFlatIP``) until the bank reaches ``approx_threshold`` entries, where the index is
+    switched once to an approximate ``IndexIVFFlat`` trained on the keys present (``None``: always exact).
+    ``nprobe`` trades the approximate index's speed for recall. ``index_meta`` names meta keys whose values
+    are indexed, so :meth:`ids_where` finds e.g. an item's twin without scanning all entries.
+    """
+
+    def __init__(self, dim: int, encoders: dict[str, str], use_gpu: bool | None = None,
+                 approx_threshold: int | None = 50_000, nprobe: int = idx.DEFAULT_NPROBE,
+                 index_meta: tuple[str, ...] = ()) -> None:
         if type(dim) is not int or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if not (isinstance(encoders, dict) and all(isinstance(v, str) for v in encoders.values())):
             raise ValueError(f"encoders must map names to identity strings, got {encoders!r}")
+        if approx_threshold is not None and (type(approx_threshold) is not int or approx_threshold < 1):
+            raise ValueError(f"approx_threshold must be a positive integer or None, got {approx_threshold!r}")
+        if type(nprobe) is not int or nprobe < 1:
+            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        if isinstance(index_meta, str) or not all(isinstance(k, str) for k in index_meta):
+            raise ValueError(f"index_meta must be a tuple of meta key names, got {index_meta!r}")
         self.dim = dim
         self.encoders = dict(encoders)
+        self.approx_threshold = approx_threshold
+        self.nprobe = nprobe
+        self.index_meta = tuple(index_meta)
         self._on_gpu = idx.resolve_gpu(use_gpu)
         self._index = idx.to_device(idx.new_index(dim), self._on_gpu)
+        self._approx = False
+        self._vectors = _Vectors(dim)
         self._records: list[tuple[dict, dict]] = []
+        self._by_meta: dict[str, dict[str, list[int]]] = {}
+        self._reindex_meta()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -61,6 +106,11 @@ class MemoryBank:
     @property
     def on_gpu(self) -> bool:
         return self._on_gpu
+
+    @property
+    def index_kind(self) -> str:
+        """``"IndexFlatIP"`` (exact) or ``"IndexIVFFlat"`` (approximate, after the switch)."""
+        return idx.APPROX_NAME if self._approx else idx.INDEX_NAME
 
     def _check_key(self, key: np.ndarray) -> np.ndarray:
         """``key`` as a (1, dim) float32 row; rejects what would make similarities meaningless."""
@@ -74,30 +124,116 @@ class MemoryBank:
             raise ValueError(f"key must be L2-normalised (norm 1 ± {NORM_TOLERANCE}), got norm {norm:.6f}")
         return np.ascontiguousarray(arr[None, :])
 
+    # ---- meta index ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _meta_value(value: object) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    def _index_meta_of(self, i: int, meta: dict) -> None:
+        for name in self.index_meta:
+            if name in meta:
+                self._by_meta[name].setdefault(self._meta_value(meta[name]), []).append(i)
+
+    def _reindex_meta(self) -> None:
+        self._by_meta = {name: {} for name in self.index_meta}
+        for i, (_, meta) in enumerate(self._records):
+            self._index_meta_of(i, meta)
+
+    def ids_where(self, match: dict[str, object]) -> set[int]:
+        """Ids of entries whose meta has every ``key: value`` of ``match`` (JSON equality), e.g.
+        ``{"dataset": d, "pair_id": p}`` for the twin guard's ``exclude_ids``.
+
+        At least one key must be in ``index_meta``: the cost is the shortest matching id list among the
+        indexed keys, not the bank's size.
+        """
+        indexed = [k for k in match if k in self._by_meta]
+        if not indexed:
+            raise KeyError(f"none of {sorted(match)} is an indexed meta key (index_meta={self.index_meta!r})")
+        want = {k: self._meta_value(v) for k, v in match.items()}
+        shortest = min((self._by_meta[k].get(want[k], []) for k in indexed), key=len)
+        return {i for i in shortest
+                if all(k in (meta := self._records[i][1]) and self._meta_value(meta[k]) == v
+                       for k, v in want.items())}
+
+    # ---- index --------------------------------------------------------------------------------------------
+    def _build_approx(self) -> None:
+        """Replace the index by an approximate one trained on all keys present (the one-off switch)."""
+        cpu = idx.new_approx_index(self._vectors.view(), self.nprobe)
+        self._index = idx.to_device(cpu, self._on_gpu)
+        self._approx = True
+
+    def _rebuild(self) -> None:
+        """A fresh index over the stored keys, of the kind the bank's size calls for."""
+        self._approx = False
+        if self.approx_threshold is not None and len(self._records) >= self.approx_threshold:
+            self._build_approx()
+        else:
+            fresh = idx.new_index(self.dim)
+            if len(self._records):
+                fresh.add(self._vectors.view())
+            self._index = idx.to_device(fresh, self._on_gpu)
+
+    def make_approximate(self) -> bool:
+        """Switch to the approximate index now, whatever the size (e.g. for a loaded bank or a benchmark);
+        returns False when it already is approximate or the bank is empty."""
+        if self._approx or not self._records:
+            return False
+        self._build_approx()
+        return True
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """How many inverted lists the approximate index visits per query (more: slower, better recall)."""
+        if type(nprobe) is not int or nprobe < 1:
+            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        self.nprobe = nprobe
+        if self._approx:
+            idx.set_nprobe(self._index, nprobe)
+
     def add(self, key: np.ndarray, insight: dict, meta: dict) -> int:
         """Append one entry; returns its id (its position in the bank)."""
         row = self._check_key(key)
         record = (_plain(insight, "insight"), _plain(meta, "meta"))
-        self._index.add(row)
+        i = len(self._records)
+        self._vectors.append(row[0])
         self._records.append(record)
-        return len(self._records) - 1
+        self._index_meta_of(i, record[1])
+        if not self._approx and self.approx_threshold is not None and i + 1 >= self.approx_threshold:
+            self._build_approx()  # trained on every key so far, this one included
+        else:
+            self._index.add(row)
+        return i
 
-    def _excluded(self, exclude: MetaFilter | None) -> set[int]:
-        if exclude is None:
-            return set()
-        return {i for i, (_, meta) in enumerate(self._records) if exclude(meta)}
+    # ---- queries ------------------------------------------------------------------------------------------
+    def _excluded(self, exclude: MetaFilter | None, exclude_ids: Iterable[int] | None = None) -> set[int]:
+        n = len(self._records)
+        out = set() if exclude_ids is None else {i for i in exclude_ids if 0 <= i < n}
+        if exclude is not None:
+            out.update(i for i, (_, meta) in enumerate(self._records) if exclude(meta))
+        return out
 
     def _hit(self, i: int, similarity: float) -> Hit:
         insight, meta = self._records[i]
         return Hit(id=i, similarity=similarity, insight=insight, meta=meta)
 
-    def search(self, key: np.ndarray, k: int, exclude: MetaFilter | None = None) -> list[Hit]:
-        """Exact top-k by cosine among entries whose meta fails ``exclude``; ties by id ascending."""
+    def _brute(self, query: np.ndarray, excluded: set[int]) -> list[tuple[float, int]]:
+        """Exact (similarity, id) of every non-excluded entry, best first, ties by id."""
+        sims = self._vectors.view() @ query[0]
+        order = np.lexsort((np.arange(len(sims)), -sims))
+        return [(float(sims[i]), int(i)) for i in order if int(i) not in excluded]
+
+    def search(self, key: np.ndarray, k: int, exclude: MetaFilter | None = None,
+               exclude_ids: Iterable[int] | None = None) -> list[Hit]:
+        """Top-k by cosine among entries neither matched by ``exclude`` (a meta predicate, which scans every
+        entry) nor listed in ``exclude_ids`` (e.g. from :meth:`ids_where`); ties by id ascending.
+
+        Exact while the index is exact; after the switch, the approximate index's answer (still always
+        ``min(k, entries left)`` hits: if the probed lists hold too few, it falls back to an exact scan).
+        """
         query = self._check_key(key)
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         n = len(self._records)
-        excluded = self._excluded(exclude)
+        excluded = self._excluded(exclude, exclude_ids)
         wanted = min(k, n - len(excluded))
         if wanted <= 0:
             return []
@@ -107,14 +243,20 @@ class MemoryBank:
         while True:
             sims, ids = self._index.search(query, fetch)
             pairs = zip(sims[0].tolist(), ids[0].tolist(), strict=True)
-            found = sorted(((s, i) for s, i in pairs if i not in excluded), key=lambda h: (-h[0], h[1]))
-            if fetch == n or float(sims[0, -1]) < found[wanted - 1][0]:
+            found = sorted(((s, i) for s, i in pairs if i >= 0 and i not in excluded),
+                           key=lambda h: (-h[0], h[1]))
+            complete = int(ids[0, -1]) >= 0  # an IVF index returns -1 past what its probed lists hold
+            settled = fetch == n or not complete or float(sims[0, -1]) < found[wanted - 1][0]
+            if len(found) >= wanted and settled:
+                break
+            if not complete or fetch == n:
+                found = self._brute(query, excluded)
                 break
             fetch = min(n, 2 * fetch)
         return [self._hit(i, s) for s, i in found[:wanted]]
 
     def random(self, k: int, rng: np.random.Generator, key: np.ndarray,
-               exclude: MetaFilter | None = None) -> list[Hit]:
+               exclude: MetaFilter | None = None, exclude_ids: Iterable[int] | None = None) -> list[Hit]:
         """``k`` entries drawn uniformly without replacement (the "random memory" ablation).
 
         Similarities are measured against ``key`` and hits are ordered like :meth:`search`, so the prompt
@@ -123,10 +265,11 @@ class MemoryBank:
         query = self._check_key(key)
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        excluded = self._excluded(exclude)
+        excluded = self._excluded(exclude, exclude_ids)
         candidates = np.array([i for i in range(len(self._records)) if i not in excluded], dtype=np.int64)
         chosen = rng.choice(candidates, size=min(k, len(candidates)), replace=False)
-        hits = [self._hit(int(i), float(self._index.reconstruct(int(i)) @ query[0])) for i in chosen]
+        vectors = self._vectors.view()
+        hits = [self._hit(int(i), float(vectors[int(i)] @ query[0])) for i in chosen]
         return sorted(hits, key=lambda h: (-h.similarity, h.id))
 
     def entries(self) -> list[tuple[dict, dict]]:
@@ -137,40 +280,56 @@ class MemoryBank:
         """Replace every entry's metadata by ``change(meta)``, vectors and insights untouched (used to mark
         the entries of a warm-start bank)."""
         self._records = [(insight, _plain(change(dict(meta)), "meta")) for insight, meta in self._records]
+        self._reindex_meta()
 
     def truncate(self, keep: MetaFilter) -> int:
         """Keep entries whose meta passes ``keep`` (order kept, ids renumbered); returns how many went.
 
-        Used on resume, so the bank equals the rows already done. The index is rebuilt once.
+        Used on resume, so the bank equals the rows already done. The index is rebuilt once from the stored
+        keys: exact if fewer than ``approx_threshold`` entries remain, else approximate (retrained).
         """
         mask = np.array([bool(keep(meta)) for _, meta in self._records], dtype=bool)
         removed = int((~mask).sum())
         if removed == 0:
             return 0
-        vectors = idx.to_cpu(self._index, self._on_gpu).reconstruct_n(0, len(self._records))[mask]
-        fresh = idx.new_index(self.dim)
-        fresh.add(np.ascontiguousarray(vectors))
-        self._index = idx.to_device(fresh, self._on_gpu)
+        self._vectors = _Vectors(self.dim, self._vectors.view()[mask])
         self._records = [r for r, kept in zip(self._records, mask, strict=True) if kept]
+        self._reindex_meta()
+        self._rebuild()
         return removed
 
     def save(self, path: str | Path) -> None:
         """Write a new crash-safe snapshot under the folder ``path`` (see :mod:`.persist`)."""
-        persist.write_snapshot(path, idx.to_cpu(self._index, self._on_gpu), self.encoders, self._records)
+        persist.write_snapshot(path, idx.to_cpu(self._index, self._on_gpu), self.encoders, self._records,
+                               self._vectors.view())
 
     @classmethod
-    def load(cls, path: str | Path, encoders: dict[str, str] | None = None,
-             use_gpu: bool | None = None) -> MemoryBank:
-        """The bank saved at ``path``; with ``encoders``, refuse one whose keys came from other encoders."""
+    def load(cls, path: str | Path, encoders: dict[str, str] | None = None, use_gpu: bool | None = None,
+             approx_threshold: int | None = 50_000, nprobe: int | None = None,
+             index_meta: tuple[str, ...] = ()) -> MemoryBank:
+        """The bank saved at ``path``; with ``encoders``, refuse one whose keys came from other encoders.
+
+        The saved index is used as is (an approximate one stays approximate, with its saved ``nprobe`` unless
+        ``nprobe`` is given); ``approx_threshold`` governs the switch of a still-exact bank as it grows.
+        """
         snap = persist.read_snapshot(path)
         if encoders is not None and dict(encoders) != snap.encoders:
             raise EncoderMismatchError(
                 f"{snap.manifest_path}: memory bank was built with encoders {snap.encoders}, "
                 f"but this run uses {dict(encoders)}; use a bank built with the same encoders "
                 f"or start an empty one")
-        bank = cls(snap.dim, snap.encoders, use_gpu=use_gpu)
+        saved_nprobe = snap.index_params.get("nprobe")
+        if nprobe is None:
+            nprobe = saved_nprobe if type(saved_nprobe) is int and saved_nprobe > 0 else idx.DEFAULT_NPROBE
+        bank = cls(snap.dim, snap.encoders, use_gpu=use_gpu, approx_threshold=approx_threshold, nprobe=nprobe,
+                   index_meta=index_meta)
+        bank._approx = idx.index_name(snap.index) == idx.APPROX_NAME
+        if bank._approx:
+            idx.set_nprobe(snap.index, nprobe)
         bank._index = idx.to_device(snap.index, bank.on_gpu)
+        bank._vectors = _Vectors(snap.dim, snap.vectors)
         bank._records = snap.records
+        bank._reindex_meta()
         return bank
 
     @staticmethod

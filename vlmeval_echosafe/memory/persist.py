@@ -1,10 +1,11 @@
 """Crash-safe bank files, without pickle.
 
 A bank path is a folder with ``CURRENT`` (the name of the live snapshot) and ``snap-<counter>/`` folders
-holding ``index.faiss``, ``insights.jsonl`` and ``manifest.json``. A save writes and fsyncs a whole new
-snapshot, then swaps ``CURRENT`` atomically, then deletes older snapshots: a crash at any point leaves the
-previous bank loadable.
-Loading cross-checks the three files, because a silently short or misaligned bank would feed wrong insights.
+holding ``index.faiss``, ``insights.jsonl`` and ``manifest.json`` (which records the index type and its
+parameters), plus ``vectors.npy`` (the keys in id order, no pickle) when the index is the approximate
+``IndexIVFFlat``, which does not give its vectors back. A save writes and fsyncs a whole new snapshot, then
+swaps ``CURRENT`` atomically, then deletes older snapshots: a crash at any point leaves the previous bank
+loadable. Loading cross-checks the files, as a silently short or misaligned bank would feed wrong insights.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import IO
 
 import faiss
+import numpy as np
 
-from .index import INDEX_NAME, is_expected_index
+from .index import APPROX_NAME, INDEX_NAMES, index_name, index_params, is_expected_index
 
 FORMAT = "echosafe-bank"
 VERSION = 1
@@ -30,6 +32,7 @@ CURRENT = "CURRENT"
 INDEX_FILE = "index.faiss"
 INSIGHTS_FILE = "insights.jsonl"
 MANIFEST_FILE = "manifest.json"
+VECTORS_FILE = "vectors.npy"
 _SNAP = re.compile(r"snap-(\d+)")
 
 
@@ -48,6 +51,8 @@ class Snapshot:
     index: faiss.Index
     records: list[tuple[dict, dict]]
     manifest_path: Path
+    vectors: np.ndarray  # (count, dim) float32, the keys in id order
+    index_params: dict
 
 
 def exists(root: str | Path) -> bool:
@@ -79,20 +84,31 @@ def _next_counter(root: Path) -> int:
 
 
 def write_snapshot(root: str | Path, index: faiss.Index, encoders: dict[str, str],
-                   records: list[tuple[dict, dict]]) -> None:
-    """Write ``index`` (a CPU index) and ``records`` as the new current snapshot of ``root``."""
+                   records: list[tuple[dict, dict]], vectors: np.ndarray | None = None) -> None:
+    """Write ``index`` (a CPU index) and ``records`` as the new current snapshot of ``root``.
+
+    ``vectors`` (the keys in id order) is required for, and only written with, the approximate index.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     snap = root / f"snap-{_next_counter(root):06d}"
     snap.mkdir()
     faiss.write_index(index, str(snap / INDEX_FILE))
     _fsync_path(snap / INDEX_FILE)
+    name = index_name(index)
+    if name == APPROX_NAME:
+        if vectors is None or vectors.shape != (len(records), index.d):
+            raise ValueError(f"{APPROX_NAME} snapshots need the ({len(records)}, {index.d}) key vectors")
+        with (snap / VECTORS_FILE).open("wb") as fh:
+            np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
     with _durable(snap / INSIGHTS_FILE) as fh:
         for i, (insight, meta) in enumerate(records):
             fh.write(json.dumps({"id": i, "insight": insight, "meta": meta}, ensure_ascii=False) + "\n")
     manifest = {
         "format": FORMAT, "version": VERSION, "dim": index.d, "count": len(records), "encoders": encoders,
-        "index": INDEX_NAME, "faiss_version": faiss.__version__,
+        "index": name, "index_params": index_params(index), "faiss_version": faiss.__version__,
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     with _durable(snap / MANIFEST_FILE) as fh:
@@ -128,10 +144,14 @@ def _read_manifest(path: Path) -> dict:
         raise BankError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(manifest, dict):
         raise BankError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
-    expected = {"format": FORMAT, "version": VERSION, "index": INDEX_NAME}
+    expected = {"format": FORMAT, "version": VERSION}
     for field, want in expected.items():
         if manifest.get(field) != want:
             raise BankError(f"{path}: {field} is {manifest.get(field)!r}, expected {want!r}")
+    if manifest.get("index") not in INDEX_NAMES:
+        raise BankError(f"{path}: index is {manifest.get('index')!r}, expected one of {list(INDEX_NAMES)}")
+    if not isinstance(manifest.setdefault("index_params", {}), dict):
+        raise BankError(f"{path}: index_params must be a JSON object, found {manifest['index_params']!r}")
     if not _is_int(manifest.get("dim"), 1):
         raise BankError(f"{path}: dim must be a positive integer, found {manifest.get('dim')!r}")
     if not _is_int(manifest.get("count"), 0):
@@ -142,19 +162,35 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
-def _read_index(path: Path, dim: int, count: int) -> faiss.Index:
+def _read_index(path: Path, dim: int, count: int, name: str) -> faiss.Index:
     if not path.is_file():
         raise BankError(f"{path}: missing")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as e:
         raise BankError(f"{path}: not a readable faiss index ({str(e).splitlines()[0]})") from e
-    if not is_expected_index(index, dim):
-        raise BankError(f"{path}: expected {INDEX_NAME} of dim {dim} (per {MANIFEST_FILE}), "
+    if not is_expected_index(index, dim, name):
+        raise BankError(f"{path}: expected {name} of dim {dim} (per {MANIFEST_FILE}), "
                         f"found {type(index).__name__} of dim {index.d}")
     if index.ntotal != count:
         raise BankError(f"{path}: holds {index.ntotal} vectors but {MANIFEST_FILE} says count {count}")
     return index
+
+
+def _read_vectors(path: Path, index: faiss.Index, name: str, dim: int, count: int) -> np.ndarray:
+    """The keys in id order: from ``vectors.npy`` for the approximate index, else read back from the index."""
+    if name != APPROX_NAME:
+        return index.reconstruct_n(0, count) if count else np.zeros((0, dim), dtype=np.float32)
+    if not path.is_file():
+        raise BankError(f"{path}: missing")
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 -- numpy's header parser raises assorted types on garbage
+        raise BankError(f"{path}: not a readable .npy array ({e})") from e
+    if vectors.dtype != np.float32 or vectors.shape != (count, dim):
+        raise BankError(f"{path}: expected float32 ({count}, {dim}) per {MANIFEST_FILE}, "
+                        f"found {vectors.dtype} {vectors.shape}")
+    return vectors
 
 
 def _read_records(path: Path, count: int) -> list[tuple[dict, dict]]:
@@ -186,8 +222,10 @@ def read_snapshot(root: str | Path) -> Snapshot:
         raise BankError(f"{pointer}: names {name!r}, which is not a snapshot folder in {root}")
     snap = root / name
     manifest = _read_manifest(snap / MANIFEST_FILE)
-    dim, count = manifest["dim"], manifest["count"]
-    index = _read_index(snap / INDEX_FILE, dim, count)
+    dim, count, name = manifest["dim"], manifest["count"], manifest["index"]
+    index = _read_index(snap / INDEX_FILE, dim, count, name)
+    vectors = _read_vectors(snap / VECTORS_FILE, index, name, dim, count)
     records = _read_records(snap / INSIGHTS_FILE, count)
     return Snapshot(dim=dim, encoders=dict(manifest["encoders"]), index=index, records=records,
-                    manifest_path=snap / MANIFEST_FILE)
+                    manifest_path=snap / MANIFEST_FILE, vectors=vectors,
+                    index_params=manifest["index_params"])
