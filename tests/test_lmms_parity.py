@@ -1,0 +1,141 @@
+"""The same wrapper over the same items through VLMEvalKit's run.py and through lmms-eval: identical predictions,
+per-item decisions, CCR per category and (EchoSafe) memory bank.
+
+Needs the `lmms` extra (`pip install -e ".[test,lmms]"`); skipped, saying so, where lmms_eval is not importable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("lmms_eval") is None,
+        reason="lmms-eval is not installed: pip install -e '.[lmms]' (docs/lmms_eval.md)",
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANT, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"  # 12 items, one pair per category
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    (tmp / "LMUData").mkdir(exist_ok=True)
+    return dict(
+        os.environ,
+        LMUData=str(tmp / "LMUData"),
+        VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_DATASETS_CACHE=str(tmp / "hf_datasets"),
+        PRED_FORMAT="tsv",
+        VLMEVALKIT_USE_MODELSCOPE="0",
+        MMSBPP_JUDGE="rule",
+    )
+
+
+def _run(cmd: list[str], tmp: Path) -> None:
+    proc = subprocess.run(cmd, cwd=tmp, env=_env(tmp), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _vlmeval(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    _run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "--work-dir",
+            str(tmp / "vlmeval"),
+            "--data",
+            VARIANT,
+            "--model",
+            model,
+            "--judge",
+            "rule",
+        ],
+        tmp,
+    )
+    run_dir = tmp / "vlmeval" / model
+    items = pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_items.csv", dtype={"index": str})
+    preds = pd.read_csv(
+        run_dir / f"{model}_{VARIANT}.tsv", sep="\t", keep_default_na=False, dtype={"index": str}
+    )
+    items = items.merge(preds[["index", "prediction"]], on="index")
+    return items, pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_score.csv"), run_dir
+
+
+def _lmms(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    out = tmp / "lmms"
+    lmms_eval_cli = Path(sys.executable).with_name("lmms-eval")  # the console script of this environment
+    _run(
+        [
+            str(lmms_eval_cli),
+            "eval",
+            "--model",
+            "vlmeval_echosafe",
+            "--model_args",
+            f"name={model},work_dir={out / 'work'}",
+            "--tasks",
+            TASK,
+            "--include_path",
+            str(REPO / "task_configs" / "lmms_eval"),
+            "--output_path",
+            str(out),
+            "--batch_size",
+            "1",
+        ],
+        tmp,
+    )
+    stem = out / "mmsafetybenchpp" / f"{VARIANT}_rule"
+    items = pd.read_csv(f"{stem}_items.csv", dtype={"index": str}, keep_default_na=False)
+    return items, pd.read_csv(f"{stem}_score.csv"), out / "work" / model
+
+
+def _bank(run_dir: Path) -> list[dict]:
+    folder = run_dir / "echosafe_bank" / VARIANT
+    snap = (folder / "CURRENT").read_text().strip()
+    return [json.loads(line) for line in (folder / snap / "insights.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model", ["Base_TinyQwen2VL", "EchoSafe_TinyQwen2VL"])
+def test_vlmeval_and_lmms_eval_agree(tmp_path: Path, model: str) -> None:
+    v_items, v_score, v_dir = _vlmeval(tmp_path, model)
+    l_items, l_score, l_dir = _lmms(tmp_path, model)
+    assert len(v_items) == len(l_items) == 12
+    cols = ["index", "pair_id", "category", "mode", "label", "prediction", "decision"]
+    v_items, l_items = (t[cols].sort_values("index").reset_index(drop=True) for t in (v_items, l_items))
+    pd.testing.assert_frame_equal(v_items, l_items)
+    key = ["mode", "category"]
+    v_ccr, l_ccr = (
+        s.set_index(key)[["RR", "AR", "CCR", "unknown_unsafe", "unknown_safe"]].sort_index()
+        for s in (v_score, l_score)
+    )
+    pd.testing.assert_frame_equal(v_ccr, l_ccr)
+    assert set(v_ccr.index.get_level_values("category")) >= {"Fraud", "Sex", "All"}
+    if model.startswith(
+        "EchoSafe"
+    ):  # the stream saw the same rows in the same order and learned the same things
+        v_bank, l_bank = _bank(v_dir), _bank(l_dir)
+        assert v_bank and [b["insight"] for b in v_bank] == [b["insight"] for b in l_bank]
+        assert [b["meta"]["pair_id"] for b in v_bank] == [b["meta"]["pair_id"] for b in l_bank]
+
+
+def test_models_resolve_through_the_entry_point(tiny_cache: Path, tmp_path: Path) -> None:
+    from lmms_eval.models import get_model
+
+    echosafe = get_model("echosafe")(
+        inner="TinyQwen2VL", k=3, work_dir=str(tmp_path), image_dir=str(tmp_path / "img")
+    )
+    assert echosafe.name == "EchoSafe_TinyQwen2VL" and echosafe.model.settings.k == 3
+    assert echosafe.model.run_dir == tmp_path / "EchoSafe_TinyQwen2VL"
+    with pytest.raises(ValueError, match="did you mean"):
+        get_model("vlmeval_echosafe")(name="SafetyPrompt_TinyQwen2V", work_dir=str(tmp_path))

@@ -1,0 +1,156 @@
+"""Any VLMEvalKit model name (the plugin's backends, every defense wrapper, the host's own models) as an lmms-eval
+simple model.
+
+The wrapped model is built exactly as VLMEvalKit builds it (``register()`` then ``supported_VLM[name]()``) and is
+called exactly as VLMEvalKit calls it: ``set_dump_image`` with a dataset-like object, then
+``generate(message, dataset=<name>)`` with the image written to ``<img_root>/<index>.png``. That object
+(:class:`TaskRows`) is what lets a defense find the row of a message (pair id, category) as it does under
+VLMEvalKit. Generation settings are the wrapped model's own (``wrappers/models.yaml``); lmms-eval's
+``generation_kwargs`` are not applied, so both harnesses decode the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+# Columns a defense may look a row up by (defenses/rows.py); anything else in a doc stays out of the lookup.
+ROW_FIELDS = ("index", "pair_id", "category", "mode", "label", "question")
+
+
+class TaskRows:
+    """The slice of VLMEvalKit's dataset interface a model uses, for one lmms-eval task split."""
+
+    meta_only = False
+
+    def __init__(self, task: str, split: str, docs: Any, img_root: Path) -> None:
+        columns = [c for c in ROW_FIELDS if c in getattr(docs, "column_names", [])]
+        data = docs.select_columns(columns).to_pandas() if columns else pd.DataFrame(index=range(len(docs)))
+        if "index" not in data.columns:  # a task without the plugin's schema: the doc id is the row index
+            data.insert(0, "index", range(len(data)))
+        first = docs[0] if len(docs) else {}
+        self.dataset_name = str(
+            first.get("dataset") or task
+        )  # MM-SafetyBench++ docs carry the VLMEvalKit name
+        self.data = data.assign(index=data["index"].astype(str))
+        self.img_root = str(img_root / self.dataset_name)
+
+    def dump_image(self, line: Any) -> list[str]:  # the host's signature; the adapter writes images itself
+        return [str(Path(self.img_root) / f"{line['index']}.png")]
+
+    def write_images(self, doc_id: int, visuals: list[Any]) -> list[str]:
+        """Save the doc's images where VLMEvalKit would: ``<img_root>/<index>.png`` (``_<j>`` from the second on)."""
+        index = self.data["index"].iloc[doc_id]
+        Path(self.img_root).mkdir(parents=True, exist_ok=True)
+        paths = []
+        for j, image in enumerate(visuals):
+            path = Path(self.img_root) / (f"{index}.png" if j == 0 else f"{index}_{j}.png")
+            (image if image.mode in ("RGB", "L") else image.convert("RGB")).save(path)
+            paths.append(str(path))
+        return paths
+
+
+class VLMEvalKitModel(lmms):
+    """``--model vlmeval_echosafe --model_args name=<registry name>[,work_dir=...,<setting>=<value>...]``.
+
+    Extra model args go to the wrapped model: into a defense's ``settings``, or to a model's constructor.
+    """
+
+    is_simple = True
+
+    def __init__(
+        self,
+        name: str,
+        work_dir: str = "outputs/lmms_eval",
+        image_dir: str | None = None,
+        batch_size: int | str = 1,
+        device: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        from ..launcher import HOST_ENV_DEFAULTS, restore_tls_verification
+
+        for (
+            key,
+            value,
+        ) in HOST_ENV_DEFAULTS.items():  # as the VLMEvalKit launcher does, before vlmeval is imported
+            os.environ.setdefault(key, value)
+        from vlmeval.config import supported_VLM
+
+        from ..registry import register
+
+        restore_tls_verification()  # `import vlmeval` turns TLS verification off process-wide
+
+        if str(batch_size) not in ("1", "auto"):
+            raise ValueError(
+                f"{type(self).__name__}: batch_size={batch_size}; the wrapped models run one item at a "
+                "time (stateful defenses must see the items in order)"
+            )
+        register(work_dir=work_dir)
+        if name not in supported_VLM:
+            close = difflib.get_close_matches(name, list(supported_VLM), n=5)
+            raise ValueError(
+                f"unknown VLMEvalKit model {name!r}"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
+        factory = supported_VLM[name]
+        if device is not None:
+            overrides.setdefault("device", device)
+        keywords = getattr(factory, "keywords", {})
+        if overrides and "settings" in keywords:  # a defense: model args are its settings
+            overrides = {"settings": {**keywords["settings"], **overrides}}
+        self.name = name
+        self.model = factory(**overrides)
+        self.image_dir = Path(image_dir) if image_dir else Path(tempfile.mkdtemp(prefix="echosafe_lmms_"))
+        self._rows: dict[tuple[str, str], TaskRows] = {}
+
+    def _rows_for(self, task: str, split: str) -> TaskRows:
+        key = (task, split)
+        if key not in self._rows:
+            self._rows[key] = TaskRows(task, split, self.task_dict[task][split], self.image_dir)
+        return self._rows[key]
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        answers = []
+        for request in tqdm(requests, desc=f"{self.name}", disable=self.rank != 0):
+            context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            rows = self._rows_for(task, split)
+            self.model.set_dump_image(
+                rows.dump_image
+            )  # as VLMEvalKit does: tells a defense which rows it runs
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+            message = [
+                *(dict(type="image", value=p) for p in rows.write_images(doc_id, visuals)),
+                dict(type="text", value=context),
+            ]
+            answers.append(self.model.generate(message=message, dataset=rows.dataset_name))
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError(
+            f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only"
+        )
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError(
+            f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only"
+        )
+
+
+class EchoSafeModel(VLMEvalKitModel):
+    """``--model echosafe --model_args inner=TinyQwen2VL[,k=5,reset=category,defense=EchoSafe-NoReflection]``:
+    the ``<defense>_<inner>`` entry of wrappers/defenses.yaml, with any EchoSafe setting overridden."""
+
+    def __init__(self, inner: str, defense: str = "EchoSafe", **kwargs: Any) -> None:
+        super().__init__(name=f"{defense}_{inner}", **kwargs)
