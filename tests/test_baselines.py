@@ -86,15 +86,14 @@ def _minilm():
 @pytest.fixture(autouse=True)
 def shared_minilm(_minilm, monkeypatch):
     """One MiniLM for the whole module (loading it per defense costs seconds on two cores)."""
-    from vlmeval_echosafe.defenses import adashield_a, echosafe
+    import vlmeval_echosafe.encoders as encoders
     from vlmeval_echosafe.encoders import build_encoders
 
     def build(spec, inner=None):
         _, image = build_encoders(spec, inner=inner)
         return _minilm, image
 
-    monkeypatch.setattr(adashield_a, "build_encoders", build)
-    monkeypatch.setattr(echosafe, "build_encoders", build)
+    monkeypatch.setattr(encoders, "build_encoders", build)  # what KeyEncoder (EchoSafe, AdaShield-A) calls
 
 
 @pytest.fixture
@@ -238,7 +237,7 @@ def test_seed_pool_and_tiny_inner_image_keys(tmp_path, ds, tiny_qwen2vl_vlm):
                    settings={"encoders": {"text": "minilm", "image": "inner"}, "beta": -1.0})
     answer = _ask(d, ds, 0)
     assert isinstance(answer, str)
-    assert len(d.pool) == 6 and d.pool.dim == 384 + d.image_encoder.dim
+    assert len(d.pool) == 6 and d.pool.dim == 384 + d.keys.image.dim
     (rec,) = _trace(d)
     assert rec["applied"] and rec["match_id"].startswith("seed-") and -1.0 <= rec["similarity"] <= 1.0
 

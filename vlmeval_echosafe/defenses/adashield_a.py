@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..encoders import build_encoders, contextual_key
+from ..encoders import KeyEncoder
 from ..memory import MemoryBank
 from ..paths import PACKAGE_DIR, cache_root
 from .base import TracedDefense, image_message
@@ -110,18 +110,12 @@ class AdaShieldA(TracedDefense):
     def __init__(self, inner: Any, name: str | None = None, run_dir: str | Path | None = None,
                  settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(inner, name=name, run_dir=run_dir, settings=settings, **kwargs)
-        self.text_encoder, self.image_encoder = build_encoders(self.settings.encoders, inner=self.inner)
-        self.encoder_ids = {"text": self.text_encoder.name,
-                            "image": self.image_encoder.name if self.image_encoder else "none"}
+        self.keys = KeyEncoder(self.settings.encoders, inner=self.inner)
+        self.encoder_ids = self.keys.ids
         self._pool: MemoryBank | None = None
 
     def embed(self, images: list[str], question: str) -> np.ndarray:
-        text_vec = self.text_encoder.encode([question])[0]
-        if self.image_encoder is None:
-            return contextual_key(text_vec, None)
-        image_vec = (self.image_encoder.encode(images[:1])[0] if images
-                     else np.zeros(self.image_encoder.dim, dtype=np.float32))
-        return contextual_key(text_vec, image_vec)
+        return self.keys.key(images, question)
 
     @property
     def pool(self) -> MemoryBank:

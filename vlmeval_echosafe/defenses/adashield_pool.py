@@ -52,7 +52,7 @@ query for this scenario's risks and refuses when they are present. Reply in JSON
 
 
 class DefenderError(RuntimeError):
-    pass
+    """The defender LLM could not be reached or gave no usable reply."""
 
 
 @dataclass

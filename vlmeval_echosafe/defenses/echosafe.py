@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders import build_encoders, contextual_key
+from ..encoders import KeyEncoder
 from ..memory import MemoryBank
 from . import echosafe_prompts as prompts
 from .base import Defense, split_message
@@ -74,9 +74,8 @@ class EchoSafe(Defense):
         _refuse_multi_rank()
         super().__init__(inner, name=name, run_dir=run_dir, **kwargs)
         self.settings = EchoSafeSettings(**(settings or {}))
-        self.text_encoder, self.image_encoder = build_encoders(self.settings.encoders, inner=self.inner)
-        self.encoder_ids = {"text": self.text_encoder.name,
-                            "image": self.image_encoder.name if self.image_encoder else "none"}
+        self.keys = KeyEncoder(self.settings.encoders, inner=self.inner)
+        self.encoder_ids = self.keys.ids
         self._rng = np.random.default_rng(self.settings.seed)
         self._streams: dict[str, _Stream] = {}
         self._write_config()
@@ -129,7 +128,7 @@ class EchoSafe(Defense):
         times: dict[str, float] = {}
 
         t = time.perf_counter()
-        key = self._embed(images, question)
+        key = self.keys.key(images, question)
         times["embed"] = time.perf_counter() - t
         stream = self._stream(dataset, row, key.shape[0])
         bank_before = len(stream.bank)
@@ -184,14 +183,6 @@ class EchoSafe(Defense):
         })
         stream.pos += 1
         return answer
-
-    def _embed(self, images: list[str], question: str) -> np.ndarray:
-        text_vec = self.text_encoder.encode([question])[0]
-        if self.image_encoder is None:
-            return contextual_key(text_vec, None)
-        image_vec = (self.image_encoder.encode(images[:1])[0] if images
-                     else np.zeros(self.image_encoder.dim, dtype=np.float32))
-        return contextual_key(text_vec, image_vec)
 
     @staticmethod
     def _answer_message(images: list[str], question: str, insights: list[dict]) -> list[dict[str, str]]:

@@ -88,7 +88,7 @@ class PromptDefense(TracedDefense):
 
 @dataclass(frozen=True)
 class _SafetyPromptSettings(PromptSettings):
-    pass
+    """SafetyPrompt keeps PromptSettings' defaults (its prompt is the default)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .base import Encoder, contextual_key, l2_normalize
 from .image import ClipImageEncoder, InnerVisionEncoder
 from .text import MiniLMTextEncoder
@@ -18,6 +20,7 @@ __all__ = [
     "MiniLMTextEncoder",
     "ClipImageEncoder",
     "InnerVisionEncoder",
+    "KeyEncoder",
     "build_encoders",
     "contextual_key",
     "l2_normalize",
@@ -69,3 +72,20 @@ def build_encoders(spec: dict[str, Any], inner: object | None = None) -> tuple[E
             "`image: none`."
         )
     return text, InnerVisionEncoder(inner)
+
+
+class KeyEncoder:
+    """A message's memory key: the L2-normalised concatenation of its text and image embeddings (EchoSafe's
+    insight memory and AdaShield-A's prompt pool use the same keys). ``ids`` go into a bank's manifest."""
+
+    def __init__(self, spec: dict[str, Any], inner: object | None = None) -> None:
+        self.text, self.image = build_encoders(spec, inner=inner)
+        self.ids = {"text": self.text.name, "image": self.image.name if self.image else "none"}
+
+    def key(self, images: list[str], question: str) -> np.ndarray:
+        """Key of (first image, question); an item without an image gets a zero image part."""
+        text_vec = self.text.encode([question])[0]
+        if self.image is None:
+            return contextual_key(text_vec, None)
+        image_vec = self.image.encode(images[:1])[0] if images else np.zeros(self.image.dim, dtype=np.float32)
+        return contextual_key(text_vec, image_vec)
