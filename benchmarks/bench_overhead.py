@@ -1,10 +1,10 @@
-"""EchoSafe's per-item cost against the bare inner model, measured side by side in one process.
+"""Every defense's per-item cost against the bare inner model, measured side by side in one process.
 
-Same inner model object, same items: blocks of items alternate between Base and EchoSafe so that machine noise
-hits both. Writes JSON with per-item wall times, the ratio EchoSafe/Base and EchoSafe's decomposition
-(embed / retrieve / answer / reflect / store, from its trace).
+One inner model object, the same items for all: blocks of items go round Base and each defense in turn, so
+machine noise hits all of them. Writes JSON with per-item wall times, the ratio to Base, the inner-model calls
+per item (generate / session start / session extend / option scoring), and EchoSafe's time split from its trace.
 
-    python benchmarks/bench_overhead.py --items 48 --out benchmarks/results/overhead_cpu_tiny.json
+    python benchmarks/bench_overhead.py --items 49 --out benchmarks/results/overhead_cpu_tiny.json
 """
 
 from __future__ import annotations
@@ -16,14 +16,32 @@ import platform
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+
+COUNTED = ("generate", "start", "extend", "choose_next")
+
+
+def count_calls(model, counter: Counter) -> None:
+    """Wrap the inner model's entry points so every call is counted under the active label."""
+    for name in COUNTED:
+        method = getattr(model, name, None)
+        if method is None:
+            continue
+
+        def wrapped(*args, _m=method, _n=name, **kwargs):
+            counter[(counter["_active"], _n)] += 1
+            return _m(*args, **kwargs)
+
+        setattr(model, name, wrapped)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=48)
+    ap.add_argument("--items", type=int, default=49)
     ap.add_argument("--block", type=int, default=8)
     ap.add_argument("--inner", default="TinyQwen2VL", help="a model name from wrappers/models.yaml")
+    ap.add_argument("--defenses", nargs="*", default=None, help="names from wrappers/defenses.yaml (default: all)")
     ap.add_argument("--out", default="benchmarks/results/overhead_cpu_tiny.json")
     args = ap.parse_args()
 
@@ -33,50 +51,61 @@ def main() -> None:
     from vlmeval.dataset import build_dataset
 
     from vlmeval_echosafe import register
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
-    from vlmeval_echosafe.registry import defense_entries
+    from vlmeval_echosafe.registry import _class, defense_entries, defense_settings
 
     register()
     inner = supported_VLM[args.inner]()
     dataset = build_dataset("MMSafetyBenchPP_Demo")
-    rows = [dataset.data.iloc[i] for i in range(min(args.items, len(dataset.data)))]
-    messages = [dataset.build_prompt(r) for r in rows]
-    defenses, extra = defense_entries()
-    settings = {"encoders": extra["encoders"]["plugin"], **defenses["EchoSafe"]["settings"],
-                **extra["inner_settings"].get(args.inner, {})}
+    messages = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(min(args.items, len(dataset.data)))]
+    entries, extra = defense_entries()
+    names = args.defenses or [n for n in entries if "-" not in n or n.startswith("AdaShield")]
     run_dir = Path(tempfile.mkdtemp())
-    echo = EchoSafe(inner, name=f"EchoSafe_{args.inner}", run_dir=run_dir, settings=settings)
-    inner.set_dump_image(dataset.dump_image)
-    echo.set_dump_image(dataset.dump_image)
-    for model in (inner, echo):  # warm-up: model load, encoders, first-call allocations
-        model.generate(messages[0], dataset=dataset.dataset_name)
+    models = {"Base": inner}
+    for name in names:
+        cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
+        models[name] = cls(inner, name=f"{name}_{args.inner}", run_dir=run_dir / name,
+                           settings=defense_settings(cls, entries[name], extra, args.inner, plugin=True))
+    calls: Counter = Counter()
+    count_calls(inner, calls)
+    for label, model in models.items():
+        model.set_dump_image(dataset.dump_image)
+        calls["_active"] = "warmup"
+        model.generate(messages[0], dataset=dataset.dataset_name)  # model load, encoders, first allocations
 
-    times: dict[str, list[float]] = {"base": [], "echosafe": []}
+    times: dict[str, list[float]] = {label: [] for label in models}
     for start in range(1, len(messages), args.block):
-        block = messages[start:start + args.block]
-        for key, model in (("base", inner), ("echosafe", echo)):
-            for msg in block:
+        for label, model in models.items():
+            calls["_active"] = label
+            for msg in messages[start:start + args.block]:
                 t = time.perf_counter()
                 model.generate(msg, dataset=dataset.dataset_name)
-                times[key].append(time.perf_counter() - t)
+                times[label].append(time.perf_counter() - t)
 
-    trace_path = run_dir / f"EchoSafe_{args.inner}_{dataset.dataset_name}_echosafe_trace.jsonl"
-    trace = [json.loads(x) for x in trace_path.read_text().splitlines()][1:]
-    parts = {k: statistics.median(t["timings"].get(k, 0.0) for t in trace)
-             for k in ("embed", "retrieve", "answer", "reflect", "store")}
-    base, echo_t = sum(times["base"]), sum(times["echosafe"])
-    result = {
-        "bench": "overhead", "inner": args.inner, "items": len(times["base"]), "block": args.block,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "base_s_per_item_median": statistics.median(times["base"]),
-        "echosafe_s_per_item_median": statistics.median(times["echosafe"]),
-        "ratio_total": echo_t / base,
-        "echosafe_parts_median_s": parts,
-        "insights_written": sum(t["insight_id"] is not None for t in trace),
+    n = len(times["Base"])
+    base_total = sum(times["Base"])
+    per_model = {
+        label: {
+            "s_per_item_median": statistics.median(ts),
+            "ratio_total_vs_base": sum(ts) / base_total,
+            "inner_calls_per_item": {c: calls[(label, c)] / n for c in COUNTED if calls[(label, c)]},
+        }
+        for label, ts in times.items()
     }
+    echo = [m for m in names if entries[m]["class"] == "EchoSafe"]
+    if echo:
+        trace_path = run_dir / echo[0] / f"{echo[0]}_{args.inner}_{dataset.dataset_name}_echosafe_trace.jsonl"
+        trace = [json.loads(x) for x in trace_path.read_text().splitlines()][1:]
+        per_model[echo[0]]["parts_median_s"] = {
+            k: statistics.median(t["timings"].get(k, 0.0) for t in trace)
+            for k in ("embed", "retrieve", "answer", "reflect", "store")}
+        per_model[echo[0]]["insights_written"] = sum(t["insight_id"] is not None for t in trace)
+    result = {"bench": "overhead", "inner": args.inner, "items": n, "block": args.block,
+              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "models": per_model}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for label, r in per_model.items():
+        print(f"{label:14s} {r['s_per_item_median']:.4f} s/item  x{r['ratio_total_vs_base']:.2f}  "
+              f"calls/item {r['inner_calls_per_item']}")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,14 @@ def defense_entries() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return out, {"encoders": data.get("encoders") or {}, "inner_settings": data.get("inner_settings") or {}}
 
 
+def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inner: str, plugin: bool) -> dict:
+    """The settings a defense entry gets around one inner model: the shared sections (encoders by who runs the
+    inner model, per-inner changes) reach only defenses that have such settings; the entry's own always do."""
+    encoders = extra["encoders"].get("plugin" if plugin else "host", {})
+    return {**_accepted(cls, {"encoders": encoders}), **spec["settings"],
+            **_accepted(cls, extra["inner_settings"].get(inner, {}))}
+
+
 def register(work_dir: str | None = None) -> None:
     """Add the plugin's datasets, models and defenses to VLMEvalKit's registries; calling it again changes nothing
     but the run folder the defenses write their memory and traces to (``work_dir``, as the launcher knows it)."""
@@ -117,10 +125,7 @@ def register(work_dir: str | None = None) -> None:
         setattr(vlmeval.vlm, cls.__name__, cls)
         for inner in inners:
             full = f"{dname}_{inner}"
-            kind = "plugin" if inner in plugin_models else "host"
-            # The shared sections reach only the defenses that have such settings; the entry's own always do.
-            settings = {**_accepted(cls, {"encoders": extra["encoders"].get(kind, {})}), **spec["settings"],
-                        **_accepted(cls, extra["inner_settings"].get(inner, {}))}
+            settings = defense_settings(cls, spec, extra, inner, plugin=inner in plugin_models)
             registry[full] = partial(cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full),
                                      settings=settings)
     for inner in inners:
