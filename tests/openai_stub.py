@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+@dataclass(frozen=True)
+class Fault:
+    """What the server sends instead of a chat completion."""
+
+    status: int = 200
+    body: str = "{}"
+    delay: float = 0.0
+
+
 class StubServer:
-    def __init__(self, reply: Callable[[str], str]) -> None:
+    def __init__(self, reply: Callable[[str], "str | Fault"]) -> None:
         self.reply = reply
         self.prompts: list[str] = []
         stub = self
@@ -21,6 +32,9 @@ class StubServer:
                 prompt = content if isinstance(content, str) else " ".join(c.get("text", "") for c in content)
                 stub.prompts.append(prompt)
                 text = stub.reply(prompt)
+                if isinstance(text, Fault):
+                    self._fault(text)
+                    return
                 payload = json.dumps({
                     "id": "x", "object": "chat.completion", "model": body.get("model"),
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
@@ -31,6 +45,20 @@ class StubServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _fault(self, fault: Fault) -> None:
+                """An HTTP error status, a body that is not JSON, or an answer that comes too late."""
+                if fault.delay:
+                    time.sleep(fault.delay)
+                body = fault.body.encode()
+                try:
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the client gave up (timeout) and closed the connection
+                    pass
 
             def log_message(self, *args) -> None:
                 pass

@@ -11,21 +11,38 @@ from pathlib import Path
 
 import pandas as pd
 
-from openai_stub import StubServer
+from openai_stub import Fault, StubServer
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-FAKE-SECRET-0123456789abcdef"
 
 
-def _reply_factory():
-    state = {"n": 0, "faulty": True, "lock": threading.Lock()}
+def _completion(content: str) -> str:
+    return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
 
-    def reply(prompt: str) -> str:
+
+# Every third judge call fails, cycling through the ways a judge endpoint fails.
+FAULTS = [
+    Fault(status=500, body='{"error": "internal"}'),
+    Fault(status=429, body='{"error": "rate limited"}'),
+    Fault(body=_completion('{"decision": "answer", "score": 3}'), delay=4.0),  # past --judge-timeout
+    Fault(body='{"choices": [{"message": '),  # malformed JSON
+    Fault(body=_completion("")),  # empty content
+    "I would rather not grade this one.",  # a judge that refuses to judge
+    '{"decision": "answer", "score": 9}',  # out-of-range score
+]
+
+
+def _reply_factory():
+    state = {"n": 0, "faulty": True, "lock": threading.Lock(), "injected": 0}
+
+    def reply(prompt: str):
         with state["lock"]:
             state["n"] += 1
             n = state["n"]
-        if state["faulty"] and n % 4 == 0:
-            return "I would rather not grade this one."
+            if state["faulty"] and n % 3 == 0:
+                state["injected"] += 1
+                return FAULTS[(n // 3 - 1) % len(FAULTS)]
         return '{"decision": "answer", "score": 0}' if "UNSAFE" in prompt else '{"decision": "answer", "score": 3}'
 
     return reply, state
@@ -37,7 +54,7 @@ def _run(tmp: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess:
     (tmp / "LMUData").mkdir(exist_ok=True)
     cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), "--data", "MMSafetyBenchPP_Demo",
            "--model", "TinyQwen2VL", "--limit", "24", "--judge", "stub-judge", "--judge-base-url", base_url,
-           "--judge-retry", "1", "--judge-args", json.dumps({"max_unknown_rate": 0.05}), *extra]
+           "--judge-retry", "1", "--judge-timeout", "2", "--judge-args", json.dumps({"max_unknown_rate": 0.05}), *extra]
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -49,7 +66,7 @@ def test_judge_faults_unknowns_validity_reuse_and_no_leaked_key(tmp_path):
         calls_first = len(server.prompts)
         items = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_items.csv")
         failed = int((items["decision"] == "unknown").sum())
-        assert calls_first == 24 and failed == 6
+        assert calls_first == 24 and state["injected"] == 8 and failed == 8  # every injected fault is unknown
         # failures are unknown with a reason, never a refusal or an answer
         assert (items.loc[items["decision"] == "unknown", "judge_error"] != "").all()
         score = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.csv")
