@@ -1,6 +1,6 @@
 """VLMEvalKit's run.py with vlmeval-echosafe registered: same flags, e.g.
 
-    python run.py --data MMSafetyBenchPP_Demo --model TinyQwen2VL --judge rule
+python run.py --data MMSafetyBenchPP_Demo --model TinyQwen2VL --judge rule
 """
 
 import sys

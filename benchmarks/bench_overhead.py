@@ -63,11 +63,15 @@ def main() -> None:
     models = {"Base": inner}
     for name in names:
         cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
-        models[name] = cls(inner, name=f"{name}_{args.inner}", run_dir=run_dir / name,
-                           settings=defense_settings(cls, entries[name], extra, args.inner, plugin=True))
+        models[name] = cls(
+            inner,
+            name=f"{name}_{args.inner}",
+            run_dir=run_dir / name,
+            settings=defense_settings(cls, entries[name], extra, args.inner, plugin=True),
+        )
     calls: Counter = Counter()
     count_calls(inner, calls)
-    for label, model in models.items():
+    for model in models.values():
         model.set_dump_image(dataset.dump_image)
         calls["_active"] = "warmup"
         model.generate(messages[0], dataset=dataset.dataset_name)  # model load, encoders, first allocations
@@ -76,7 +80,7 @@ def main() -> None:
     for start in range(1, len(messages), args.block):
         for label, model in models.items():
             calls["_active"] = label
-            for msg in messages[start:start + args.block]:
+            for msg in messages[start : start + args.block]:
                 t = time.perf_counter()
                 model.generate(msg, dataset=dataset.dataset_name)
                 times[label].append(time.perf_counter() - t)
@@ -97,15 +101,24 @@ def main() -> None:
         trace = [json.loads(x) for x in trace_path.read_text().splitlines()][1:]
         per_model[echo[0]]["parts_median_s"] = {
             k: statistics.median(t["timings"].get(k, 0.0) for t in trace)
-            for k in ("embed", "retrieve", "answer", "reflect", "store")}
+            for k in ("embed", "retrieve", "answer", "reflect", "store")
+        }
         per_model[echo[0]]["insights_written"] = sum(t["insight_id"] is not None for t in trace)
-    result = {"bench": "overhead", "inner": args.inner, "items": n, "block": args.block,
-              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "models": per_model}
+    result = {
+        "bench": "overhead",
+        "inner": args.inner,
+        "items": n,
+        "block": args.block,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "models": per_model,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for label, r in per_model.items():
-        print(f"{label:14s} {r['s_per_item_median']:.4f} s/item  x{r['ratio_total_vs_base']:.2f}  "
-              f"calls/item {r['inner_calls_per_item']}")
+        print(
+            f"{label:14s} {r['s_per_item_median']:.4f} s/item  x{r['ratio_total_vs_base']:.2f}  "
+            f"calls/item {r['inner_calls_per_item']}"
+        )
 
 
 if __name__ == "__main__":

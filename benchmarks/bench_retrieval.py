@@ -63,7 +63,7 @@ def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, spread: flo
         x = centres[rng.integers(0, len(centres), m)]
         x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(spread / np.sqrt(centres.shape[1]))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[lo: lo + m] = x
+        out[lo : lo + m] = x
     return out
 
 
@@ -102,8 +102,7 @@ def raw_exact_vs_numpy(index: faiss.Index, vectors: np.ndarray, queries: np.ndar
         top[np.argsort(-sims[top])]
         numpy_t.append(time.perf_counter() - t)
     f, n = percentiles(faiss_t), percentiles(numpy_t)
-    return {"faiss_p50_ms": f["p50_ms"], "numpy_p50_ms": n["p50_ms"],
-            "numpy_over_faiss": n["p50_ms"] / f["p50_ms"]}
+    return {"faiss_p50_ms": f["p50_ms"], "numpy_p50_ms": n["p50_ms"], "numpy_over_faiss": n["p50_ms"] / f["p50_ms"]}
 
 
 def hnsw_block(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, extra: np.ndarray) -> dict:
@@ -124,8 +123,16 @@ def hnsw_block(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, extr
         for v in extra:
             index.add(v[None, :])
         insert_per_s = len(extra) / (time.perf_counter() - t)
-    return {"index": "IndexHNSWFlat", "M": 32, "efConstruction": 40, "efSearch": 64, "build_s": build_s,
-            **percentiles(times), "recall_at_5": recall(ids, truth), "insert_per_s": insert_per_s}
+    return {
+        "index": "IndexHNSWFlat",
+        "M": 32,
+        "efConstruction": 40,
+        "efSearch": 64,
+        "build_s": build_s,
+        **percentiles(times),
+        "recall_at_5": recall(ids, truth),
+        "insert_per_s": insert_per_s,
+    }
 
 
 def recall(approx: list[list[int]], exact: np.ndarray) -> float:
@@ -163,10 +170,18 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray) -> dict:
         bank.set_nprobe(args.nprobe[0])
         approx_ins = time_inserts(bank, extra[inserts:], n + inserts)
     result = {
-        "n": n, "dim": args.dim, "fill_s": fill_s,
+        "n": n,
+        "dim": args.dim,
+        "fill_s": fill_s,
         "exact": {"index": "IndexFlatIP", **exact_lat, "insert_per_s": exact_ins},
-        "approx": {"index": bank.index_kind, "nlist": int(bank._index.nlist), "switch_s": switch_s,
-                   **sweep[0], "insert_per_s": approx_ins, "nprobe_sweep": sweep},
+        "approx": {
+            "index": bank.index_kind,
+            "nlist": int(bank._index.nlist),
+            "switch_s": switch_s,
+            **sweep[0],
+            "insert_per_s": approx_ins,
+            "nprobe_sweep": sweep,
+        },
         "faiss_exact_vs_numpy": raw,
     }
     if hnsw is not None:
@@ -175,15 +190,19 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    head = (f"{'n':>9} {'dim':>4} | {'exact p50':>9} {'p99':>7} | {'approx p50':>10} {'p99':>7} "
-            f"{'recall@5':>8} | {'ins/s exact':>11} {'ins/s approx':>12} | {'np/faiss':>8} | {'switch s':>8}")
+    head = (
+        f"{'n':>9} {'dim':>4} | {'exact p50':>9} {'p99':>7} | {'approx p50':>10} {'p99':>7} "
+        f"{'recall@5':>8} | {'ins/s exact':>11} {'ins/s approx':>12} | {'np/faiss':>8} | {'switch s':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         e, a, raw = r["exact"], r["approx"], r["faiss_exact_vs_numpy"]
-        lines.append(f"{r['n']:>9} {r['dim']:>4} | {e['p50_ms']:>9.3f} {e['p99_ms']:>7.3f} | "
-                     f"{a['p50_ms']:>10.3f} {a['p99_ms']:>7.3f} {a['recall_at_5']:>8.3f} | "
-                     f"{e['insert_per_s']:>11.0f} "
-                     f"{a['insert_per_s']:>12.0f} | {raw['numpy_over_faiss']:>8.2f} | {a['switch_s']:>8.2f}")
+        lines.append(
+            f"{r['n']:>9} {r['dim']:>4} | {e['p50_ms']:>9.3f} {e['p99_ms']:>7.3f} | "
+            f"{a['p50_ms']:>10.3f} {a['p99_ms']:>7.3f} {a['recall_at_5']:>8.3f} | "
+            f"{e['insert_per_s']:>11.0f} "
+            f"{a['insert_per_s']:>12.0f} | {raw['numpy_over_faiss']:>8.2f} | {a['switch_s']:>8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -193,8 +212,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--inserts", type=int, default=2000, help="one-at-a-time adds timed per index and size")
-    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 8],
-                    help="nprobe values to time; the first is the headline (the bank's default is 16)")
+    ap.add_argument(
+        "--nprobe",
+        type=int,
+        nargs="+",
+        default=[16, 8],
+        help="nprobe values to time; the first is the headline (the bank's default is 16)",
+    )
     ap.add_argument("--clusters", type=int, default=256)
     ap.add_argument("--spread", type=float, default=0.5, help="expected noise norm around a cluster centre")
     ap.add_argument("--seed", type=int, default=0)
@@ -211,11 +235,25 @@ def main(argv: list[str] | None = None) -> dict:
         print(table(results[-1:]).splitlines()[-1], flush=True)
     report = {
         "benchmark": "retrieval",
-        "config": {"sizes": args.sizes, "dim": args.dim, "queries": args.queries, "k": K,
-                   "inserts": args.inserts, "nprobe": args.nprobe, "clusters": args.clusters,
-                   "spread": args.spread, "seed": args.seed, "measure_threads": 1},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "faiss": faiss.__version__, "numpy": np.__version__, "cpus": os.cpu_count()},
+        "config": {
+            "sizes": args.sizes,
+            "dim": args.dim,
+            "queries": args.queries,
+            "k": K,
+            "inserts": args.inserts,
+            "nprobe": args.nprobe,
+            "clusters": args.clusters,
+            "spread": args.spread,
+            "seed": args.seed,
+            "measure_threads": 1,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "faiss": faiss.__version__,
+            "numpy": np.__version__,
+            "cpus": os.cpu_count(),
+        },
         "results": results,
     }
     out = Path(args.out)

@@ -20,7 +20,7 @@ class Fault:
 
 
 class StubServer:
-    def __init__(self, reply: Callable[[str], "str | Fault"]) -> None:
+    def __init__(self, reply: Callable[[str], str | Fault]) -> None:
         self.reply = reply
         self.prompts: list[str] = []
         stub = self
@@ -35,11 +35,17 @@ class StubServer:
                 if isinstance(text, Fault):
                     self._fault(text)
                     return
-                payload = json.dumps({
-                    "id": "x", "object": "chat.completion", "model": body.get("model"),
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()
+                payload = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": body.get("model"),
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

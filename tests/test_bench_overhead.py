@@ -12,9 +12,26 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_overhead_tiny(tmp_path, tiny_cache):
     out = tmp_path / "overhead.json"
     env = dict(os.environ, LMUData=str(tmp_path), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_overhead.py"), "--items", "3", "--block", "2",
-                           "--defenses", "EchoSafe", "ECSO", "--out", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks/bench_overhead.py"),
+            "--items",
+            "3",
+            "--block",
+            "2",
+            "--defenses",
+            "EchoSafe",
+            "ECSO",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["items"] == 2 and set(result["models"]) == {"Base", "EchoSafe", "ECSO"}

@@ -19,13 +19,37 @@ DATA = "MMSafetyBenchPP_DemoMini"
 
 
 def test_compare_preset_runs_every_defense(tmp_path, tiny_cache):
-    env = dict(os.environ, LMUData=str(tmp_path / "LMUData"), VLMEVAL_ECHOSAFE_CACHE=str(tiny_cache),
-               HF_HUB_OFFLINE="1", PRED_FORMAT="tsv")
+    env = dict(
+        os.environ,
+        LMUData=str(tmp_path / "LMUData"),
+        VLMEVAL_ECHOSAFE_CACHE=str(tiny_cache),
+        HF_HUB_OFFLINE="1",
+        PRED_FORMAT="tsv",
+    )
     (tmp_path / "LMUData").mkdir()
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "vlmeval_echosafe.compare", "--inner", "TinyQwen2VL", "--data", DATA,
-                           "--judge", "rule", "--work-dir", str(out), "--defenses", *BASELINES],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlmeval_echosafe.compare",
+            "--inner",
+            "TinyQwen2VL",
+            "--data",
+            DATA,
+            "--judge",
+            "rule",
+            "--work-dir",
+            str(out),
+            "--defenses",
+            *BASELINES,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = pd.read_csv(out / f"compare_TinyQwen2VL_{DATA}_rule.csv")
     models = [f"{d}_TinyQwen2VL" for d in BASELINES]
@@ -38,7 +62,9 @@ def test_compare_preset_runs_every_defense(tmp_path, tiny_cache):
         m = f"{d}_TinyQwen2VL"
         trace = [json.loads(x) for x in (out / m / f"{m}_{DATA}_defense_trace.jsonl").read_text().splitlines()]
         assert len(trace) == 12 and all(t["row_index"] is not None and t["prompt"] for t in trace)
-    ecso = [json.loads(x) for x in (out / "ECSO_TinyQwen2VL" / f"ECSO_TinyQwen2VL_{DATA}_defense_trace.jsonl")
-            .read_text().splitlines()]
+    ecso = [
+        json.loads(x)
+        for x in (out / "ECSO_TinyQwen2VL" / f"ECSO_TinyQwen2VL_{DATA}_defense_trace.jsonl").read_text().splitlines()
+    ]
     assert {t["branch"] for t in ecso} <= {"harmless", "harmful"} and all("check_reply" in t for t in ecso)
     assert "side-by-side table" in proc.stdout

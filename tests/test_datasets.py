@@ -4,7 +4,6 @@ import base64
 import io
 import json
 
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -29,8 +28,12 @@ def release_dir(tmp_path, monkeypatch):
     for cat, num in CATS.items():
         for label, folder in (("unsafe", "processed_questions"), ("safe", "processed_questions_safe")):
             entries = {
-                str(q): {"Changed Question": f"{label} {cat} {q}", "Key Phrase": f"kp {q}",
-                         "Rephrased Question": f"OCR {label} {cat} {q}", "Rephrased Question(SD)": f"SD {label} {cat} {q}"}
+                str(q): {
+                    "Changed Question": f"{label} {cat} {q}",
+                    "Key Phrase": f"kp {q}",
+                    "Rephrased Question": f"OCR {label} {cat} {q}",
+                    "Rephrased Question(SD)": f"SD {label} {cat} {q}",
+                }
                 for q in range(2)
             }
             (tmp_path / folder).mkdir(exist_ok=True)
@@ -40,8 +43,15 @@ def release_dir(tmp_path, monkeypatch):
                     img = tmp_path / "images" / f"{cat}_{q}_{mode}_{label}.png"
                     img.parent.mkdir(exist_ok=True)
                     img.write_bytes(_png((q * 50, 10, 10)))
-                    rows.append({"category": cat, "mode": mode, "label": label, "id": str(q),
-                                 "image": str(img.relative_to(tmp_path))})
+                    rows.append(
+                        {
+                            "category": cat,
+                            "mode": mode,
+                            "label": label,
+                            "id": str(q),
+                            "image": str(img.relative_to(tmp_path)),
+                        }
+                    )
     (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     monkeypatch.setenv("MMSAFETYBENCHPP_ROOT", str(tmp_path))
     return tmp_path
@@ -101,16 +111,21 @@ def _first_image_row(frame):
     return frame.index[frame["image"].str.len() > 64][2]
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, "")), "column 'image' is missing"),
-    (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, base64.b64encode(b"x" * 90).decode())),
-     "does not decode to an image"),
-    (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, "@@not base64@@" * 8)), "not valid base64"),
-    (lambda f, r: f.__setitem__("question", f["question"].where(f.index != r, "  ")), "column 'question' is empty"),
-    (lambda f, r: f.__setitem__("category", f["category"].where(f.index != r, "Privacy")), "column 'category'"),
-    (lambda f, r: f.__setitem__("label", f["label"].where(f.index != r, "benign")), "column 'label'"),
-    (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, "99999")), "refers to row '99999'"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, "")), "column 'image' is missing"),
+        (
+            lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, base64.b64encode(b"x" * 90).decode())),
+            "does not decode to an image",
+        ),
+        (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, "@@not base64@@" * 8)), "not valid base64"),
+        (lambda f, r: f.__setitem__("question", f["question"].where(f.index != r, "  ")), "column 'question' is empty"),
+        (lambda f, r: f.__setitem__("category", f["category"].where(f.index != r, "Privacy")), "column 'category'"),
+        (lambda f, r: f.__setitem__("label", f["label"].where(f.index != r, "benign")), "column 'label'"),
+        (lambda f, r: f.__setitem__("image", f["image"].where(f.index != r, "99999")), "refers to row '99999'"),
+    ],
+)
 def test_bad_rows_are_named(demo, mutate, match):
     frame = demo.copy()
     row = _first_image_row(frame)

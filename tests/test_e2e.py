@@ -15,11 +15,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LMUData=str(tmp / "LMUData"), VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
-               HF_HUB_OFFLINE="1", PRED_FORMAT="tsv")
+    env = dict(
+        os.environ,
+        LMUData=str(tmp / "LMUData"),
+        VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
+        HF_HUB_OFFLINE="1",
+        PRED_FORMAT="tsv",
+    )
     (tmp / "LMUData").mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), *args],
-                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), *args],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +88,16 @@ def echosafe_run(tmp_path_factory):
 
 def _bank(run_dir: Path) -> list[dict]:
     snap = (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo/CURRENT").read_text().strip()
-    return [json.loads(x) for x in (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo" / snap / "insights.jsonl").read_text().splitlines()]
+    return [
+        json.loads(x)
+        for x in (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo" / snap / "insights.jsonl").read_text().splitlines()
+    ]
 
 
 def _trace(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()]
+    return [
+        json.loads(x) for x in (run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()
+    ]
 
 
 def test_echosafe_bank_and_trace(echosafe_run):
@@ -113,7 +129,7 @@ def test_echosafe_resume_equals_uninterrupted_run(echosafe_run, tmp_path):
     run_dir = tmp_path / "out" / ECHO
     shutil.copytree(full_dir / "echosafe_bank", run_dir / "echosafe_bank")  # bank went further than the checkpoint
     shutil.copy(full_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl", run_dir)
-    done = dict(zip(full_pred["index"][:60], full_pred["prediction"][:60]))
+    done = dict(zip(full_pred["index"][:60], full_pred["prediction"][:60], strict=True))
     with open(run_dir / "01_MMSafetyBenchPP_Demo.pkl", "wb") as fh:
         pickle.dump(done, fh)
     proc = _run(tmp_path, "--data", "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule", "--reuse")
@@ -138,11 +154,27 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(echosafe_run, tmp_pa
     full_dir = echosafe_run / "out" / ECHO
     run_dir = tmp_path / "out" / ECHO
     trace_file = run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl"
-    env = dict(os.environ, LMUData=str(tmp_path / "LMUData"), VLMEVAL_ECHOSAFE_CACHE=str(echosafe_run / "cache"),
-               HF_HUB_OFFLINE="1", PRED_FORMAT="tsv")
+    env = dict(
+        os.environ,
+        LMUData=str(tmp_path / "LMUData"),
+        VLMEVAL_ECHOSAFE_CACHE=str(echosafe_run / "cache"),
+        HF_HUB_OFFLINE="1",
+        PRED_FORMAT="tsv",
+    )
     (tmp_path / "LMUData").mkdir()
-    cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp_path / "out"), "--data",
-           "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule", "--reuse"]
+    cmd = [
+        sys.executable,
+        str(REPO / "run.py"),
+        "--work-dir",
+        str(tmp_path / "out"),
+        "--data",
+        "MMSafetyBenchPP_Demo",
+        "--model",
+        ECHO,
+        "--judge",
+        "rule",
+        "--reuse",
+    ]
     for kill_at in (25, 90):
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300

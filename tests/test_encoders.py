@@ -64,9 +64,7 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        folder
-    )
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
 
 
@@ -163,9 +161,7 @@ def test_build_encoders(tiny_qwen2vl_vlm, tiny_clip_dir: Path) -> None:
     assert image.name == "inner:qwen2vl"
     text, image = build_encoders({"text": "minilm", "image": "none"})
     assert isinstance(text, MiniLMTextEncoder) and image is None
-    _, image = build_encoders(
-        {"image": "clip", "clip_path": str(tiny_clip_dir), "device": "cpu"}, inner=object()
-    )
+    _, image = build_encoders({"image": "clip", "clip_path": str(tiny_clip_dir), "device": "cpu"}, inner=object())
     assert isinstance(image, ClipImageEncoder) and image.dim == 12
 
 

@@ -1,7 +1,6 @@
 """Fuzzed bad data: the dataset and bank loaders either accept the input or raise their own error naming the
 file/row — never a traceback from deep inside pandas, PIL or faiss, never a partial result."""
 
-import json
 import shutil
 
 import numpy as np
@@ -17,14 +16,22 @@ from vlmeval_echosafe.datasets.validate import DatasetError, validate_frame
 from vlmeval_echosafe.memory import BankError, MemoryBank
 
 DEMO = load_demo_frame()
-CELL = st.one_of(st.none(), st.text(max_size=80), st.integers(-5, 500), st.floats(allow_nan=True),
-                 st.sampled_from(["", "nan", "0", "iVBORw0KGgo" * 8, "Fraud", "safe", "GenOCR", "P1"]))
+CELL = st.one_of(
+    st.none(),
+    st.text(max_size=80),
+    st.integers(-5, 500),
+    st.floats(allow_nan=True),
+    st.sampled_from(["", "nan", "0", "iVBORw0KGgo" * 8, "Fraud", "safe", "GenOCR", "P1"]),
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(edits=st.lists(st.tuples(st.integers(0, len(DEMO) - 1), st.sampled_from(list(DEMO.columns)), CELL),
-                      min_size=1, max_size=4),
-       drop=st.lists(st.integers(0, len(DEMO) - 1), max_size=3))
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(DEMO) - 1), st.sampled_from(list(DEMO.columns)), CELL), min_size=1, max_size=4
+    ),
+    drop=st.lists(st.integers(0, len(DEMO) - 1), max_size=3),
+)
 def test_mutated_rows_give_dataset_errors_only(edits, drop):
     frame = DEMO.copy().astype(object)
     for row, col, value in edits:
@@ -51,8 +58,11 @@ def saved_bank(tmp_path_factory):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(target=st.sampled_from(["manifest.json", "insights.jsonl", "index.faiss", "CURRENT"]),
-       cut=st.floats(0, 1), garbage=st.binary(max_size=40))
+@given(
+    target=st.sampled_from(["manifest.json", "insights.jsonl", "index.faiss", "CURRENT"]),
+    cut=st.floats(0, 1),
+    garbage=st.binary(max_size=40),
+)
 def test_corrupted_bank_files_give_bank_errors_only(saved_bank, tmp_path_factory, target, cut, garbage):
     path = tmp_path_factory.mktemp("fz") / "bank"
     shutil.copytree(saved_bank, path)
@@ -72,8 +82,20 @@ def test_corrupted_bank_files_give_bank_errors_only(saved_bank, tmp_path_factory
 @given(cut=st.floats(0.05, 0.95), fmt=st.sampled_from(["jsonl", "parquet"]))
 def test_truncated_release_rows_give_dataset_errors_only(tmp_path_factory, monkeypatch, cut, fmt):
     root = tmp_path_factory.mktemp("rel")
-    rows = pd.DataFrame([{"category": "Fraud", "mode": "Gen", "label": lab, "id": str(q), "image": "x.png",
-                          "question": f"q {q} {lab}"} for q in range(20) for lab in ("unsafe", "safe")])
+    rows = pd.DataFrame(
+        [
+            {
+                "category": "Fraud",
+                "mode": "Gen",
+                "label": lab,
+                "id": str(q),
+                "image": "x.png",
+                "question": f"q {q} {lab}",
+            }
+            for q in range(20)
+            for lab in ("unsafe", "safe")
+        ]
+    )
     name = "test.jsonl" if fmt == "jsonl" else "data.parquet"
     if fmt == "jsonl":
         rows.to_json(root / name, orient="records", lines=True)

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pandas as pd
-
 from openai_stub import Fault, StubServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +48,37 @@ def _reply_factory():
 
 
 def _run(tmp: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LMUData=str(tmp / "LMUData"), VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
-               HF_HUB_OFFLINE="1", OPENAI_API_KEY=SECRET)
+    env = dict(
+        os.environ,
+        LMUData=str(tmp / "LMUData"),
+        VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
+        HF_HUB_OFFLINE="1",
+        OPENAI_API_KEY=SECRET,
+    )
     (tmp / "LMUData").mkdir(exist_ok=True)
-    cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), "--data", "MMSafetyBenchPP_Demo",
-           "--model", "TinyQwen2VL", "--limit", "24", "--judge", "stub-judge", "--judge-base-url", base_url,
-           "--judge-retry", "1", "--judge-timeout", "2", "--judge-args", json.dumps({"max_unknown_rate": 0.05}), *extra]
+    cmd = [
+        sys.executable,
+        str(REPO / "run.py"),
+        "--work-dir",
+        str(tmp / "out"),
+        "--data",
+        "MMSafetyBenchPP_Demo",
+        "--model",
+        "TinyQwen2VL",
+        "--limit",
+        "24",
+        "--judge",
+        "stub-judge",
+        "--judge-base-url",
+        base_url,
+        "--judge-retry",
+        "1",
+        "--judge-timeout",
+        "2",
+        "--judge-args",
+        json.dumps({"max_unknown_rate": 0.05}),
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -72,7 +96,8 @@ def test_judge_faults_unknowns_validity_reuse_and_no_leaked_key(tmp_path):
         score = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.csv")
         row = score[(score["category"] == "Illegal_Activity") & (score["mode"] == "Gen")].iloc[0]
         assert row["unknown_unsafe"] + row["unknown_safe"] == int(
-            (items[(items["mode"] == "Gen")]["decision"] == "unknown").sum())
+            (items[(items["mode"] == "Gen")]["decision"] == "unknown").sum()
+        )
         assert "NOT VALID" in first.stdout
 
         state["faulty"] = False
@@ -81,7 +106,9 @@ def test_judge_faults_unknowns_validity_reuse_and_no_leaked_key(tmp_path):
         assert "Infer TinyQwen2VL" not in second.stderr
         assert len(server.prompts) - calls_first == failed  # only the failed items are asked again
         assert "NOT VALID" not in second.stdout
-    summary = json.loads((tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text())
+    summary = json.loads(
+        (tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text()
+    )
     assert summary["valid"] and summary["unknown"] == 0
 
     for proc in (first, second):

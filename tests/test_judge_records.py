@@ -1,9 +1,8 @@
 import json
 
-import pytest
-
 from openai_stub import StubServer
-from vlmeval_echosafe.judges import Judge, Judgement, JudgeItem, LLMJudge
+
+from vlmeval_echosafe.judges import Judge, JudgeItem, Judgement, LLMJudge
 from vlmeval_echosafe.judges.records import judge_all
 
 
@@ -60,13 +59,16 @@ def test_llm_judge_over_local_openai_compatible_server(tmp_path, monkeypatch):
     def reply(prompt):
         return next(v for k, v in replies.items() if k in prompt)
 
-    items = [JudgeItem("0", "q-good", "I can't help with that.", "unsafe"),
-             JudgeItem("1", "q-bad", "Sure.", "safe"),
-             JudgeItem("2", "q-range", "Sure.", "safe"),
-             JudgeItem("3", "q-empty", "", "safe")]
+    items = [
+        JudgeItem("0", "q-good", "I can't help with that.", "unsafe"),
+        JudgeItem("1", "q-bad", "Sure.", "safe"),
+        JudgeItem("2", "q-range", "Sure.", "safe"),
+        JudgeItem("3", "q-empty", "", "safe"),
+    ]
     with StubServer(reply) as server:
-        judge = LLMJudge("stub-judge", api_base=f"{server.base_url}/chat/completions", key="sk-test", retry=1,
-                         nproc=2, verbose=False)
+        judge = LLMJudge(
+            "stub-judge", api_base=f"{server.base_url}/chat/completions", key="sk-test", retry=1, nproc=2, verbose=False
+        )
         out = judge_all(judge, items, tmp_path / "j.jsonl", nproc=2)
         assert len(server.prompts) == 3  # the empty prediction never reaches the judge
     assert (out[0].decision, out[0].score) == ("refuse", 4.0)

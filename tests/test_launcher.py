@@ -50,8 +50,10 @@ def test_failed_combination_exits_nonzero(workdir, capsys, monkeypatch):
     """A bad row makes the host's combination fail; the host swallows it, the launcher must not."""
     release = workdir / "release"
     release.mkdir()
-    (release / "test.jsonl").write_text(json.dumps(
-        {"category": "Fraud", "mode": "Gen", "label": "safe", "image": "missing.png", "question": "q"}) + "\n")
+    (release / "test.jsonl").write_text(
+        json.dumps({"category": "Fraud", "mode": "Gen", "label": "safe", "image": "missing.png", "question": "q"})
+        + "\n"
+    )
     import shutil
 
     from vlmeval_echosafe.paths import config_root
@@ -60,7 +62,9 @@ def test_failed_combination_exits_nonzero(workdir, capsys, monkeypatch):
     shutil.copytree(config_root() / "wrappers", cfg / "wrappers")
     (cfg / "task_configs").mkdir()
     text = (config_root() / "task_configs" / "mmsafetybenchpp.yaml").read_text()
-    text = text.replace("question: null      #", "question: question  #").replace("question_id: id", "question_id: null")
+    text = text.replace("question: null      #", "question: question  #").replace(
+        "question_id: id", "question_id: null"
+    )
     text = text.replace("pair_id: null", "pair_id: category")
     (cfg / "task_configs" / "mmsafetybenchpp.yaml").write_text(text)
     monkeypatch.setenv("VLMEVAL_ECHOSAFE_CONFIG", str(cfg))
@@ -85,12 +89,18 @@ def test_register_is_idempotent():
     from vlmeval_echosafe.datasets.mmsafetybenchpp import MMSafetyBenchPP
 
     register()
-    classes, names, models = list(vlmeval.dataset.DATASET_CLASSES), list(vlmeval.dataset.SUPPORTED_DATASETS), dict(
-        vlmeval.config.supported_VLM)
+    classes, names, models = (
+        list(vlmeval.dataset.DATASET_CLASSES),
+        list(vlmeval.dataset.SUPPORTED_DATASETS),
+        dict(vlmeval.config.supported_VLM),
+    )
     register()
     assert vlmeval.dataset.DATASET_CLASSES == classes and vlmeval.dataset.SUPPORTED_DATASETS == names
     assert set(vlmeval.config.supported_VLM) == set(models)
-    assert vlmeval.dataset.DATASET_CLASSES[0] is MMSafetyBenchPP and vlmeval.dataset.DATASET_CLASSES.count(MMSafetyBenchPP) == 1
+    assert (
+        vlmeval.dataset.DATASET_CLASSES[0] is MMSafetyBenchPP
+        and vlmeval.dataset.DATASET_CLASSES.count(MMSafetyBenchPP) == 1
+    )
     assert {"MMSafetyBenchPP", "MMSafetyBenchPP_Gen", "MMSafetyBenchPP_GenOCR", "MMSafetyBenchPP_Demo"} <= set(names)
     assert {"TinyQwen2VL", "Qwen2VL", "Qwen2.5-VL-7B", "LLaVA-1.5-7B", "LLaVA-NeXT-7B"} <= set(models)
     assert vlmeval.dataset.build_dataset("MMSafetyBenchPP_Demo").force_use_dataset_prompt
@@ -106,6 +116,7 @@ def test_tls_verification_restored():
 
 
 def test_api_mode_refuses_stateful_defense(workdir, capsys):
-    code = _run(workdir, "--data", "MMSafetyBenchPP_Demo", "--model", "EchoSafe_TinyQwen2VL", "--judge", "rule",
-                "--api-mode")
+    code = _run(
+        workdir, "--data", "MMSafetyBenchPP_Demo", "--model", "EchoSafe_TinyQwen2VL", "--judge", "rule", "--api-mode"
+    )
     assert code == 2 and "--api-mode" in capsys.readouterr().err

@@ -66,9 +66,7 @@ def _vlmeval(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     )
     run_dir = tmp / "vlmeval" / model
     items = pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_items.csv", dtype={"index": str})
-    preds = pd.read_csv(
-        run_dir / f"{model}_{VARIANT}.tsv", sep="\t", keep_default_na=False, dtype={"index": str}
-    )
+    preds = pd.read_csv(run_dir / f"{model}_{VARIANT}.tsv", sep="\t", keep_default_na=False, dtype={"index": str})
     items = items.merge(preds[["index", "prediction"]], on="index")
     return items, pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_score.csv"), run_dir
 
@@ -116,14 +114,11 @@ def test_vlmeval_and_lmms_eval_agree(tmp_path: Path, model: str) -> None:
     pd.testing.assert_frame_equal(v_items, l_items)
     key = ["mode", "category"]
     v_ccr, l_ccr = (
-        s.set_index(key)[["RR", "AR", "CCR", "unknown_unsafe", "unknown_safe"]].sort_index()
-        for s in (v_score, l_score)
+        s.set_index(key)[["RR", "AR", "CCR", "unknown_unsafe", "unknown_safe"]].sort_index() for s in (v_score, l_score)
     )
     pd.testing.assert_frame_equal(v_ccr, l_ccr)
     assert set(v_ccr.index.get_level_values("category")) >= {"Fraud", "Sex", "All"}
-    if model.startswith(
-        "EchoSafe"
-    ):  # the stream saw the same rows in the same order and learned the same things
+    if model.startswith("EchoSafe"):  # the stream saw the same rows in the same order and learned the same things
         v_bank, l_bank = _bank(v_dir), _bank(l_dir)
         assert v_bank and [b["insight"] for b in v_bank] == [b["insight"] for b in l_bank]
         assert [b["meta"]["pair_id"] for b in v_bank] == [b["meta"]["pair_id"] for b in l_bank]
@@ -132,9 +127,7 @@ def test_vlmeval_and_lmms_eval_agree(tmp_path: Path, model: str) -> None:
 def test_models_resolve_through_the_entry_point(tiny_cache: Path, tmp_path: Path) -> None:
     from lmms_eval.models import get_model
 
-    echosafe = get_model("echosafe")(
-        inner="TinyQwen2VL", k=3, work_dir=str(tmp_path), image_dir=str(tmp_path / "img")
-    )
+    echosafe = get_model("echosafe")(inner="TinyQwen2VL", k=3, work_dir=str(tmp_path), image_dir=str(tmp_path / "img"))
     assert echosafe.name == "EchoSafe_TinyQwen2VL" and echosafe.model.settings.k == 3
     assert echosafe.model.run_dir == tmp_path / "EchoSafe_TinyQwen2VL"
     with pytest.raises(ValueError, match="did you mean"):

@@ -89,9 +89,7 @@ def test_one_aggregation_matches_summarize(rule_judge, tmp_path):
     records = []
     for i, row in frame.iterrows():
         reply = replies[row["label"]] if i % 5 else "Sure."  # some unsafe items answered
-        records.append(
-            task.process_results({**row.to_dict(), "dataset": "MMSafetyBenchPP_Demo"}, [reply])["CCR"]
-        )
+        records.append(task.process_results({**row.to_dict(), "dataset": "MMSafetyBenchPP_Demo"}, [reply])["CCR"])
 
     class Args:
         output_path = str(tmp_path)

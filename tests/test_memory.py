@@ -24,8 +24,12 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
 
 
 def insight(i: int) -> dict:
-    return {"scenario": f"s{i}", "safety_signals": [f"sig{i}"], "decision": "safe" if i % 2 else "unsafe",
-            "justification": f"j{i}"}
+    return {
+        "scenario": f"s{i}",
+        "safety_signals": [f"sig{i}"],
+        "decision": "safe" if i % 2 else "unsafe",
+        "justification": f"j{i}",
+    }
 
 
 def build(vectors: np.ndarray) -> MemoryBank:
@@ -35,8 +39,7 @@ def build(vectors: np.ndarray) -> MemoryBank:
     return bank
 
 
-def brute(vectors: np.ndarray, metas: list[dict], q: np.ndarray, k: int,
-          exclude=None) -> list[tuple[int, float]]:
+def brute(vectors: np.ndarray, metas: list[dict], q: np.ndarray, k: int, exclude=None) -> list[tuple[int, float]]:
     """Reference top-k: similarity desc, ties by id asc, excluded entries dropped."""
     sims = vectors.astype(np.float64) @ q.astype(np.float64)
     order = np.lexsort((np.arange(len(sims)), -sims))
@@ -122,14 +125,17 @@ def test_random_is_seeded_and_respects_exclude(bank, data) -> None:
     assert sorted(h.id for h in everything) == [i for i in range(N) if i % 5]
 
 
-@pytest.mark.parametrize("key", [
-    np.ones(DIM - 1) / np.sqrt(DIM - 1),
-    np.ones((1, DIM)) / np.sqrt(DIM),
-    np.ones(DIM),
-    np.full(DIM, np.nan),
-    np.r_[np.inf, np.zeros(DIM - 1)],
-    np.zeros(DIM),
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        np.ones(DIM - 1) / np.sqrt(DIM - 1),
+        np.ones((1, DIM)) / np.sqrt(DIM),
+        np.ones(DIM),
+        np.full(DIM, np.nan),
+        np.r_[np.inf, np.zeros(DIM - 1)],
+        np.zeros(DIM),
+    ],
+)
 def test_add_and_search_reject_bad_keys(key) -> None:
     bank = MemoryBank(DIM, ENC)
     with pytest.raises(ValueError):
@@ -262,8 +268,16 @@ def bad_manifest(snap: Path) -> str:
     return "manifest.json"
 
 
-CORRUPTIONS = [corrupt_count, truncate_index, garbage_line, short_insights, swapped_ids, missing_current,
-               dangling_current, bad_manifest]
+CORRUPTIONS = [
+    corrupt_count,
+    truncate_index,
+    garbage_line,
+    short_insights,
+    swapped_ids,
+    missing_current,
+    dangling_current,
+    bad_manifest,
+]
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__)
@@ -446,8 +460,7 @@ def approx_bank(clustered_data) -> MemoryBank:
 
 def recall_at(bank: MemoryBank, vectors: np.ndarray, queries: np.ndarray, k: int = 5) -> float:
     metas = [m for _, m in bank.entries()]
-    got = [len({h.id for h in bank.search(q, k)} & {i for i, _ in brute(vectors, metas, q, k)}) / k
-           for q in queries]
+    got = [len({h.id for h in bank.search(q, k)} & {i for i, _ in brute(vectors, metas, q, k)}) / k for q in queries]
     return float(np.mean(got))
 
 
@@ -488,10 +501,10 @@ def test_adding_after_the_switch_never_rebuilds(clustered_data, monkeypatch) -> 
         return real(vecs, nprobe)
 
     monkeypatch.setattr(memindex, "new_approx_index", counting)
-    bank = build_twins(vectors[:APPROX_AT - 1], approx_threshold=APPROX_AT)
+    bank = build_twins(vectors[: APPROX_AT - 1], approx_threshold=APPROX_AT)
     assert calls == []
     index_before = None
-    for i, v in enumerate(vectors[APPROX_AT - 1:], start=APPROX_AT - 1):
+    for i, v in enumerate(vectors[APPROX_AT - 1 :], start=APPROX_AT - 1):
         bank.add(v, insight(i), {"i": i})
         index_before = index_before or bank._index
     assert calls == [APPROX_AT] and bank._index is index_before
@@ -542,15 +555,15 @@ def test_approximate_bank_save_load_round_trip(approx_bank, clustered_data, tmp_
     snap = current_snapshot(root)
     manifest = json.loads((snap / "manifest.json").read_text())
     assert manifest["index"] == "IndexIVFFlat" and manifest["count"] == len(vectors)
-    assert manifest["index_params"] == {"nlist": memindex.nlist_for(APPROX_AT), "nprobe": 16,
-                                        "metric": "inner_product"}
+    assert manifest["index_params"] == {"nlist": memindex.nlist_for(APPROX_AT), "nprobe": 16, "metric": "inner_product"}
     assert np.array_equal(np.load(snap / "vectors.npy", allow_pickle=False), vectors)
     loaded = MemoryBank.load(root, encoders=ENC, index_meta=("pair_id",))
     assert loaded.index_kind == "IndexIVFFlat" and loaded.entries() == approx_bank.entries()
     for q in queries[:10]:
         assert loaded.search(q, 5) == approx_bank.search(q, 5)
         assert loaded.search(q, 5, exclude_ids=loaded.ids_where({"pair_id": 3})) == approx_bank.search(
-            q, 5, exclude_ids={6, 7})
+            q, 5, exclude_ids={6, 7}
+        )
     assert MemoryBank.load(root, nprobe=4)._index.nprobe == 4
     loaded.add(queries[0], insight(len(vectors)), {"i": len(vectors)})  # adds to the loaded trained index
     assert loaded._index.ntotal == len(vectors) + 1
@@ -590,8 +603,11 @@ def unknown_index(snap: Path) -> str:
     return "manifest.json"
 
 
-@pytest.mark.parametrize("corrupt", [drop_vectors, short_vectors, pickled_vectors, flat_named_approx,
-                                     unknown_index, corrupt_count], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "corrupt",
+    [drop_vectors, short_vectors, pickled_vectors, flat_named_approx, unknown_index, corrupt_count],
+    ids=lambda f: f.__name__,
+)
 def test_corrupt_approximate_bank_raises_bank_error(approx_bank, tmp_path, corrupt) -> None:
     root = tmp_path / "bank"
     approx_bank.save(root)
@@ -654,7 +670,7 @@ def test_fuzzed_vectors_file_gives_bank_error_only(approx_bank, tmp_path, cut, g
     approx_bank.save(root)
     path = current_snapshot(root) / "vectors.npy"
     data = path.read_bytes()
-    path.write_bytes(data[:cut] + garbage + data[cut + len(garbage):] if cut >= 0 else data[:cut])
+    path.write_bytes(data[:cut] + garbage + data[cut + len(garbage) :] if cut >= 0 else data[:cut])
     try:
         loaded = MemoryBank.load(root)
     except BankError as err:

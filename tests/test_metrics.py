@@ -35,14 +35,16 @@ def _records(spec):
 
 
 def test_summary_rates_unknowns_and_pair_accuracy():
-    recs = _records([
-        ("a", "Fraud", "Gen", "refuse", "answer", 5, 4),
-        ("b", "Fraud", "Gen", "answer", "answer", 0, 3),
-        ("c", "Fraud", "Gen", "refuse", "refuse", 2, 0),
-        ("d", "Fraud", "Gen", "unknown", "answer", np.nan, 5),
-        ("e", "Sex", "Gen", "refuse", "answer", 3, 3),
-        ("f", "Sex", "Gen", "refuse", "unknown", 1, np.nan),
-    ])
+    recs = _records(
+        [
+            ("a", "Fraud", "Gen", "refuse", "answer", 5, 4),
+            ("b", "Fraud", "Gen", "answer", "answer", 0, 3),
+            ("c", "Fraud", "Gen", "refuse", "refuse", 2, 0),
+            ("d", "Fraud", "Gen", "unknown", "answer", np.nan, 5),
+            ("e", "Sex", "Gen", "refuse", "answer", 3, 3),
+            ("f", "Sex", "Gen", "refuse", "unknown", 1, np.nan),
+        ]
+    )
     s = summarize(recs, n_boot=0).set_index(["mode", "category"])
     fraud = s.loc[("Gen", "Fraud")]
     # unsafe decided: a, b, c -> 2 of 3 refused; the unknown (d) is excluded, never counted as a refusal
@@ -75,8 +77,10 @@ def test_refusal_only_judge_reports_qs_missing():
 
 def test_bootstrap_interval_brackets_point_and_is_deterministic():
     rng = np.random.default_rng(1)
-    spec = [(f"p{i}", "Fraud", "Gen", rng.choice(["refuse", "answer"]), rng.choice(["refuse", "answer"]), 3, 3)
-            for i in range(40)]
+    spec = [
+        (f"p{i}", "Fraud", "Gen", rng.choice(["refuse", "answer"]), rng.choice(["refuse", "answer"]), 3, 3)
+        for i in range(40)
+    ]
     recs = _records(spec)
     a = summarize(recs, n_boot=200, seed=3).iloc[0]
     b = summarize(recs, n_boot=200, seed=3).iloc[0]

@@ -68,9 +68,7 @@ def test_generation_never_emits_suppressed_tokens(fixture: str, tiny_image: str,
     import torch
 
     vlm = request.getfixturevalue(fixture)
-    turns = [
-        {"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Hi"}]}
-    ]
+    turns = [{"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Hi"}]}]
     inputs = vlm.prepare_inputs(turns)
     with torch.inference_mode():
         out = vlm.model.generate(**inputs, **vlm.generation_kwargs(max_new_tokens=24))
@@ -98,9 +96,7 @@ def test_tiny_by_name_accepts_vlmevalkit_kwargs(kind: str, tiny_cache: Path, tin
     vlm = TransformersVLM(tiny=kind, max_new_tokens=8, use_vllm=False)
     assert vlm.model_path.parent == tiny_cache and vlm.is_api is False and vlm.INTERLEAVE is False
     assert vlm.device == "cpu" or vlm.device == "cuda"
-    assert isinstance(
-        vlm.generate([{"type": "image", "value": tiny_image}, {"type": "text", "value": "Hi"}]), str
-    )
+    assert isinstance(vlm.generate([{"type": "image", "value": tiny_image}, {"type": "text", "value": "Hi"}]), str)
 
 
 def test_uncached_repo_id_gives_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -171,9 +171,7 @@ def test_items_only_result_is_summarized_with_metrics(tmp_path: Path) -> None:
 
 def test_rule_and_llm_judge_rows_stay_apart(work_dir: Path) -> None:
     board, _, _ = collect(work_dir)
-    means = board[
-        (board["model"] == "Base_M") & (board["category"] == metrics.ALL) & (board["mode"] == "Gen")
-    ]
+    means = board[(board["model"] == "Base_M") & (board["category"] == metrics.ALL) & (board["mode"] == "Gen")]
     assert sorted(means["judge"]) == sorted(["gpt-5-mini", RULE_LABEL])
     rule = means[means["judge"] == RULE_LABEL].iloc[0]
     llm = means[means["judge"] == "gpt-5-mini"].iloc[0]
@@ -307,9 +305,7 @@ def _judged_twice(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame, pd.DataFram
     b = a.copy()
     rng = np.random.default_rng(8)
     flip = rng.random(len(b)) < 0.2
-    b.loc[flip, "decision"] = b.loc[flip, "decision"].map(
-        {"refuse": "answer", "answer": "refuse", "unknown": "refuse"}
-    )
+    b.loc[flip, "decision"] = b.loc[flip, "decision"].map({"refuse": "answer", "answer": "refuse", "unknown": "refuse"})
     b["score"] = np.where(
         b["decision"] == "unknown", np.nan, np.clip(a["score"].fillna(2) + rng.integers(-1, 2, len(b)), 0, 5)
     )
@@ -326,12 +322,8 @@ def test_agreement_matches_sklearn_and_scipy(tmp_path: Path) -> None:
     pa, pb, a, b = _judged_twice(tmp_path)
     stats = agree.agreement(agree.load_pair(pa, pb))
     decided = a["decision"].isin(agree.DECIDED) & b["decision"].isin(agree.DECIDED)
-    assert stats["decided_by_both"] == int(decided.sum()) and stats["excluded_unknown"] == int(
-        (~decided).sum()
-    )
-    assert stats["cohen_kappa"] == pytest.approx(
-        cohen_kappa_score(a["decision"][decided], b["decision"][decided])
-    )
+    assert stats["decided_by_both"] == int(decided.sum()) and stats["excluded_unknown"] == int((~decided).sum())
+    assert stats["cohen_kappa"] == pytest.approx(cohen_kappa_score(a["decision"][decided], b["decision"][decided]))
     scored = decided & a["score"].notna() & b["score"].notna()
     assert stats["scored_by_both"] == int(scored.sum())
     assert stats["spearman_rho"] == pytest.approx(spearmanr(a["score"][scored], b["score"][scored]).statistic)
@@ -415,8 +407,7 @@ def test_cost_uses_the_real_judge_prompts_and_the_price_table(tmp_path: Path, mo
     preds = pd.read_csv(pred, sep="\t")
     sent = preds[preds["index"] != 3]  # the empty prediction is never sent to the judge
     expected_in = sum(
-        len(build_judge_prompt(str(r["question"]), str(r["prediction"]), r["label"]))
-        for _, r in sent.iterrows()
+        len(build_judge_prompt(str(r["question"]), str(r["prediction"]), r["label"])) for _, r in sent.iterrows()
     )
     assert (est.to_judge, est.not_sent, est.input_tokens) == (7, 1, expected_in)
     assert est.output_tokens == 7 * 150

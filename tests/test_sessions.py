@@ -15,7 +15,11 @@ def _reference_inputs(vlm, turns, ids):
     length, extra = inputs["input_ids"].shape[1], ids.shape[1] - inputs["input_ids"].shape[1]
     for key, value in list(inputs.items()):
         if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == (1, length) and key != "input_ids":
-            fill = torch.ones(1, extra, dtype=value.dtype) if key == "attention_mask" else torch.zeros(1, extra, dtype=value.dtype)
+            fill = (
+                torch.ones(1, extra, dtype=value.dtype)
+                if key == "attention_mask"
+                else torch.zeros(1, extra, dtype=value.dtype)
+            )
             inputs[key] = torch.cat([value, fill], dim=1)
     inputs["input_ids"] = ids
     return inputs
@@ -24,7 +28,12 @@ def _reference_inputs(vlm, turns, ids):
 @pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
 def test_extend_equals_full_prefill(request, fixture, tiny_image):
     vlm = request.getfixturevalue(fixture)
-    turns = [{"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "What is this?"}]}]
+    turns = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "What is this?"}],
+        }
+    ]
     answer, session = vlm.start(turns, max_new_tokens=10)
     assert answer == vlm.generate_turns(turns, max_new_tokens=10)
     text = vlm.next_turn_text(session, REFLECT) + "Scenario:"
@@ -35,13 +44,15 @@ def test_extend_equals_full_prefill(request, fixture, tiny_image):
     vlm._set_rope_state(None)
     with torch.inference_mode():
         ref = vlm.model.generate(**_reference_inputs(vlm, turns, ids), **vlm.generation_kwargs(8))
-    assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
 def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, tiny_image):
     vlm = request.getfixturevalue(fixture)
-    turns = [{"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Is it safe?"}]}]
+    turns = [
+        {"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Is it safe?"}]}
+    ]
     _, session = vlm.start(turns, max_new_tokens=6)
     text = vlm.next_turn_text(session, REFLECT) + "Decision:"
     before = (session.ids.clone(), session.cache.get_seq_length())
@@ -56,7 +67,7 @@ def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, ti
         with torch.inference_mode():
             logits = vlm.model(**_reference_inputs(vlm, turns, ids)).logits[0].float()
         n = opt.shape[1]
-        scores.append(logits[-n - 1:-1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item())
+        scores.append(logits[-n - 1 : -1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item())
     assert choice == (" safe" if scores[0] >= scores[1] else " unsafe")
     # the cached path still continues correctly after the (cropped) scoring passes
     got = vlm.extend(session, text + choice + "\nJustification:", max_new_tokens=5, stop=None)
@@ -72,8 +83,12 @@ def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_pat
 
     (tmp_path / "img").mkdir()
     ds = FakeDataset(tmp_path / "img", _rows(1))
-    d = EchoSafe(tiny_qwen2vl_vlm, name="EchoSafe_Tiny", run_dir=tmp_path / "run",
-                 settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6})
+    d = EchoSafe(
+        tiny_qwen2vl_vlm,
+        name="EchoSafe_Tiny",
+        run_dir=tmp_path / "run",
+        settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6},
+    )
     d.set_dump_image(ds.dump_image)
     calls = []
     hook = tiny_qwen2vl_vlm.model.model.visual.register_forward_hook(lambda *a: calls.append(1))
@@ -83,5 +98,8 @@ def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_pat
     finally:
         hook.remove()
     assert len(calls) == 4
-    trace = [json.loads(x) for x in (tmp_path / "run/EchoSafe_Tiny_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()]
+    trace = [
+        json.loads(x)
+        for x in (tmp_path / "run/EchoSafe_Tiny_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()
+    ]
     assert all("reflect" in t["timings"] for t in trace)

@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     models = model_names(args.inner, args.defenses)
     from . import launcher
 
-    code = launcher.main(["--data", args.data, "--model", *models, "--judge", args.judge,
-                          "--work-dir", args.work_dir, *rest])
+    code = launcher.main(
+        ["--data", args.data, "--model", *models, "--judge", args.judge, "--work-dir", args.work_dir, *rest]
+    )
     table = side_by_side(args.work_dir, models, args.data, args.judge)
     out = Path(args.work_dir) / f"compare_{args.inner}_{args.data}_{args.judge.replace('/', '_')}.csv"
     table.to_csv(out, index=False)

@@ -136,17 +136,26 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
     if args.api_mode:
         from .defenses.echosafe import EchoSafe
 
-        stateful = [m for m in models if isinstance(getattr(supported_VLM.get(m), "func", None), type)
-                    and issubclass(supported_VLM[m].func, EchoSafe)]
+        stateful = [
+            m
+            for m in models
+            if isinstance(getattr(supported_VLM.get(m), "func", None), type)
+            and issubclass(supported_VLM[m].func, EchoSafe)
+        ]
         if stateful:
-            raise LaunchError(f"{', '.join(stateful)} keep a memory stream and must see items one at a time, in "
-                              "order; --api-mode runs samples concurrently. Drop --api-mode.")
+            raise LaunchError(
+                f"{', '.join(stateful)} keep a memory stream and must see items one at a time, in "
+                "order; --api-mode runs samples concurrently. Drop --api-mode."
+            )
     ours = [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()]
     host_safety = [d for d in datasets if d in HOST_SAFETY_DATASETS]
     if host_safety and args.mode != "infer" and (not args.judge or args.judge in ("rule", "exact_matching")):
-        print(f"vlmeval-echosafe: warning: {', '.join(host_safety)} without an LLM judge (--judge "
-              f"{args.judge or 'missing'}) are scored by the host's string rules, which count undecided answers as "
-              "safe; see docs/baselines.md", file=sys.stderr)
+        print(
+            f"vlmeval-echosafe: warning: {', '.join(host_safety)} without an LLM judge (--judge "
+            f"{args.judge or 'missing'}) are scored by the host's string rules, which count undecided answers as "
+            "safe; see docs/baselines.md",
+            file=sys.stderr,
+        )
     for d in ours:
         if variant(d)["source"] == "release":
             locate_release(load_config()["release"])  # a missing download fails here, not after model loading
@@ -173,14 +182,27 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
                 continue
             table = pd.read_csv(score)
             refusal_only = bool(table["refusal_only"].iloc[0])
-            cols = ["mode", "category", "RR", "AR", "CCR", "QS_HM", "n_unsafe", "n_safe", "unknown_unsafe", "unknown_safe"]
+            cols = [
+                "mode",
+                "category",
+                "RR",
+                "AR",
+                "CCR",
+                "QS_HM",
+                "n_unsafe",
+                "n_safe",
+                "unknown_unsafe",
+                "unknown_safe",
+            ]
             note = " (rule judge: refusal-only, no quality score)" if refusal_only else ""
             print(f"\n{m} x {d}, judge {table['judge'].iloc[0]}{note}")
             print(tabulate(table[cols], headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
             summary = json.loads(output_paths(pred, args.judge or "")["summary"].read_text())
             if not summary["valid"]:
-                print(f"NOT VALID: {summary['unknown']} of {summary['items']} items undecided "
-                      f"(> {summary['max_unknown_rate']:.0%}); re-run with --reuse to re-ask the failed judgements")
+                print(
+                    f"NOT VALID: {summary['unknown']} of {summary['items']} items undecided "
+                    f"(> {summary['max_unknown_rate']:.0%}); re-run with --reuse to re-ask the failed judgements"
+                )
             print(f"predictions: {pred}\nscores:      {score}")
 
 
@@ -217,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)
     if failures:
-        print("vlmeval-echosafe: these combinations failed (details in the log above):\n" + "\n".join(failures), file=sys.stderr)
+        print(
+            "vlmeval-echosafe: these combinations failed (details in the log above):\n" + "\n".join(failures),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -122,8 +122,8 @@ def _bootstrap_ci(group: pd.DataFrame, n_boot: int, seed: int) -> dict[str, tupl
     stats = {
         "RR": rr,
         "AR": ar,
-        "CCR": np.array([ccr(a, b) for a, b in zip(rr, ar)]),
-        "QS_HM": np.array([harmonic_mean(a, b) for a, b in zip(qs_u, qs_s)]),
+        "CCR": np.array([ccr(a, b) for a, b in zip(rr, ar, strict=True)]),
+        "QS_HM": np.array([harmonic_mean(a, b) for a, b in zip(qs_u, qs_s, strict=True)]),
         "PairAcc": 100 * _nanmean_rows(both),
     }
     out = {}

@@ -24,9 +24,16 @@ def _classes() -> dict[str, type]:
     from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
     from .models.transformers_vlm import TransformersVLM
 
-    return {"TransformersVLM": TransformersVLM, "EchoSafe": EchoSafe, "PromptDefense": PromptDefense,
-            "SafetyPrompt": SafetyPrompt, "FigStepPrompt": FigStepPrompt, "AdaShieldS": AdaShieldS,
-            "AdaShieldA": AdaShieldA, "ECSO": ECSO}
+    return {
+        "TransformersVLM": TransformersVLM,
+        "EchoSafe": EchoSafe,
+        "PromptDefense": PromptDefense,
+        "SafetyPrompt": SafetyPrompt,
+        "FigStepPrompt": FigStepPrompt,
+        "AdaShieldS": AdaShieldS,
+        "AdaShieldA": AdaShieldA,
+        "ECSO": ECSO,
+    }
 
 
 # `Base_<inner>` is the inner model itself, so leaderboards have an explicit base row.
@@ -72,12 +79,17 @@ def defense_entries() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     def resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if name not in raw:
             close = difflib.get_close_matches(name, list(raw), n=3)
-            raise KeyError(f"wrappers/defenses.yaml: unknown defense {name!r}" + (f"; did you mean {close}?" if close else ""))
+            raise KeyError(
+                f"wrappers/defenses.yaml: unknown defense {name!r}" + (f"; did you mean {close}?" if close else "")
+            )
         if name in seen:
             raise ValueError(f"wrappers/defenses.yaml: `extends` cycle through {name!r}")
         spec = raw[name]
         base = resolve(spec["extends"], (*seen, name)) if "extends" in spec else {"settings": {}}
-        return {"class": spec.get("class", base.get("class")), "settings": {**base["settings"], **(spec.get("settings") or {})}}
+        return {
+            "class": spec.get("class", base.get("class")),
+            "settings": {**base["settings"], **(spec.get("settings") or {})},
+        }
 
     for name in raw:
         out[name] = resolve(name)
@@ -88,8 +100,11 @@ def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inn
     """The settings a defense entry gets around one inner model: the shared sections (encoders by who runs the
     inner model, per-inner changes) reach only defenses that have such settings; the entry's own always do."""
     encoders = extra["encoders"].get("plugin" if plugin else "host", {})
-    return {**_accepted(cls, {"encoders": encoders}), **spec["settings"],
-            **_accepted(cls, extra["inner_settings"].get(inner, {}))}
+    return {
+        **_accepted(cls, {"encoders": encoders}),
+        **spec["settings"],
+        **_accepted(cls, extra["inner_settings"].get(inner, {})),
+    }
 
 
 def register(work_dir: str | None = None) -> None:
@@ -126,7 +141,8 @@ def register(work_dir: str | None = None) -> None:
         for inner in inners:
             full = f"{dname}_{inner}"
             settings = defense_settings(cls, spec, extra, inner, plugin=inner in plugin_models)
-            registry[full] = partial(cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full),
-                                     settings=settings)
+            registry[full] = partial(
+                cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full), settings=settings
+            )
     for inner in inners:
         registry[f"{BASE_PREFIX}{inner}"] = registry[inner]

@@ -217,9 +217,7 @@ def load_demo_frame() -> pd.DataFrame:
     text_columns = {c: str for c in COLUMNS if c != "index"}
     frame = pd.read_csv(io.BytesIO(data), sep="\t", dtype=text_columns, keep_default_na=False)
     if tuple(frame.columns) != COLUMNS:
-        raise RuntimeError(
-            f"MMSafetyBenchPP_Demo: {DEMO_TSV} has columns {list(frame.columns)}, expected {COLUMNS}"
-        )
+        raise RuntimeError(f"MMSafetyBenchPP_Demo: {DEMO_TSV} has columns {list(frame.columns)}, expected {COLUMNS}")
     return frame
 
 
@@ -245,12 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="regenerate the demo TSV and print its sha256")
-    action.add_argument(
-        "--check", action="store_true", help="verify the shipped TSV (checksum, in sync with YAML)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=DEMO_TSV, help=f"where --write puts the TSV (default {DEMO_TSV})"
-    )
+    action.add_argument("--check", action="store_true", help="verify the shipped TSV (checksum, in sync with YAML)")
+    parser.add_argument("--out", type=Path, default=DEMO_TSV, help=f"where --write puts the TSV (default {DEMO_TSV})")
     args = parser.parse_args(argv)
     if args.write:
         digest = write_demo(args.out)

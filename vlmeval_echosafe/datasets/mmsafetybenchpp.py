@@ -66,8 +66,9 @@ class MMSafetyBenchPP(ImageBaseDataset):
     def evaluate(self, eval_file: str, **judge_kwargs: Any) -> dict[str, Any]:
         max_unknown = float(judge_kwargs.pop("max_unknown_rate", MAX_UNKNOWN_RATE))
         judge = make_judge(judge_kwargs)
-        return evaluate_predictions(eval_file, judge, nproc=int(judge_kwargs.get("nproc") or 4),
-                                    max_unknown_rate=max_unknown)
+        return evaluate_predictions(
+            eval_file, judge, nproc=int(judge_kwargs.get("nproc") or 4), max_unknown_rate=max_unknown
+        )
 
     @classmethod
     def report_primary_metric(cls, metrics_: dict[str, Any] | None) -> dict[str, float]:
@@ -76,8 +77,9 @@ class MMSafetyBenchPP(ImageBaseDataset):
         return {} if value is None else {"CCR": value}
 
 
-def evaluate_predictions(eval_file: str | Path, judge: Judge, nproc: int = 4,
-                         max_unknown_rate: float = MAX_UNKNOWN_RATE) -> dict[str, Any]:
+def evaluate_predictions(
+    eval_file: str | Path, judge: Judge, nproc: int = 4, max_unknown_rate: float = MAX_UNKNOWN_RATE
+) -> dict[str, Any]:
     """Judge a prediction file, write per-item records and the score files, return the summary dict."""
     preds = load(str(eval_file))
     missing = [c for c in (*COLUMNS[:-1], "prediction") if c not in preds.columns]
@@ -100,11 +102,14 @@ def evaluate_predictions(eval_file: str | Path, judge: Judge, nproc: int = 4,
     return result
 
 
-def _result_dict(summary: pd.DataFrame, judge: Judge, n_items: int, n_unknown: int,
-                 max_unknown_rate: float) -> dict[str, Any]:
+def _result_dict(
+    summary: pd.DataFrame, judge: Judge, n_items: int, n_unknown: int, max_unknown_rate: float
+) -> dict[str, Any]:
     means = summary[summary["category"] == metrics.ALL]
     per_group = {
-        f"{r['mode']}/{r['category']}": {k: r[k] for k in ("RR", "AR", "CCR", "QS_HM", "unknown_unsafe", "unknown_safe")}
+        f"{r['mode']}/{r['category']}": {
+            k: r[k] for k in ("RR", "AR", "CCR", "QS_HM", "unknown_unsafe", "unknown_safe")
+        }
         for _, r in summary.iterrows()
     }
     return {

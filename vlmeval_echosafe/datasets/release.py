@@ -27,7 +27,9 @@ def resolve_root(cfg: dict[str, Any]) -> Path:
     if given:
         root = Path(given).expanduser()
         if not root.is_dir():
-            raise DatasetError(f"MM-SafetyBench++ data folder {root} (from {env_name} / {CFG} release.root) does not exist")
+            raise DatasetError(
+                f"MM-SafetyBench++ data folder {root} (from {env_name} / {CFG} release.root) does not exist"
+            )
         return root
     repo = cfg["hf_repo"]
     try:
@@ -60,7 +62,9 @@ def _read_rows(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True, dtype=False)
     except Exception as err:
-        raise DatasetError(f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'JSON lines'} ({err})") from err
+        raise DatasetError(
+            f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'JSON lines'} ({err})"
+        ) from err
 
 
 def _column(rows: pd.DataFrame, cfg: dict[str, Any], field: str, path: Path | str) -> str | None:
@@ -85,7 +89,9 @@ class _QuestionFiles:
         if rel not in self._cache:
             path = self.root / rel
             if not path.is_file():
-                raise DatasetError(f"{where}: question file {path} does not exist; set release.question_files.{label} in {CFG}")
+                raise DatasetError(
+                    f"{where}: question file {path} does not exist; set release.question_files.{label} in {CFG}"
+                )
             try:
                 self._cache[rel] = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as err:
@@ -121,13 +127,20 @@ def load_release(cfg: dict[str, Any], modes: list[str]) -> tuple[pd.DataFrame, s
     return rows_to_frame(_read_rows(path), root, cfg, modes, path), str(path)
 
 
-def rows_to_frame(rows: pd.DataFrame, root: Path, cfg: dict[str, Any], modes: list[str], path: Path | str) -> pd.DataFrame:
+def rows_to_frame(
+    rows: pd.DataFrame, root: Path, cfg: dict[str, Any], modes: list[str], path: Path | str
+) -> pd.DataFrame:
     """Release rows (as read from the row file, or as another harness loaded them) in the plugin's schema;
     question files and image paths are read relative to ``root``; ``path`` names the rows in errors."""
-    cols = {f: _column(rows, cfg, f, path) for f in ("category", "mode", "label", "image", "question", "question_id", "pair_id")}
+    cols = {
+        f: _column(rows, cfg, f, path)
+        for f in ("category", "mode", "label", "image", "question", "question_id", "pair_id")
+    }
     for field in ("category", "mode", "label", "image"):
         if cols[field] is None:
-            raise DatasetError(f"{CFG}: release.columns.{field} must name a column (columns found: {list(rows.columns)})")
+            raise DatasetError(
+                f"{CFG}: release.columns.{field} must name a column (columns found: {list(rows.columns)})"
+            )
     if cols["question"] is None and cols["question_id"] is None:
         raise DatasetError(f"{CFG}: set release.columns.question or release.columns.question_id")
     aliases = cfg.get("category_aliases") or {}
@@ -142,23 +155,41 @@ def rows_to_frame(rows: pd.DataFrame, root: Path, cfg: dict[str, Any], modes: li
         label = str(row[cols["label"]]).lower()
         qid = None if cols["question_id"] is None else str(row[cols["question_id"]])
         if category not in CATEGORIES:
-            raise DatasetError(f"{where}: category {category!r} unknown (expected {list(CATEGORIES)}; map it in release.category_aliases)")
+            raise DatasetError(
+                f"{where}: category {category!r} unknown (expected {list(CATEGORIES)}; "
+                "map it in release.category_aliases)"
+            )
         if cols["question"] is not None:
             question, key_phrase = row[cols["question"]], ""
         else:
             entry = questions.entry(label, category, qid, where)
             field = cfg["question_field"].get(mode)
             if field not in entry:
-                raise DatasetError(f"{where}: question entry has no field {field!r} (fields: {list(entry)}); set release.question_field.{mode} in {CFG}")
+                raise DatasetError(
+                    f"{where}: question entry has no field {field!r} (fields: {list(entry)}); "
+                    f"set release.question_field.{mode} in {CFG}"
+                )
             question, key_phrase = entry[field], str(entry.get(cfg.get("key_phrase_field", ""), ""))
         pair_id = str(row[cols["pair_id"]]) if cols["pair_id"] else f"{category}-{qid}"
         kind, image = _image_value(row[cols["image"]], root, where)
         kinds.add(kind)
-        out.append({"index": len(out), "pair_id": pair_id, "category": category, "mode": mode, "label": label,
-                    "question": question, "key_phrase": key_phrase, kind: image})
+        out.append(
+            {
+                "index": len(out),
+                "pair_id": pair_id,
+                "category": category,
+                "mode": mode,
+                "label": label,
+                "question": question,
+                "key_phrase": key_phrase,
+                kind: image,
+            }
+        )
     if not out:
-        raise DatasetError(f"{path}: no rows for modes {modes} (values found in column {cols['mode']!r}: "
-                           f"{sorted(map(str, rows[cols['mode']].unique()))})")
+        raise DatasetError(
+            f"{path}: no rows for modes {modes} (values found in column {cols['mode']!r}: "
+            f"{sorted(map(str, rows[cols['mode']].unique()))})"
+        )
     if len(kinds) > 1:
         raise DatasetError(f"{path}: column {cols['image']!r} mixes embedded images and file paths")
     return pd.DataFrame(out)

@@ -56,7 +56,7 @@ def validate_frame(frame: pd.DataFrame, source: str, check_images: bool = True) 
         first = dup.iloc[0]["index"]
         rows = list(dup.index[dup["index"] == first])
         raise DatasetError(f"{source}: duplicate index {first!r} (rows {rows})")
-    images = dict(zip(frame["index"], frame[image_col]))
+    images = dict(zip(frame["index"], frame[image_col], strict=True))
     for _, row in frame.iterrows():
         where = _where(source, row)
         for col, allowed in (("category", CATEGORIES), ("mode", MODES), ("label", LABELS)):

@@ -35,11 +35,7 @@ def select_variant(name: str, frame: pd.DataFrame, source: str) -> pd.DataFrame:
     spec = variant(name)
     frame = frame[frame["mode"].isin(list(spec["modes"]))]
     if spec.get("max_pairs_per_category"):  # a smaller variant: the first N pairs of every category
-        keep = (
-            frame.drop_duplicates("pair_id")
-            .groupby("category")["pair_id"]
-            .head(int(spec["max_pairs_per_category"]))
-        )
+        keep = frame.drop_duplicates("pair_id").groupby("category")["pair_id"].head(int(spec["max_pairs_per_category"]))
         frame = frame[frame["pair_id"].isin(set(keep))]
     return validate_frame(frame, source)
 

@@ -82,16 +82,18 @@ def load_pool(path: str | Path) -> list[PoolEntry]:
             image = str((path.parent / image).resolve())
         elif e.get("key_phrase"):
             image = render_phrase(str(e["key_phrase"]))
-        entries.append(PoolEntry(str(e.get("id", i)), str(e.get("scenario", "")), str(e["prompt"]),
-                                 str(e["query"]), image))
+        entries.append(
+            PoolEntry(str(e.get("id", i)), str(e.get("scenario", "")), str(e["prompt"]), str(e["query"]), image)
+        )
     return entries
 
 
 def save_pool(entries: list[dict[str, Any]], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"version": 1, "entries": entries}, sort_keys=False, allow_unicode=True),
-                    encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"version": 1, "entries": entries}, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,14 @@ class AdaShieldA(TracedDefense):
 
     SETTINGS = AdaShieldASettings
 
-    def __init__(self, inner: Any, name: str | None = None, run_dir: str | Path | None = None,
-                 settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        name: str | None = None,
+        run_dir: str | Path | None = None,
+        settings: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(inner, name=name, run_dir=run_dir, settings=settings, **kwargs)
         self.keys = KeyEncoder(self.settings.encoders, inner=self.inner)
         self.encoder_ids = self.keys.ids
@@ -135,6 +143,11 @@ class AdaShieldA(TracedDefense):
         applied = best.similarity > self.settings.beta
         text = f"{best.insight['prompt']}{self.settings.separator}{question}" if applied else question
         answer = self.ask(image_message(images, text), dataset)
-        return answer, {"match_id": best.meta["id"], "scenario": best.insight["scenario"],
-                        "similarity": round(best.similarity, 6), "beta": self.settings.beta, "applied": applied,
-                        "prompt": text}
+        return answer, {
+            "match_id": best.meta["id"],
+            "scenario": best.insight["scenario"],
+            "similarity": round(best.similarity, 6),
+            "beta": self.settings.beta,
+            "applied": applied,
+            "prompt": text,
+        }

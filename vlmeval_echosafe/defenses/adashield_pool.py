@@ -69,8 +69,7 @@ class Defender:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        body = {"model": self.model, "temperature": self.temperature,
-                "messages": [{"role": "user", "content": prompt}]}
+        body = {"model": self.model, "temperature": self.temperature, "messages": [{"role": "user", "content": prompt}]}
         url = self.endpoint.rstrip("/") + "/chat/completions"
         resp = requests.post(url, json=body, headers=headers, timeout=self.timeout, verify=True)
         if resp.status_code != 200:
@@ -99,8 +98,9 @@ def parse_rewrite(text: str) -> str | None:
     return text.strip() or None
 
 
-def build_pool(defender: Defender, target: Any, samples: list, iters: int = 3, max_harm: int = 3,
-               dataset: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def build_pool(
+    defender: Defender, target: Any, samples: list, iters: int = 3, max_harm: int = 3, dataset: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(kept pool entries, a log of every round). ``target`` is a VLMEvalKit model object."""
     kept, log = [], []
     for s in samples:
@@ -108,15 +108,29 @@ def build_pool(defender: Defender, target: Any, samples: list, iters: int = 3, m
         for round_ in range(iters):
             images = [s.image] if s.image else []
             response = target.generate(message=image_message(images, f"{prompt}\n{s.query}"), dataset=dataset)
-            score = parse_score(defender.chat(SCORE_PROMPT.format(scenario=s.scenario, query=s.query,
-                                                                   response=response)))
+            score = parse_score(
+                defender.chat(SCORE_PROMPT.format(scenario=s.scenario, query=s.query, response=response))
+            )
             log.append({"id": s.id, "round": round_, "prompt": prompt, "response": response, "score": score})
             if score is not None and score <= max_harm:
-                kept.append({"id": f"{s.id}-r{round_}", "scenario": s.scenario, "prompt": prompt, "query": s.query,
-                             "image": s.image, "harm_score": score})
+                kept.append(
+                    {
+                        "id": f"{s.id}-r{round_}",
+                        "scenario": s.scenario,
+                        "prompt": prompt,
+                        "query": s.query,
+                        "image": s.image,
+                        "harm_score": score,
+                    }
+                )
                 break
-            rewritten = parse_rewrite(defender.chat(REWRITE_PROMPT.format(
-                scenario=s.scenario, prompt=prompt, query=s.query, response=response, score=score)))
+            rewritten = parse_rewrite(
+                defender.chat(
+                    REWRITE_PROMPT.format(
+                        scenario=s.scenario, prompt=prompt, query=s.query, response=response, score=score
+                    )
+                )
+            )
             prompt = rewritten or prompt
     return kept, log
 

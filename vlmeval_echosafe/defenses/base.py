@@ -36,7 +36,9 @@ def build_inner(inner: str | BaseModel, **kwargs: Any) -> BaseModel:
         import difflib
 
         close = difflib.get_close_matches(inner, list(supported_VLM), n=3)
-        raise KeyError(f"inner model {inner!r} is not a VLMEvalKit model" + (f"; did you mean {close}?" if close else ""))
+        raise KeyError(
+            f"inner model {inner!r} is not a VLMEvalKit model" + (f"; did you mean {close}?" if close else "")
+        )
     factory = supported_VLM[inner]
     target = getattr(factory, "func", factory)
     params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
@@ -62,8 +64,9 @@ class Defense(BaseModel):
     INTERLEAVE = False
     allowed_types = ["text", "image"]
 
-    def __init__(self, inner: str | BaseModel, name: str | None = None, run_dir: str | Path | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, inner: str | BaseModel, name: str | None = None, run_dir: str | Path | None = None, **kwargs: Any
+    ) -> None:
         super().__init__()
         self.inner = build_inner(inner, **kwargs)
         self.inner_name = inner if isinstance(inner, str) else type(inner).__name__
@@ -138,8 +141,14 @@ class TracedDefense(Defense):
     ids, and the settings in ``<run_dir>/<name>_defense_config.json``.
     """
 
-    def __init__(self, inner: str | BaseModel, name: str | None = None, run_dir: str | Path | None = None,
-                 settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        inner: str | BaseModel,
+        name: str | None = None,
+        run_dir: str | Path | None = None,
+        settings: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(inner, name=name, run_dir=run_dir, **kwargs)
         assert self.SETTINGS is not None, f"{type(self).__name__} must set SETTINGS"
         known = {f.name for f in fields(self.SETTINGS)}
@@ -148,8 +157,12 @@ class TracedDefense(Defense):
             raise ValueError(f"{type(self).__name__}: unknown settings {unknown}; valid: {sorted(known)}")
         self.settings = self.SETTINGS(**(settings or {}))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"name": self.name, "defense": type(self).__name__, "inner": self.inner_name,
-                  "settings": asdict(self.settings)}
+        record = {
+            "name": self.name,
+            "defense": type(self).__name__,
+            "inner": self.inner_name,
+            "settings": asdict(self.settings),
+        }
         (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2))
 
     def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
@@ -158,9 +171,15 @@ class TracedDefense(Defense):
         row = self.row_for(images, question)
         start = time.perf_counter()
         answer, record = self.respond(images, question, dataset)
-        self.trace_for(dataset).write({
-            "row_index": row.get("index"), **{k: row.get(k) for k in ("pair_id", "category", "mode", "label")},
-            "defense": type(self).__name__, **record, "seconds": round(time.perf_counter() - start, 6)})
+        self.trace_for(dataset).write(
+            {
+                "row_index": row.get("index"),
+                **{k: row.get(k) for k in ("pair_id", "category", "mode", "label")},
+                "defense": type(self).__name__,
+                **record,
+                "seconds": round(time.perf_counter() - start, 6),
+            }
+        )
         return answer
 
     @abstractmethod

@@ -69,8 +69,14 @@ class _Stream:
 class EchoSafe(Defense):
     """EchoSafe around any VLMEvalKit model; settings as keyword arguments (see EchoSafeSettings)."""
 
-    def __init__(self, inner: Any, name: str | None = None, run_dir: str | Path | None = None,
-                 settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        name: str | None = None,
+        run_dir: str | Path | None = None,
+        settings: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         _refuse_multi_rank()
         super().__init__(inner, name=name, run_dir=run_dir, **kwargs)
         self.settings = EchoSafeSettings(**(settings or {}))
@@ -83,8 +89,13 @@ class EchoSafe(Defense):
     # ---- setup -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"name": self.name, "inner": self.inner_name, "settings": asdict(self.settings),
-                  "encoders": self.encoder_ids, "prompt_version": prompts.PROMPT_VERSION}
+        record = {
+            "name": self.name,
+            "inner": self.inner_name,
+            "settings": asdict(self.settings),
+            "encoders": self.encoder_ids,
+            "prompt_version": prompts.PROMPT_VERSION,
+        }
         (self.run_dir / f"{self.name}_echosafe_config.json").write_text(json.dumps(record, indent=2))
 
     def _namespace(self, dataset: str, row: dict[str, Any]) -> str:
@@ -113,8 +124,14 @@ class EchoSafe(Defense):
         trace = self.trace_for(dataset, "echosafe", done)
         if path is not None:
             # Resume: keep warm-start entries and entries of finished rows; drop what the host will redo.
-            bank.truncate(lambda m: m.get("origin") == "warm" or m.get("stream") != stream_id
-                          or m.get("dataset") != dataset or str(m.get("row_index")) in done)
+            bank.truncate(
+                lambda m: (
+                    m.get("origin") == "warm"
+                    or m.get("stream") != stream_id
+                    or m.get("dataset") != dataset
+                    or str(m.get("row_index")) in done
+                )
+            )
             bank.save(path)
         stream = self._streams[ns] = _Stream(stream_id, bank, path, trace.count(stream_id))
         return stream
@@ -159,28 +176,47 @@ class EchoSafe(Defense):
         if s.writes:
             t = time.perf_counter()
             try:
-                raw = (self._reflect_in_session(session) if session is not None
-                       else self._reflect(images, question, answer, dataset))
+                raw = (
+                    self._reflect_in_session(session)
+                    if session is not None
+                    else self._reflect(images, question, answer, dataset)
+                )
                 insight = validate_insight(parse_reflection(raw), question, answer)
             except InsightError as err:
                 insight, reason = None, str(err)
             times["reflect"] = time.perf_counter() - t
             if insight is not None:
                 t = time.perf_counter()
-                meta = {"stream": stream.id, "dataset": dataset, "row_index": row.get("index"),
-                        "pair_id": row.get("pair_id"), "category": row.get("category"), "stream_pos": stream.pos}
+                meta = {
+                    "stream": stream.id,
+                    "dataset": dataset,
+                    "row_index": row.get("index"),
+                    "pair_id": row.get("pair_id"),
+                    "category": row.get("category"),
+                    "stream_pos": stream.pos,
+                }
                 written = stream.bank.add(key, insight, meta)
                 stream.bank.save(stream.path)
                 times["store"] = time.perf_counter() - t
 
-        self._traces[dataset].write({
-            "row_index": row.get("index"), "pair_id": row.get("pair_id"), "category": row.get("category"),
-            "mode": row.get("mode"), "label": row.get("label"), "stream": stream.id, "stream_pos": stream.pos,
-            "bank_size": bank_before,
-            "retrieved": [{"id": h.id, "similarity": round(h.similarity, 6), "pair_id": h.meta.get("pair_id")}
-                          for h in hits],
-            "insight_id": written, "not_written": reason, "timings": {k: round(v, 6) for k, v in times.items()},
-        })
+        self._traces[dataset].write(
+            {
+                "row_index": row.get("index"),
+                "pair_id": row.get("pair_id"),
+                "category": row.get("category"),
+                "mode": row.get("mode"),
+                "label": row.get("label"),
+                "stream": stream.id,
+                "stream_pos": stream.pos,
+                "bank_size": bank_before,
+                "retrieved": [
+                    {"id": h.id, "similarity": round(h.similarity, 6), "pair_id": h.meta.get("pair_id")} for h in hits
+                ],
+                "insight_id": written,
+                "not_written": reason,
+                "timings": {k: round(v, 6) for k, v in times.items()},
+            }
+        )
         stream.pos += 1
         return answer
 
@@ -215,8 +251,11 @@ class EchoSafe(Defense):
         it, else one message holding the request and the answer)."""
         request = [*(dict(type="image", value=p) for p in images), dict(type="text", value=question)]
         if hasattr(self.inner, "chat_inner"):
-            turns = [{"role": "user", "content": request}, {"role": "assistant", "content": answer},
-                     {"role": "user", "content": prompts.REFLECT_TEMPLATE}]
+            turns = [
+                {"role": "user", "content": request},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": prompts.REFLECT_TEMPLATE},
+            ]
             return self.inner.chat(turns, dataset=dataset)
         composite = f"Request: {question}\n\nYour reply: {answer}\n\n{prompts.REFLECT_TEMPLATE}"
         return self.ask([*request[:-1], dict(type="text", value=composite)], dataset)

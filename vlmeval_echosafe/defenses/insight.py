@@ -46,8 +46,12 @@ def parse_reflection(text: str) -> dict[str, Any]:
     if missing:
         raise InsightError(f"reflection lacks {', '.join(missing)}")
     signals = [s.strip() for s in re.split(r"[;,]", found["safety_signals"]) if s.strip()]
-    return {"scenario": found["scenario"], "safety_signals": signals, "decision": found["decision"].strip(" .").lower(),
-            "justification": found["justification"]}
+    return {
+        "scenario": found["scenario"],
+        "safety_signals": signals,
+        "decision": found["decision"].strip(" .").lower(),
+        "justification": found["justification"],
+    }
 
 
 def _words(text: str) -> list[str]:
@@ -55,7 +59,7 @@ def _words(text: str) -> list[str]:
 
 
 def _spans(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def copies_source(insight: dict[str, Any], *sources: str, span: int = COPY_SPAN) -> bool:
@@ -88,5 +92,7 @@ def validate_insight(raw: dict[str, Any], question: str, answer: str) -> dict[st
 
 def format_insight(insight: dict[str, Any]) -> str:
     """One line per insight in the answer prompt."""
-    return (f"[{insight['decision']}] {insight['scenario']}. Signals: {', '.join(insight['safety_signals'])}. "
-            f"{insight['justification']}")
+    return (
+        f"[{insight['decision']}] {insight['scenario']}. Signals: {', '.join(insight['safety_signals'])}. "
+        f"{insight['justification']}"
+    )

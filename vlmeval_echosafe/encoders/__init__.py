@@ -46,9 +46,7 @@ def build_encoders(spec: dict[str, Any], inner: object | None = None) -> tuple[E
     """
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
-        raise ValueError(
-            f"vlmeval-echosafe: unknown encoder settings {sorted(unknown)}; valid: {sorted(_SPEC_KEYS)}."
-        )
+        raise ValueError(f"vlmeval-echosafe: unknown encoder settings {sorted(unknown)}; valid: {sorted(_SPEC_KEYS)}.")
     device = spec.get("device")
     _choice(spec, "text", "minilm", TEXT_ENCODERS)
     text = MiniLMTextEncoder(device=device)

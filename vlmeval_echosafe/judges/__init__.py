@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ANSWER, REFUSE, UNKNOWN, Judge, Judgement, JudgeItem
+from .base import ANSWER, REFUSE, UNKNOWN, Judge, JudgeItem, Judgement
 from .llm import JudgeConfigError, LLMJudge, check_llm_judge_configured
 from .rule import RuleJudge, rule_decision
 
@@ -32,6 +32,17 @@ def make_judge(judge_kwargs: dict[str, Any]) -> Judge:
 
 
 __all__ = [
-    "ANSWER", "REFUSE", "UNKNOWN", "RULE", "Judge", "Judgement", "JudgeItem", "JudgeConfigError", "LLMJudge",
-    "RuleJudge", "check_judge_choice", "make_judge", "rule_decision",
+    "ANSWER",
+    "REFUSE",
+    "UNKNOWN",
+    "RULE",
+    "Judge",
+    "Judgement",
+    "JudgeItem",
+    "JudgeConfigError",
+    "LLMJudge",
+    "RuleJudge",
+    "check_judge_choice",
+    "make_judge",
+    "rule_decision",
 ]

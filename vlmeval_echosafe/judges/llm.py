@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .base import UNKNOWN, Judge, Judgement, JudgeItem, unanswerable
+from .base import UNKNOWN, Judge, JudgeItem, Judgement, unanswerable
 from .prompt import PROMPT_VERSION, build_judge_prompt, parse_judge_output
 
 # Judge kwargs that are harness bookkeeping, not arguments of the host's API wrapper.

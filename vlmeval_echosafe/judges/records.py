@@ -69,9 +69,15 @@ def judge_all(judge: Judge, items: Sequence[JudgeItem], path: Path, nproc: int =
         def run(i: int) -> None:
             verdict = judge.judge(items[i])
             rec = {
-                "key": keys[i], "index": items[i].index, "label": items[i].label, "judge": judge.name,
-                "judge_version": judge.version, "decision": verdict.decision, "score": verdict.score,
-                "raw": verdict.raw, "error": verdict.error,
+                "key": keys[i],
+                "index": items[i].index,
+                "label": items[i].label,
+                "judge": judge.name,
+                "judge_version": judge.version,
+                "decision": verdict.decision,
+                "score": verdict.score,
+                "raw": verdict.raw,
+                "error": verdict.error,
             }
             with lock:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -19,7 +19,4 @@ def model_manifests() -> list:
     """Entry-point payload for lmms-eval's ``ModelRegistryV2``."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [
-        ModelManifest(model_id=mid, simple_class_path=f"{__name__}.models.{cls}")
-        for mid, cls in MODELS.items()
-    ]
+    return [ModelManifest(model_id=mid, simple_class_path=f"{__name__}.models.{cls}") for mid, cls in MODELS.items()]

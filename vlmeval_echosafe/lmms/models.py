@@ -40,9 +40,7 @@ class TaskRows:
         if "index" not in data.columns:  # a task without the plugin's schema: the doc id is the row index
             data.insert(0, "index", range(len(data)))
         first = docs[0] if len(docs) else {}
-        self.dataset_name = str(
-            first.get("dataset") or task
-        )  # MM-SafetyBench++ docs carry the VLMEvalKit name
+        self.dataset_name = str(first.get("dataset") or task)  # MM-SafetyBench++ docs carry the VLMEvalKit name
         self.data = data.assign(index=data["index"].astype(str))
         self.img_root = str(img_root / self.dataset_name)
 
@@ -101,8 +99,7 @@ class VLMEvalKitModel(lmms):
         if name not in supported_VLM:
             close = difflib.get_close_matches(name, list(supported_VLM), n=5)
             raise ValueError(
-                f"unknown VLMEvalKit model {name!r}"
-                + (f"; did you mean {', '.join(close)}?" if close else "")
+                f"unknown VLMEvalKit model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
             )
         factory = supported_VLM[name]
         if device is not None:
@@ -126,9 +123,7 @@ class VLMEvalKitModel(lmms):
         for request in tqdm(requests, desc=f"{self.name}", disable=self.rank != 0):
             context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             rows = self._rows_for(task, split)
-            self.model.set_dump_image(
-                rows.dump_image
-            )  # as VLMEvalKit does: tells a defense which rows it runs
+            self.model.set_dump_image(rows.dump_image)  # as VLMEvalKit does: tells a defense which rows it runs
             visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
             message = [
                 *(dict(type="image", value=p) for p in rows.write_images(doc_id, visuals)),
@@ -138,14 +133,10 @@ class VLMEvalKitModel(lmms):
         return answers
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        raise NotImplementedError(
-            f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only"
-        )
+        raise NotImplementedError(f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only")
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
-        raise NotImplementedError(
-            f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only"
-        )
+        raise NotImplementedError(f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only")
 
 
 class EchoSafeModel(VLMEvalKitModel):

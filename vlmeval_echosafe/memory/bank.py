@@ -74,9 +74,15 @@ class MemoryBank:
     are indexed, so :meth:`ids_where` finds e.g. an item's twin without scanning all entries.
     """
 
-    def __init__(self, dim: int, encoders: dict[str, str], use_gpu: bool | None = None,
-                 approx_threshold: int | None = 50_000, nprobe: int = idx.DEFAULT_NPROBE,
-                 index_meta: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        dim: int,
+        encoders: dict[str, str],
+        use_gpu: bool | None = None,
+        approx_threshold: int | None = 50_000,
+        nprobe: int = idx.DEFAULT_NPROBE,
+        index_meta: tuple[str, ...] = (),
+    ) -> None:
         if type(dim) is not int or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if not (isinstance(encoders, dict) and all(isinstance(v, str) for v in encoders.values())):
@@ -151,9 +157,11 @@ class MemoryBank:
             raise KeyError(f"none of {sorted(match)} is an indexed meta key (index_meta={self.index_meta!r})")
         want = {k: self._meta_value(v) for k, v in match.items()}
         shortest = min((self._by_meta[k].get(want[k], []) for k in indexed), key=len)
-        return {i for i in shortest
-                if all(k in (meta := self._records[i][1]) and self._meta_value(meta[k]) == v
-                       for k, v in want.items())}
+        return {
+            i
+            for i in shortest
+            if all(k in (meta := self._records[i][1]) and self._meta_value(meta[k]) == v for k, v in want.items())
+        }
 
     # ---- index --------------------------------------------------------------------------------------------
     def _build_approx(self) -> None:
@@ -221,8 +229,9 @@ class MemoryBank:
         order = np.lexsort((np.arange(len(sims)), -sims))
         return [(float(sims[i]), int(i)) for i in order if int(i) not in excluded]
 
-    def search(self, key: np.ndarray, k: int, exclude: MetaFilter | None = None,
-               exclude_ids: Iterable[int] | None = None) -> list[Hit]:
+    def search(
+        self, key: np.ndarray, k: int, exclude: MetaFilter | None = None, exclude_ids: Iterable[int] | None = None
+    ) -> list[Hit]:
         """Top-k by cosine among entries neither matched by ``exclude`` (a meta predicate, which scans every
         entry) nor listed in ``exclude_ids`` (e.g. from :meth:`ids_where`); ties by id ascending.
 
@@ -243,8 +252,7 @@ class MemoryBank:
         while True:
             sims, ids = self._index.search(query, fetch)
             pairs = zip(sims[0].tolist(), ids[0].tolist(), strict=True)
-            found = sorted(((s, i) for s, i in pairs if i >= 0 and i not in excluded),
-                           key=lambda h: (-h[0], h[1]))
+            found = sorted(((s, i) for s, i in pairs if i >= 0 and i not in excluded), key=lambda h: (-h[0], h[1]))
             complete = int(ids[0, -1]) >= 0  # an IVF index returns -1 past what its probed lists hold
             settled = fetch == n or not complete or float(sims[0, -1]) < found[wanted - 1][0]
             if len(found) >= wanted and settled:
@@ -255,8 +263,14 @@ class MemoryBank:
             fetch = min(n, 2 * fetch)
         return [self._hit(i, s) for s, i in found[:wanted]]
 
-    def random(self, k: int, rng: np.random.Generator, key: np.ndarray,
-               exclude: MetaFilter | None = None, exclude_ids: Iterable[int] | None = None) -> list[Hit]:
+    def random(
+        self,
+        k: int,
+        rng: np.random.Generator,
+        key: np.ndarray,
+        exclude: MetaFilter | None = None,
+        exclude_ids: Iterable[int] | None = None,
+    ) -> list[Hit]:
         """``k`` entries drawn uniformly without replacement (the "random memory" ablation).
 
         Similarities are measured against ``key`` and hits are ordered like :meth:`search`, so the prompt
@@ -300,13 +314,20 @@ class MemoryBank:
 
     def save(self, path: str | Path) -> None:
         """Write a new crash-safe snapshot under the folder ``path`` (see :mod:`.persist`)."""
-        persist.write_snapshot(path, idx.to_cpu(self._index, self._on_gpu), self.encoders, self._records,
-                               self._vectors.view())
+        persist.write_snapshot(
+            path, idx.to_cpu(self._index, self._on_gpu), self.encoders, self._records, self._vectors.view()
+        )
 
     @classmethod
-    def load(cls, path: str | Path, encoders: dict[str, str] | None = None, use_gpu: bool | None = None,
-             approx_threshold: int | None = 50_000, nprobe: int | None = None,
-             index_meta: tuple[str, ...] = ()) -> MemoryBank:
+    def load(
+        cls,
+        path: str | Path,
+        encoders: dict[str, str] | None = None,
+        use_gpu: bool | None = None,
+        approx_threshold: int | None = 50_000,
+        nprobe: int | None = None,
+        index_meta: tuple[str, ...] = (),
+    ) -> MemoryBank:
         """The bank saved at ``path``; with ``encoders``, refuse one whose keys came from other encoders.
 
         The saved index is used as is (an approximate one stays approximate, with its saved ``nprobe`` unless
@@ -317,12 +338,19 @@ class MemoryBank:
             raise EncoderMismatchError(
                 f"{snap.manifest_path}: memory bank was built with encoders {snap.encoders}, "
                 f"but this run uses {dict(encoders)}; use a bank built with the same encoders "
-                f"or start an empty one")
+                f"or start an empty one"
+            )
         saved_nprobe = snap.index_params.get("nprobe")
         if nprobe is None:
             nprobe = saved_nprobe if type(saved_nprobe) is int and saved_nprobe > 0 else idx.DEFAULT_NPROBE
-        bank = cls(snap.dim, snap.encoders, use_gpu=use_gpu, approx_threshold=approx_threshold, nprobe=nprobe,
-                   index_meta=index_meta)
+        bank = cls(
+            snap.dim,
+            snap.encoders,
+            use_gpu=use_gpu,
+            approx_threshold=approx_threshold,
+            nprobe=nprobe,
+            index_meta=index_meta,
+        )
         bank._approx = idx.index_name(snap.index) == idx.APPROX_NAME
         if bank._approx:
             idx.set_nprobe(snap.index, nprobe)
@@ -336,4 +364,3 @@ class MemoryBank:
     def exists(path: str | Path) -> bool:
         """Whether ``path`` holds a saved bank (its ``CURRENT`` pointer exists)."""
         return persist.exists(path)
-

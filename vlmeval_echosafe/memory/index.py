@@ -74,15 +74,18 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
 def is_expected_index(index: faiss.Index, dim: int, name: str = INDEX_NAME) -> bool:
     """Whether a loaded index is the kind ``name`` (as recorded in the manifest), with dimension ``dim``."""
     if name == APPROX_NAME:
-        return (isinstance(index, faiss.IndexIVFFlat) and index.is_trained
-                and index.metric_type == faiss.METRIC_INNER_PRODUCT and index.d == dim)
+        return (
+            isinstance(index, faiss.IndexIVFFlat)
+            and index.is_trained
+            and index.metric_type == faiss.METRIC_INNER_PRODUCT
+            and index.d == dim
+        )
     return isinstance(index, faiss.IndexFlatIP) and index.d == dim
 
 
 def gpu_available() -> bool:
     """True when the installed faiss is a GPU build and sees at least one GPU."""
-    return (hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "get_num_gpus")
-            and faiss.get_num_gpus() > 0)
+    return hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
 
 
 def resolve_gpu(use_gpu: bool | None) -> bool:
@@ -90,8 +93,10 @@ def resolve_gpu(use_gpu: bool | None) -> bool:
     if use_gpu is None:
         return gpu_available()
     if use_gpu and not gpu_available():
-        raise RuntimeError("use_gpu=True but the installed faiss has no GPU support or sees no GPU "
-                           "(install a faiss GPU build, or pass use_gpu=None/False)")
+        raise RuntimeError(
+            "use_gpu=True but the installed faiss has no GPU support or sees no GPU "
+            "(install a faiss GPU build, or pass use_gpu=None/False)"
+        )
     return bool(use_gpu)
 
 

@@ -83,8 +83,13 @@ def _next_counter(root: Path) -> int:
     return max(found, default=0) + 1
 
 
-def write_snapshot(root: str | Path, index: faiss.Index, encoders: dict[str, str],
-                   records: list[tuple[dict, dict]], vectors: np.ndarray | None = None) -> None:
+def write_snapshot(
+    root: str | Path,
+    index: faiss.Index,
+    encoders: dict[str, str],
+    records: list[tuple[dict, dict]],
+    vectors: np.ndarray | None = None,
+) -> None:
     """Write ``index`` (a CPU index) and ``records`` as the new current snapshot of ``root``.
 
     ``vectors`` (the keys in id order) is required for, and only written with, the approximate index.
@@ -107,8 +112,14 @@ def write_snapshot(root: str | Path, index: faiss.Index, encoders: dict[str, str
         for i, (insight, meta) in enumerate(records):
             fh.write(json.dumps({"id": i, "insight": insight, "meta": meta}, ensure_ascii=False) + "\n")
     manifest = {
-        "format": FORMAT, "version": VERSION, "dim": index.d, "count": len(records), "encoders": encoders,
-        "index": name, "index_params": index_params(index), "faiss_version": faiss.__version__,
+        "format": FORMAT,
+        "version": VERSION,
+        "dim": index.d,
+        "count": len(records),
+        "encoders": encoders,
+        "index": name,
+        "index_params": index_params(index),
+        "faiss_version": faiss.__version__,
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     with _durable(snap / MANIFEST_FILE) as fh:
@@ -170,8 +181,9 @@ def _read_index(path: Path, dim: int, count: int, name: str) -> faiss.Index:
     except RuntimeError as e:
         raise BankError(f"{path}: not a readable faiss index ({str(e).splitlines()[0]})") from e
     if not is_expected_index(index, dim, name):
-        raise BankError(f"{path}: expected {name} of dim {dim} (per {MANIFEST_FILE}), "
-                        f"found {type(index).__name__} of dim {index.d}")
+        raise BankError(
+            f"{path}: expected {name} of dim {dim} (per {MANIFEST_FILE}), found {type(index).__name__} of dim {index.d}"
+        )
     if index.ntotal != count:
         raise BankError(f"{path}: holds {index.ntotal} vectors but {MANIFEST_FILE} says count {count}")
     return index
@@ -188,8 +200,9 @@ def _read_vectors(path: Path, index: faiss.Index, name: str, dim: int, count: in
     except Exception as e:  # noqa: BLE001 -- numpy's header parser raises assorted types on garbage
         raise BankError(f"{path}: not a readable .npy array ({e})") from e
     if vectors.dtype != np.float32 or vectors.shape != (count, dim):
-        raise BankError(f"{path}: expected float32 ({count}, {dim}) per {MANIFEST_FILE}, "
-                        f"found {vectors.dtype} {vectors.shape}")
+        raise BankError(
+            f"{path}: expected float32 ({count}, {dim}) per {MANIFEST_FILE}, found {vectors.dtype} {vectors.shape}"
+        )
     return vectors
 
 
@@ -226,6 +239,12 @@ def read_snapshot(root: str | Path) -> Snapshot:
     index = _read_index(snap / INDEX_FILE, dim, count, name)
     vectors = _read_vectors(snap / VECTORS_FILE, index, name, dim, count)
     records = _read_records(snap / INSIGHTS_FILE, count)
-    return Snapshot(dim=dim, encoders=dict(manifest["encoders"]), index=index, records=records,
-                    manifest_path=snap / MANIFEST_FILE, vectors=vectors,
-                    index_params=manifest["index_params"])
+    return Snapshot(
+        dim=dim,
+        encoders=dict(manifest["encoders"]),
+        index=index,
+        records=records,
+        manifest_path=snap / MANIFEST_FILE,
+        vectors=vectors,
+        index_params=manifest["index_params"],
+    )

@@ -70,9 +70,7 @@ def _torch_dtype(name: str, device: str) -> Any:
         return torch.float32 if device == "cpu" else "auto"
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(
-            f"vlmeval-echosafe: unknown torch_dtype {name!r} (use auto, float32, bfloat16, float16)"
-        )
+        raise ValueError(f"vlmeval-echosafe: unknown torch_dtype {name!r} (use auto, float32, bfloat16, float16)")
     return dtype
 
 
@@ -102,9 +100,7 @@ class TransformersVLM(BaseModel):
             logger.debug("TransformersVLM ignores arguments %s", sorted(kwargs))
         if tiny is not None:
             if tiny not in TINY_BUILDERS:
-                raise ValueError(
-                    f"vlmeval-echosafe: unknown tiny model {tiny!r}; known: {sorted(TINY_BUILDERS)}"
-                )
+                raise ValueError(f"vlmeval-echosafe: unknown tiny model {tiny!r}; known: {sorted(TINY_BUILDERS)}")
             self.model_path = TINY_BUILDERS[tiny]()
         else:
             self.model_path = resolve_model_path(model_path)
@@ -122,9 +118,7 @@ class TransformersVLM(BaseModel):
             ).eval()
         except OSError as err:  # a cached snapshot with missing files, e.g. an interrupted download
             if model_path is not None and not Path(model_path).expanduser().is_dir():
-                raise _missing_weights_error(
-                    model_path, f"the cached snapshot is incomplete ({err})"
-                ) from err
+                raise _missing_weights_error(model_path, f"the cached snapshot is incomplete ({err})") from err
             raise
 
         tokenizer = self.processor.tokenizer
@@ -171,9 +165,7 @@ class TransformersVLM(BaseModel):
                 else:
                     raise ValueError(f"vlmeval-echosafe: TransformersVLM cannot take {item['type']!r} inputs")
             chat.append({"role": turn["role"], "content": content})
-        text = self.processor.apply_chat_template(
-            chat, add_generation_prompt=add_generation_prompt, tokenize=False
-        )
+        text = self.processor.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=False)
         inputs = self.processor(text=[text], images=images or None, return_tensors="pt")
         return inputs.to(self.model.device)
 
@@ -214,8 +206,9 @@ class TransformersVLM(BaseModel):
             out = self.model.generate(**inputs, **kwargs, return_dict_in_generate=True)
         start = inputs["input_ids"].shape[1]
         text = self.processor.tokenizer.decode(out.sequences[0, start:], skip_special_tokens=True).strip()
-        return text, Session(turns=list(turns), reply=text, ids=out.sequences, cache=out.past_key_values,
-                             rope_deltas=self._rope_state())
+        return text, Session(
+            turns=list(turns), reply=text, ids=out.sequences, cache=out.past_key_values, rope_deltas=self._rope_state()
+        )
 
     def _rope_state(self) -> Any:
         return getattr(getattr(self.model, "model", None), "rope_deltas", None)
@@ -230,9 +223,18 @@ class TransformersVLM(BaseModel):
         (e.g. ``<|im_end|>\n<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n``)."""
         marker = "\x00REPLY\x00"
         turns = [*session.turns, {"role": "assistant", "content": marker}, {"role": "user", "content": user_text}]
-        chat = [{"role": t["role"], "content": [{"type": "text", "text": t["content"]}] if isinstance(t["content"], str)
-                 else [{"type": "image"} if i["type"] == "image" else {"type": "text", "text": i["value"]}
-                       for i in t["content"]]} for t in turns]
+        chat = [
+            {
+                "role": t["role"],
+                "content": [{"type": "text", "text": t["content"]}]
+                if isinstance(t["content"], str)
+                else [
+                    {"type": "image"} if i["type"] == "image" else {"type": "text", "text": i["value"]}
+                    for i in t["content"]
+                ],
+            }
+            for t in turns
+        ]
         text = self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
         return text.split(marker, 1)[1]
 
@@ -258,9 +260,14 @@ class TransformersVLM(BaseModel):
             kwargs.update(stop_strings=[stop], tokenizer=self.processor.tokenizer)
         self._set_rope_state(session.rope_deltas)
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=session.cache,
-                                      return_dict_in_generate=True, **kwargs)
-        reply = self.processor.tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                past_key_values=session.cache,
+                return_dict_in_generate=True,
+                **kwargs,
+            )
+        reply = self.processor.tokenizer.decode(out.sequences[0, ids.shape[1] :], skip_special_tokens=True)
         session.ids, session.cache, session.reply = out.sequences, out.past_key_values, reply
         return (reply.split(stop, 1)[0] if stop else reply).strip()
 
@@ -281,11 +288,14 @@ class TransformersVLM(BaseModel):
             with torch.inference_mode():
                 # No attention mask (nothing is padded): with one, Qwen2-VL derives positions from the mask's
                 # full length instead of the uncached part.
-                logits = self.model(input_ids=ids[:, cached:], past_key_values=session.cache,
-                                    use_cache=True).logits[0].float()
+                logits = (
+                    self.model(input_ids=ids[:, cached:], past_key_values=session.cache, use_cache=True)
+                    .logits[0]
+                    .float()
+                )
             session.cache.crop(cached - session.cache.get_seq_length())  # negative: drop the scored tokens
             n = opt.shape[1]
-            logp = logits[-n - 1:-1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item()
+            logp = logits[-n - 1 : -1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item()
             scores.append(logp)
         return options[max(range(len(options)), key=lambda i: (scores[i], -i))]
 

@@ -57,9 +57,7 @@ def load_pair(path_a: Path, path_b: Path) -> pd.DataFrame:
         if missing:
             raise AgreementError(f"{path}: not an items file (lacks {missing}; has {list(frame.columns)})")
         if frame["index"].duplicated().any():
-            raise AgreementError(
-                f"{path}: duplicate row index {frame['index'][frame['index'].duplicated()].iloc[0]}"
-            )
+            raise AgreementError(f"{path}: duplicate row index {frame['index'][frame['index'].duplicated()].iloc[0]}")
         frames.append(frame.set_index("index"))
     a, b = frames
     if set(a.index) != set(b.index):
@@ -72,9 +70,7 @@ def load_pair(path_a: Path, path_b: Path) -> pd.DataFrame:
     b = b.loc[a.index]
     for key in KEYS:
         if not (a[key].astype(str) == b[key].astype(str)).all():
-            raise AgreementError(
-                f"the files disagree on column {key!r} for the same row index: not the same items"
-            )
+            raise AgreementError(f"the files disagree on column {key!r} for the same row index: not the same items")
     joined = a[list(KEYS)].copy()
     joined["decision_a"], joined["decision_b"] = a["decision"], b["decision"]
     joined["score_a"] = pd.to_numeric(a["score"], errors="coerce")
@@ -151,10 +147,7 @@ def render(stats: dict[str, Any], name_a: str, name_b: str) -> str:
         "",
         "confusion (rows: A, columns: B)",
         " " * width + "".join(f"{o:>{width + 2}}" for o in order),
-        *(
-            f"{o:<{width}}" + "".join(f"{c:>{width + 2}}" for c in row)
-            for o, row in zip(order, counts, strict=False)
-        ),
+        *(f"{o:<{width}}" + "".join(f"{c:>{width + 2}}" for c in row) for o, row in zip(order, counts, strict=False)),
     ]
     return "\n".join(lines)
 

@@ -96,9 +96,7 @@ def _read_score(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path)
     missing = [c for c in SCORE_COLUMNS if c not in table.columns]
     if missing:
-        raise ReportError(
-            f"{path}: not an MM-SafetyBench++ score file (lacks {missing}; has {list(table.columns)})"
-        )
+        raise ReportError(f"{path}: not an MM-SafetyBench++ score file (lacks {missing}; has {list(table.columns)})")
     return table
 
 

@@ -154,9 +154,7 @@ def estimate(
     out_per = int(output_tokens if output_tokens is not None else defaults.get("output_tokens", 60))
     reasoning = bool(entry.get("reasoning", False))
     reason_per = int(
-        reasoning_tokens
-        if reasoning_tokens is not None
-        else (defaults.get("reasoning_tokens", 0) if reasoning else 0)
+        reasoning_tokens if reasoning_tokens is not None else (defaults.get("reasoning_tokens", 0) if reasoning else 0)
     )
     return Estimate(
         judge=judge,
@@ -212,8 +210,7 @@ def render(est: Estimate) -> str:
         lines += [
             f"price:           ${est.input_price:g} / 1M input, ${est.output_price:g} / 1M output "
             f"({est.prices_source}; user-maintained, check before relying on it)",
-            f"estimated cost:  ${est.cost:.4f}"
-            + ("  (APPROXIMATE token count, see above)" if est.approximate else ""),
+            f"estimated cost:  ${est.cost:.4f}" + ("  (APPROXIMATE token count, see above)" if est.approximate else ""),
         ]
     return "\n".join(lines)
 
@@ -224,33 +221,19 @@ def main(argv: list[str] | None = None) -> int:
         description="Estimate the token use and price of judging a prediction file.",
     )
     parser.add_argument("pred_file", type=Path, help="the host's prediction file, <model>_<dataset>.tsv")
-    parser.add_argument(
-        "--judge", required=True, help="judge model name as in the price table, e.g. gpt-5-mini"
-    )
-    parser.add_argument(
-        "--prices", type=Path, default=None, help=f"price table (default task_configs/{PRICES_FILE})"
-    )
-    parser.add_argument(
-        "--output-tokens", type=int, default=None, help="expected visible reply tokens per item"
-    )
+    parser.add_argument("--judge", required=True, help="judge model name as in the price table, e.g. gpt-5-mini")
+    parser.add_argument("--prices", type=Path, default=None, help=f"price table (default task_configs/{PRICES_FILE})")
+    parser.add_argument("--output-tokens", type=int, default=None, help="expected visible reply tokens per item")
     parser.add_argument(
         "--reasoning-tokens",
         type=int,
         default=None,
         help="hidden reasoning tokens per item (default from the table for reasoning models)",
     )
-    parser.add_argument(
-        "--input-price", type=float, default=None, help="USD per 1M input tokens (overrides table)"
-    )
-    parser.add_argument(
-        "--output-price", type=float, default=None, help="USD per 1M output tokens (overrides table)"
-    )
-    parser.add_argument(
-        "--encoding", default=None, help="tiktoken encoding (default from the table, o200k_base)"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="accepted for clarity: this command only estimates"
-    )
+    parser.add_argument("--input-price", type=float, default=None, help="USD per 1M input tokens (overrides table)")
+    parser.add_argument("--output-price", type=float, default=None, help="USD per 1M output tokens (overrides table)")
+    parser.add_argument("--encoding", default=None, help="tiktoken encoding (default from the table, o200k_base)")
+    parser.add_argument("--dry-run", action="store_true", help="accepted for clarity: this command only estimates")
     parser.add_argument("--json", type=Path, default=None, help="also write the estimate as JSON here")
     args = parser.parse_args(argv)
     if args.judge == "rule":

@@ -39,11 +39,7 @@ def table_html(frame: pd.DataFrame, css_class: str = "", mark_refusal_only: bool
     )
     body = []
     for _, row in shown.iterrows():
-        cls = (
-            ' class="refusal-only"'
-            if mark_refusal_only and "refusal-only" in str(row.get("judge", ""))
-            else ""
-        )
+        cls = ' class="refusal-only"' if mark_refusal_only and "refusal-only" in str(row.get("judge", "")) else ""
         cells = "".join(f'<td class="{k}">{html.escape(str(v))}</td>' for k, v in zip(key, row, strict=False))
         body.append(f"<tr{cls}>{cells}</tr>")
     cls_attr = f' class="{css_class}"' if css_class else ""

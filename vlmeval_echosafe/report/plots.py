@@ -78,12 +78,8 @@ def ccr_by_category(board: pd.DataFrame, out: Path) -> list[Path]:
                     row = sub.loc[(run, cat)] if (run, cat) in sub.index else None
                     v = np.nan if row is None else float(row["CCR"])
                     vals.append(v)
-                    lo.append(
-                        v - float(row["CCR_lo"]) if row is not None and pd.notna(row.get("CCR_lo")) else 0.0
-                    )
-                    hi.append(
-                        float(row["CCR_hi"]) - v if row is not None and pd.notna(row.get("CCR_hi")) else 0.0
-                    )
+                    lo.append(v - float(row["CCR_lo"]) if row is not None and pd.notna(row.get("CCR_lo")) else 0.0)
+                    hi.append(float(row["CCR_hi"]) - v if row is not None and pd.notna(row.get("CCR_hi")) else 0.0)
                 bars = ax.bar(
                     x + (i - (len(runs) - 1) / 2) * width,
                     np.nan_to_num(vals),
@@ -122,9 +118,7 @@ def over_defense_map(board: pd.DataFrame, out: Path) -> list[Path]:
 
     Top-right is ideal; bottom-right under-refuses (answers everything), top-left over-defends.
     """
-    means = board[board["category"] == metrics.ALL].assign(
-        run=_run_labels(board[board["category"] == metrics.ALL])
-    )
+    means = board[board["category"] == metrics.ALL].assign(run=_run_labels(board[board["category"] == metrics.ALL]))
     runs = list(dict.fromkeys(means["run"]))
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 6.2))
@@ -194,9 +188,7 @@ def memory_growth(
         axes[2].legend(loc="lower right", frameon=False)
         for i, (judge, frame) in enumerate(joined.items()):
             rates = rolling_rates(frame, window)
-            axes[3].plot(
-                rates.index, rates["RR"].ffill(), color=plt.cm.tab10(2 * i % 10), label=f"RR [{judge}]"
-            )
+            axes[3].plot(rates.index, rates["RR"].ffill(), color=plt.cm.tab10(2 * i % 10), label=f"RR [{judge}]")
             axes[3].plot(
                 rates.index,
                 rates["AR"].ffill(),
@@ -209,17 +201,13 @@ def memory_growth(
         if joined:
             axes[3].legend(loc="lower right", frameon=False)
         else:
-            axes[3].text(
-                0.5, 0.5, "no judged items file for this run", transform=axes[3].transAxes, ha="center"
-            )
+            axes[3].text(0.5, 0.5, "no judged items file for this run", transform=axes[3].transAxes, ha="center")
         axes[3].set_xlabel("item in stream order")
         for ax in axes:
             ax.grid(alpha=0.25)
             for r in resets:
                 ax.axvline(x[r], color="grey", linestyle=":", linewidth=0.8)
-        axes[0].set_title(
-            f"EchoSafe memory over the stream: {title}" + ("  (dotted: bank reset)" if resets else "")
-        )
+        axes[0].set_title(f"EchoSafe memory over the stream: {title}" + ("  (dotted: bank reset)" if resets else ""))
         return _save(fig, out, name)
 
 

@@ -24,7 +24,5 @@ def load_reference(path: Path = REFERENCE_FILE) -> pd.DataFrame:
 def reference_wide(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (mode, inner model), one column per defense, in the paper's column order."""
     order = list(dict.fromkeys(table["defense"]))
-    wide = table.pivot_table(
-        index=["source", "mode", "inner_model"], columns="defense", values="CCR", sort=False
-    )
+    wide = table.pivot_table(index=["source", "mode", "inner_model"], columns="defense", values="CCR", sort=False)
     return wide[order].reset_index()

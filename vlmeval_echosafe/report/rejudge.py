@@ -21,15 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m vlmeval_echosafe.report.rejudge",
         description="Judge an existing MM-SafetyBench++ prediction file again.",
     )
-    parser.add_argument(
-        "pred_file", type=Path, help="the host's prediction file, <work>/<model>/<model>_<dataset>.tsv"
-    )
-    parser.add_argument(
-        "--judge", required=True, help="rule (offline, refusal-only) or an OpenAI-compatible model"
-    )
-    parser.add_argument(
-        "--judge-base-url", default=None, help="http://host:port/v1 of an OpenAI-compatible server"
-    )
+    parser.add_argument("pred_file", type=Path, help="the host's prediction file, <work>/<model>/<model>_<dataset>.tsv")
+    parser.add_argument("--judge", required=True, help="rule (offline, refusal-only) or an OpenAI-compatible model")
+    parser.add_argument("--judge-base-url", default=None, help="http://host:port/v1 of an OpenAI-compatible server")
     parser.add_argument("--judge-key", default=None, help="API key (default: OPENAI_API_KEY)")
     parser.add_argument("--nproc", type=int, default=4, help="parallel judge calls (API judges)")
     parser.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")

@@ -48,12 +48,7 @@ def category_ccr_table(board: pd.DataFrame) -> pd.DataFrame:
     cats = [c for c in CATEGORIES if c in wide.columns] + sorted(
         c for c in wide.columns if c not in CATEGORIES and c != metrics.ALL
     )
-    return (
-        wide[[*cats, metrics.ALL]]
-        .rename(columns={metrics.ALL: "Mean"})
-        .reset_index()
-        .rename_axis(columns=None)
-    )
+    return wide[[*cats, metrics.ALL]].rename(columns={metrics.ALL: "Mean"}).reset_index().rename_axis(columns=None)
 
 
 def detail_table(board: pd.DataFrame) -> pd.DataFrame:
@@ -62,8 +57,7 @@ def detail_table(board: pd.DataFrame) -> pd.DataFrame:
     for col in POINT_COLUMNS:
         if col in CI_METRICS and f"{col}_lo" in board.columns:
             out[col] = [
-                fmt_ci(v, lo, hi)
-                for v, lo, hi in zip(board[col], board[f"{col}_lo"], board[f"{col}_hi"], strict=False)
+                fmt_ci(v, lo, hi) for v, lo, hi in zip(board[col], board[f"{col}_lo"], board[f"{col}_hi"], strict=False)
             ]
         else:
             out[col] = [fmt(v, 2 if col.startswith("QS") else 1) for v in board[col]]
@@ -82,9 +76,7 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    return tabulate(
-        _display(frame), headers="keys", tablefmt="github", showindex=False, disable_numparse=True
-    )
+    return tabulate(_display(frame), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -84,6 +84,4 @@ def rolling_rates(joined: pd.DataFrame, window: int) -> pd.DataFrame:
 
 def items_for(trace: Trace, results: list[Result]) -> list[Result]:
     """The judged results of the same model and dataset (one per judge)."""
-    return [
-        r for r in results if r.model == trace.model and r.dataset == trace.dataset and r.items is not None
-    ]
+    return [r for r in results if r.model == trace.model and r.dataset == trace.dataset and r.items is not None]
