@@ -196,7 +196,8 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
             ]
             note = " (rule judge: refusal-only, no quality score)" if refusal_only else ""
             print(f"\n{m} x {d}, judge {table['judge'].iloc[0]}{note}")
-            print(tabulate(table[cols], headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
+            shown = table[cols].astype(object).where(table[cols].notna(), None)  # missing QS prints as "-"
+            print(tabulate(shown, headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
             summary = json.loads(output_paths(pred, args.judge or "")["summary"].read_text())
             if not summary["valid"]:
                 print(
