@@ -14,15 +14,20 @@ from vlmeval_echosafe.datasets.schema import CATEGORIES
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(
+def _env(tmp: Path, cache: Path) -> dict[str, str]:
+    """Offline environment for a run.py subprocess with its own LMUData under ``tmp``."""
+    (tmp / "LMUData").mkdir(exist_ok=True)
+    return dict(
         os.environ,
         LMUData=str(tmp / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
+        VLMEVAL_ECHOSAFE_CACHE=str(cache),
         HF_HUB_OFFLINE="1",
         PRED_FORMAT="tsv",
     )
-    (tmp / "LMUData").mkdir(exist_ok=True)
+
+
+def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = _env(tmp, tmp / "cache")
     return subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), *args],
         cwd=tmp,
@@ -154,14 +159,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(echosafe_run, tmp_pa
     full_dir = echosafe_run / "out" / ECHO
     run_dir = tmp_path / "out" / ECHO
     trace_file = run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl"
-    env = dict(
-        os.environ,
-        LMUData=str(tmp_path / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(echosafe_run / "cache"),
-        HF_HUB_OFFLINE="1",
-        PRED_FORMAT="tsv",
-    )
-    (tmp_path / "LMUData").mkdir()
+    env = _env(tmp_path, echosafe_run / "cache")
     cmd = [
         sys.executable,
         str(REPO / "run.py"),
