@@ -139,6 +139,27 @@ def recall(approx: list[list[int]], exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e.tolist())) / K for a, e in zip(approx, exact, strict=True)]))
 
 
+def bank_memory(bank: MemoryBank, dim: int) -> dict:
+    """What the bank holds at this size: the IVF index (raw vectors + 8-byte ids + centroids), the float32 copy
+    of the keys (allocated by doubling), the insight/meta records, and the process's peak RSS so far."""
+    import resource
+    import sys
+
+    total = len(bank)
+    index_mb = (total * (dim * 4 + 8) + int(bank._index.nlist) * dim * 4) / 2**20
+    copy_mb = bank._vectors._buf.nbytes / 2**20
+    records = bank.entries()
+    sample = records[: min(1000, total)]
+    per_record = sum(sys.getsizeof(i) + sys.getsizeof(m) for i, m in sample) / max(1, len(sample))
+    return {
+        "entries": total,
+        "index_mb": round(index_mb, 1),
+        "key_copy_mb": round(copy_mb, 1),
+        "records_mb_estimate": round(per_record * total / 2**20, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
 def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray) -> dict:
     rng = np.random.default_rng([args.seed, n])
     inserts = args.inserts
@@ -183,6 +204,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray) -> dict:
             "nprobe_sweep": sweep,
         },
         "faiss_exact_vs_numpy": raw,
+        "memory": bank_memory(bank, args.dim),
     }
     if hnsw is not None:
         result["hnsw"] = hnsw

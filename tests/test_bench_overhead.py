@@ -34,8 +34,14 @@ def test_bench_overhead_tiny(tmp_path, tiny_cache):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["items"] == 2 and set(result["models"]) == {"Base", "EchoSafe", "ECSO"}
-    assert result["models"]["Base"]["inner_calls_per_item"] == {"generate": 1.0}
-    echo = result["models"]["EchoSafe"]
-    assert echo["inner_calls_per_item"]["start"] == 1.0 and "generate" not in echo["inner_calls_per_item"]
+    models = result["models"]
+    assert result["items"] == 2 and set(models) == {"Base", "EchoSafe", "ECSO", "Base@B2", "EchoSafe@B2"}
+    assert models["Base"]["inner_calls_per_item"] == {"generate": 1.0}
+    echo = models["EchoSafe"]
+    assert echo["inner_calls_per_item"]["start_batch"] == 1.0 and "generate" not in echo["inner_calls_per_item"]
+    assert echo["inner_calls_per_item"]["extend_batch"] == 3.0
     assert set(echo["parts_median_s"]) == {"embed", "retrieve", "answer", "reflect", "store"}
+    # micro-batched: one call per batch of two, so half a call per item
+    assert models["EchoSafe@B2"]["inner_calls_per_item"]["start_batch"] == 0.5
+    assert models["Base@B2"]["inner_calls_per_item"] == {"start_batch": 0.5}
+    assert all(m["generated_tokens_per_item"] > 0 for m in models.values())

@@ -75,8 +75,8 @@ def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, ti
 
 
 def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_path):
-    """Per item the vision tower runs twice (the memory key's image part and the answer's prefill) and never for
-    the reflection, which continues from the answer's cache."""
+    """Per item the vision tower runs once: the memory key's image part hands its features to the answer's
+    prefill, and the reflection continues from the answer's cache."""
     from test_echosafe import FakeDataset, _rows
 
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
@@ -97,7 +97,7 @@ def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_pat
             d.generate(ds.message(i), dataset=ds.dataset_name)
     finally:
         hook.remove()
-    assert len(calls) == 4
+    assert len(calls) == 2
     trace = [
         json.loads(x)
         for x in (tmp_path / "run/EchoSafe_Tiny_MMSafetyBenchPP_Demo_echosafe_trace.jsonl").read_text().splitlines()

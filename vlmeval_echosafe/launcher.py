@@ -30,6 +30,36 @@ class LaunchError(RuntimeError):
     """A problem found before the host starts (bad flag, missing judge); printed without a traceback."""
 
 
+# Flags the plugin adds to the host's; taken out of argv before the host's parser sees it.
+PLUGIN_FLAGS_HELP = """
+vlmeval-echosafe adds:
+  --batch-size N   decode N samples at a time where the model can (the plugin's transformers backend, and
+                   EchoSafe on it: N items retrieve from the memory as it stood, then answer and reflect as one
+                   batch). Other models run one at a time as usual. Default 1: the host's own loop.
+"""
+
+
+def pop_batch_size(words: list[str]) -> tuple[int, list[str]]:
+    """(--batch-size value, argv without it); the host's parser would reject the flag."""
+    rest, size, i = [], 1, 0
+    while i < len(words):
+        word = words[i]
+        if word == "--batch-size" or word.startswith("--batch-size="):
+            if "=" in word:
+                value = word.split("=", 1)[1]
+            elif i + 1 < len(words):
+                value, i = words[i + 1], i + 1
+            else:
+                raise LaunchError("--batch-size needs a value, e.g. --batch-size 8")
+            if not value.isdigit() or int(value) < 1:
+                raise LaunchError(f"--batch-size must be a whole number >= 1, got {value!r}")
+            size = int(value)
+        else:
+            rest.append(word)
+        i += 1
+    return size, rest
+
+
 @dataclass
 class Outcome:
     """What the host reported for one model × dataset combination during this run."""
@@ -213,11 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import dispatch
 
         return dispatch(words)
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    try:
+        batch_size, words = pop_batch_size(words)
+    except LaunchError as err:
+        print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
+        return 2
+    if "-h" in words or "--help" in words:
+        print(PLUGIN_FLAGS_HELP)
+    sys.argv = [sys.argv[0], *words]
     for key, value in HOST_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    import vlmeval.inference as host_inference
     import vlmeval.run as host_run
+
+    from . import batching
 
     restore_tls_verification()
     from .registry import register
@@ -228,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     models, datasets = _requested(args)
     try:
         preflight(args, models, datasets)
+        if batch_size > 1 and args.api_mode:
+            raise LaunchError("--batch-size is for local models; --api-mode already runs API samples concurrently")
     except (LaunchError, ValueError) as err:
         print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
         return 2
@@ -236,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     _mask_recorded_argv(host_run, secrets)
     tracker = OutcomeTracker()
     tracker.install(host_run)
+    batching.install(host_inference, batch_size)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..batching import checked_message
 from ..encoders import KeyEncoder
 from ..memory import MemoryBank
 from . import echosafe_prompts as prompts
@@ -66,6 +67,25 @@ class _Stream:
     pos: int = 0
 
 
+@dataclass
+class _Item:
+    """One item on its way through a micro-batch."""
+
+    images: list[str]
+    question: str
+    row: dict[str, Any]
+    key: np.ndarray
+    times: dict[str, float]
+    stream: _Stream = None  # type: ignore[assignment]
+    bank_size: int = 0
+    hits: list = field(default_factory=list)
+    answer: str = ""
+    insight: dict | None = None
+    reason: str | None = None
+    written: int | None = None
+    stream_pos: int = 0
+
+
 class EchoSafe(Defense):
     """EchoSafe around any VLMEvalKit model; settings as keyword arguments (see EchoSafeSettings)."""
 
@@ -84,6 +104,7 @@ class EchoSafe(Defense):
         self.encoder_ids = self.keys.ids
         self._rng = np.random.default_rng(self.settings.seed)
         self._streams: dict[str, _Stream] = {}
+        self._session: Any = None  # the answer batch's KV cache, handed from answer to reflection
         self._write_config()
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -137,68 +158,126 @@ class EchoSafe(Defense):
         return stream
 
     # ---- the loop ----------------------------------------------------------------------------------------
-    def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
-        s = self.settings
-        dataset = dataset or "unknown"
-        images, question = split_message(message)
-        row = self.row_for(images, question)
-        times: dict[str, float] = {}
+    # One item is a micro-batch of one. A batch of B items retrieves from the bank as it stood before the batch,
+    # answers and reflects as one batch on the inner model, then writes the B insights in stream order; B = 1
+    # is the sequential algorithm, through the same code.
 
+    @property
+    def supports_batch(self) -> bool:
+        """Whether the inner model decodes several rows at once (the plugin's transformers backend does)."""
+        return hasattr(self.inner, "start_batch")
+
+    def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
+        return self.defend_batch([message], dataset)[0]
+
+    def generate_batch(self, messages: list[list[dict[str, str]]], dataset: str | None = None) -> list[str]:
+        """Several items, in stream order, as one micro-batch (the host's checks applied to each message)."""
+        return self.defend_batch([checked_message(self, m) for m in messages], dataset)
+
+    def defend_batch(self, messages: list[list[dict[str, str]]], dataset: str | None) -> list[str]:
+        dataset = dataset or "unknown"
+        parts = [split_message(message) for message in messages]
         t = time.perf_counter()
-        key = self.keys.key(images, question)
-        times["embed"] = time.perf_counter() - t
-        stream = self._stream(dataset, row, key.shape[0])
-        bank_before = len(stream.bank)
+        keys = self.keys.keys(parts)
+        embed_share = (time.perf_counter() - t) / len(parts)
+        items = [
+            self._retrieve(images, question, key, embed_share, dataset)
+            for (images, question), key in zip(parts, keys, strict=True)
+        ]
+        self._answer_all(items, dataset)
+        if self.settings.writes:
+            self._reflect_all(items, dataset)
+        touched: dict[str, _Stream] = {}
+        for item in items:
+            self._store(item, dataset)
+            touched[item.stream.id] = item.stream
+        t = time.perf_counter()
+        for stream in touched.values():
+            if stream.path is not None:
+                stream.bank.save(stream.path)
+        save_share = (time.perf_counter() - t) / len(items)
+        for position, item in enumerate(items):
+            if item.written is not None:
+                item.times["store"] += save_share
+            self._write_trace(item, dataset, len(items), position)
+        return [item.answer for item in items]
+
+    def _retrieve(self, images: list[str], question: str, key: np.ndarray, embed_s: float, dataset: str) -> _Item:
+        s = self.settings
+        row = self.row_for(images, question)
+        item = _Item(images, question, row, key, times={"embed": embed_s})
+        item.stream = self._stream(dataset, row, key.shape[0])
+        item.bank_size = len(item.stream.bank)
 
         t = time.perf_counter()
         # Twin guard: every entry written by an item of the same pair (either twin, either image mode), found
         # through the bank's meta index rather than a scan.
         pair = row.get("pair_id") if s.twin_guard else None
-        exclude = stream.bank.ids_where({"dataset": dataset, "pair_id": pair}) if pair is not None else set()
+        bank = item.stream.bank
+        exclude = bank.ids_where({"dataset": dataset, "pair_id": pair}) if pair is not None else set()
         if s.ablation == "no_retrieval":
-            hits = []
+            item.hits = []
         elif s.ablation == "random_memory":
-            hits = stream.bank.random(s.k, self._rng, key, exclude_ids=exclude)
+            item.hits = bank.random(s.k, self._rng, key, exclude_ids=exclude)
         else:
-            hits = stream.bank.search(key, s.k, exclude_ids=exclude)
-        times["retrieve"] = time.perf_counter() - t
+            item.hits = bank.search(key, s.k, exclude_ids=exclude)
+        item.times["retrieve"] = time.perf_counter() - t
+        return item
 
+    def _answer_all(self, items: list[_Item], dataset: str) -> None:
+        messages = [self._answer_message(i.images, i.question, [h.insight for h in i.hits]) for i in items]
         t = time.perf_counter()
-        answer_message = self._answer_message(images, question, [h.insight for h in hits])
-        session = None
-        if s.writes and hasattr(self.inner, "start"):  # keep the KV cache: the reflection continues from it
-            answer, session = self.inner.start([{"role": "user", "content": answer_message}])
+        if self.supports_batch:  # one batch; with a reflection to follow, its KV cache is kept
+            turns = [[{"role": "user", "content": m}] for m in messages]
+            if self.settings.writes:
+                answers, self._session = self.inner.start_batch(turns)
+            else:
+                answers = self.inner.generate_batch_turns(turns)
         else:
-            answer = self.ask(answer_message, dataset)
-        times["answer"] = time.perf_counter() - t
+            answers = [self.ask(m, dataset) for m in messages]
+        share = (time.perf_counter() - t) / len(items)
+        for item, answer in zip(items, answers, strict=True):
+            item.answer, item.times["answer"] = answer, share
 
-        written, reason = None, "ablation: nothing written" if not s.writes else None
-        if s.writes:
-            t = time.perf_counter()
+    def _reflect_all(self, items: list[_Item], dataset: str) -> None:
+        t = time.perf_counter()
+        if self.supports_batch:
+            session, self._session = self._session, None
+            raws = self._reflect_in_session(session)
+        else:
+            raws = [self._reflect(i.images, i.question, i.answer, dataset) for i in items]
+        for item, raw in zip(items, raws, strict=True):
             try:
-                raw = (
-                    self._reflect_in_session(session)
-                    if session is not None
-                    else self._reflect(images, question, answer, dataset)
-                )
-                insight = validate_insight(parse_reflection(raw), question, answer)
+                item.insight = validate_insight(parse_reflection(raw), item.question, item.answer)
             except InsightError as err:
-                insight, reason = None, str(err)
-            times["reflect"] = time.perf_counter() - t
-            if insight is not None:
-                t = time.perf_counter()
-                meta = {
-                    "stream": stream.id,
-                    "dataset": dataset,
-                    "row_index": row.get("index"),
-                    "pair_id": row.get("pair_id"),
-                    "category": row.get("category"),
-                    "stream_pos": stream.pos,
-                }
-                written = stream.bank.add(key, insight, meta)
-                stream.bank.save(stream.path)
-                times["store"] = time.perf_counter() - t
+                item.reason = str(err)
+        share = (time.perf_counter() - t) / len(items)
+        for item in items:
+            item.times["reflect"] = share
 
+    def _store(self, item: _Item, dataset: str) -> None:
+        stream = item.stream
+        item.stream_pos = stream.pos
+        stream.pos += 1
+        if not self.settings.writes:
+            item.reason = "ablation: nothing written"
+            return
+        if item.insight is None:
+            return
+        t = time.perf_counter()
+        meta = {
+            "stream": stream.id,
+            "dataset": dataset,
+            "row_index": item.row.get("index"),
+            "pair_id": item.row.get("pair_id"),
+            "category": item.row.get("category"),
+            "stream_pos": item.stream_pos,
+        }
+        item.written = stream.bank.add(item.key, item.insight, meta)
+        item.times["store"] = time.perf_counter() - t
+
+    def _write_trace(self, item: _Item, dataset: str, batch_size: int, position: int) -> None:
+        row = item.row
         self._traces[dataset].write(
             {
                 "row_index": row.get("index"),
@@ -206,19 +285,21 @@ class EchoSafe(Defense):
                 "category": row.get("category"),
                 "mode": row.get("mode"),
                 "label": row.get("label"),
-                "stream": stream.id,
-                "stream_pos": stream.pos,
-                "bank_size": bank_before,
+                "stream": item.stream.id,
+                "stream_pos": item.stream_pos,
+                "bank_size": item.bank_size,
                 "retrieved": [
-                    {"id": h.id, "similarity": round(h.similarity, 6), "pair_id": h.meta.get("pair_id")} for h in hits
+                    {"id": h.id, "similarity": round(h.similarity, 6), "pair_id": h.meta.get("pair_id")}
+                    for h in item.hits
                 ],
-                "insight_id": written,
-                "not_written": reason,
-                "timings": {k: round(v, 6) for k, v in times.items()},
+                "insight_id": item.written,
+                "not_written": item.reason,
+                "batch": {"size": batch_size, "position": position},
+                # embed / answer / reflect (and the bank save in store) run once per batch: each item gets an
+                # equal share
+                "timings": {k: round(v, 6) for k, v in item.times.items()},
             }
         )
-        stream.pos += 1
-        return answer
 
     @staticmethod
     def _answer_message(images: list[str], question: str, insights: list[dict]) -> list[dict[str, str]]:
@@ -229,22 +310,24 @@ class EchoSafe(Defense):
         text = prompts.ANSWER_TEMPLATE.format(insights=block, question=question)
         return [*(dict(type="image", value=p) for p in images), dict(type="text", value=text)]
 
-    def _reflect_in_session(self, session: Any) -> str:
-        """Reflection on the plugin's own backend: the same conversation continues from the answer's KV cache
+    def _reflect_in_session(self, session: Any) -> list[str]:
+        """Reflection on the plugin's own backend: each row's conversation continues from the answer's KV cache
         (image, insights, question and answer are not prefilled again) and the form is filled field by field,
         greedily, each field capped at ``reflect_tokens``; the decision is the likelier of " safe" / " unsafe"."""
         inner = self.inner
-        text = inner.next_turn_text(session, prompts.REFLECT_TEMPLATE)
-        form = ""
+        texts = [inner.next_turn_text(session, prompts.REFLECT_TEMPLATE, row) for row in range(len(session))]
+        forms = [""] * len(session)
         for name in FIELDS:
+            asks = [f"{text}{name}:" for text in texts]
             if name == "Decision":
-                value = inner.choose_next(session, f"{text}{name}:", [" safe", " unsafe"]).strip()
-                text = f"{text}{name}: {value}\n"  # sent with the next field's prefix
+                values = [v.strip() for v in inner.choose_next_batch(session, asks, [" safe", " unsafe"])]
+                texts = [f"{ask} {value}\n" for ask, value in zip(asks, values, strict=True)]  # sent with the next
             else:
-                value = inner.extend(session, f"{text}{name}:", max_new_tokens=self.settings.reflect_tokens)
-                text = "" if "\n" in session.reply else "\n"  # a field cut by the token cap still ends its line
-            form += f"{name}: {value}\n"
-        return form
+                values = inner.extend_batch(session, asks, max_new_tokens=self.settings.reflect_tokens)
+                # a field cut by the token cap still ends its line
+                texts = ["" if "\n" in reply else "\n" for reply in session.replies]
+            forms = [f"{form}{name}: {value}\n" for form, value in zip(forms, values, strict=True)]
+        return forms
 
     def _reflect(self, images: list[str], question: str, answer: str, dataset: str) -> str:
         """Reflection on any other model: the form is asked for in one reply (multi-turn chat when the model has

@@ -82,8 +82,17 @@ class KeyEncoder:
 
     def key(self, images: list[str], question: str) -> np.ndarray:
         """Key of (first image, question); an item without an image gets a zero image part."""
-        text_vec = self.text.encode([question])[0]
+        return self.keys([(images, question)])[0]
+
+    def keys(self, items: list[tuple[list[str], str]]) -> list[np.ndarray]:
+        """`key` for several items, the texts encoded in one batch."""
+        text_vecs = self.text.encode([question for _, question in items])
         if self.image is None:
-            return contextual_key(text_vec, None)
-        image_vec = self.image.encode(images[:1])[0] if images else np.zeros(self.image.dim, dtype=np.float32)
-        return contextual_key(text_vec, image_vec)
+            return [contextual_key(vec, None) for vec in text_vecs]
+        firsts = [images[0] for images, _ in items if images]
+        image_vecs = iter(self.image.encode(firsts))
+        zero = np.zeros(self.image.dim, dtype=np.float32)
+        return [
+            contextual_key(vec, next(image_vecs) if images else zero)
+            for vec, (images, _) in zip(text_vecs, items, strict=True)
+        ]

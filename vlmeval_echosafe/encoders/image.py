@@ -102,19 +102,10 @@ class InnerVisionEncoder(Encoder):
     def encode(self, items: list[str]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalize(np.stack([self._embed(_open_rgb(path)) for path in items]))
+        return l2_normalize(np.stack([self._embed(path) for path in items]))
 
-    def _embed(self, image: Image.Image) -> np.ndarray:
-        """One image per call: LLaVA-NeXT packs a batch's features into one tensor with no per-image split."""
-        import torch
-
-        model = self.vlm.model
-        # The image processor's outputs are what get_image_features takes, for every supported family:
-        # pixel_values (+ image_grid_thw for Qwen2-VL / 2.5-VL, + image_sizes for LLaVA-NeXT).
-        batch = self.vlm.processor.image_processor(images=[image], return_tensors="pt")
-        batch = batch.to(device=model.device, dtype=model.dtype)
-        with torch.inference_mode():
-            feats = model.get_image_features(**batch).pooler_output
-        if isinstance(feats, (list, tuple)):  # Qwen2-VL and LLaVA split per image
-            feats = feats[0]
+    def _embed(self, path: str) -> np.ndarray:
+        """One image per call (LLaVA-NeXT packs a batch's features into one tensor with no per-image split). The
+        backend keeps the features for the answer that follows, so the vision tower runs once for both."""
+        feats = self.vlm.image_features(path)
         return feats.reshape(-1, feats.shape[-1]).float().mean(dim=0).cpu().numpy()

@@ -1,0 +1,252 @@
+"""Batched decoding and micro-batched EchoSafe: rows decoded together give exactly what each row gives on its own,
+B = 1 through the batched runner equals the host's per-sample loop, and B > 1 keeps the host's files and resume."""
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmeval_echosafe import batching
+from vlmeval_echosafe.launcher import LaunchError, pop_batch_size
+
+QUESTIONS = [
+    "What is this?",
+    "Describe the picture in detail please, every part of it.",
+    "How?",
+    "Tell me a story about the object shown here.",
+]
+SIZES = [(64, 64), (96, 64), (64, 128), (80, 80)]  # different image sizes: different numbers of vision tokens
+
+
+@pytest.fixture(scope="module")
+def conversations(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch-images")
+    convs = []
+    for i, ((w, h), q) in enumerate(zip(SIZES, QUESTIONS, strict=True)):
+        path = root / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        convs.append(
+            [{"role": "user", "content": [{"type": "image", "value": str(path)}, {"type": "text", "value": q}]}]
+        )
+    return convs
+
+
+def _reflect_script(vlm, session, rows):
+    """The shape of EchoSafe's reflection: a free field, a scored choice, another free field."""
+    asks = [vlm.next_turn_text(session, "Reflect.", r) + "Scenario:" for r in range(rows)]
+    first = vlm.extend_batch(session, asks, max_new_tokens=8)
+    asks = [("" if "\n" in reply else "\n") + "Decision:" for reply in session.replies]
+    choice = vlm.choose_next_batch(session, asks, [" safe", " unsafe"])
+    last = vlm.extend_batch(session, [a + c + "\nWhy:" for a, c in zip(asks, choice, strict=True)], max_new_tokens=8)
+    return list(zip(first, choice, last, strict=True))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
+def test_batched_rows_equal_one_row_sessions(request, fixture, conversations):
+    vlm = request.getfixturevalue(fixture)
+    alone = []
+    for conv in conversations:
+        answer, session = vlm.start(conv)
+        alone.append((answer, *_reflect_script(vlm, session, 1)[0], session.real_ids(0)))
+    answers, session = vlm.start_batch(conversations)
+    assert session.mask[:, 0].tolist().count(0) >= 1  # the rows really were left-padded
+    together = [(a, *r) for a, r in zip(answers, _reflect_script(vlm, session, len(conversations)), strict=True)]
+    for row, (one, many) in enumerate(zip(alone, together, strict=True)):
+        assert one[:-1] == many
+        # the real tokens of each row (prompt, answer, reflection) are the one-row session's ids, in order
+        assert torch.equal(session.real_ids(row), one[-1])
+    messages = [c[0]["content"] for c in conversations]
+    assert vlm.generate_batch(messages) == [vlm.generate(m) for m in messages]
+
+
+def test_choose_next_batch_scores_match_one_row(tiny_qwen2vl_vlm, conversations):
+    """Each row's option choice equals its one-row choice, including rows whose texts differ in length."""
+    vlm = tiny_qwen2vl_vlm
+    _, session = vlm.start_batch(conversations, max_new_tokens=4)
+    texts = [vlm.next_turn_text(session, "Is it safe?", r) + "x" * r + " Decision:" for r in range(len(session))]
+    before = session.ids.clone()
+    many = vlm.choose_next_batch(session, texts, [" safe", " unsafe", " maybe"])
+    assert torch.equal(session.ids, before)
+    for row, conv in enumerate(conversations):
+        _, one = vlm.start(conv, max_new_tokens=4)
+        assert vlm.choose_next(one, texts[row], [" safe", " unsafe", " maybe"]) == many[row]
+
+
+def test_session_argument_checks(tiny_llava_vlm, conversations):
+    _, session = tiny_llava_vlm.start_batch(conversations[:2], max_new_tokens=2)
+    with pytest.raises(ValueError, match="3 texts for a session of 2 rows"):
+        tiny_llava_vlm.extend_batch(session, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="one-row sessions"):
+        session.reply  # noqa: B018
+
+
+# ---- the runner ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_mini(tmp_path, monkeypatch, tiny_cache):
+    monkeypatch.setenv("LMUData", str(tmp_path / "LMUData"))
+    monkeypatch.setenv("PRED_FORMAT", "tsv")
+    (tmp_path / "LMUData").mkdir()
+    from vlmeval.dataset import build_dataset
+
+    from vlmeval_echosafe import registry
+
+    registry.register(work_dir=str(tmp_path / "unused"))
+    try:
+        yield lambda: build_dataset("MMSafetyBenchPP_DemoMini")  # a fresh one per run: the host's job edits it
+    finally:
+        registry.register()
+
+
+def _run(make_dataset, inner, work: Path, batch_size: int | None, fail_on_batch: int | None = None):
+    """EchoSafe on ``inner`` through the host's `infer_data_job`, with the host's loop (None) or the batched one."""
+    import vlmeval.inference as host
+
+    from vlmeval_echosafe.defenses.echosafe import EchoSafe
+
+    name = "EchoSafe_TinyB"
+    model = EchoSafe(inner, name=name, run_dir=work, settings={"reflect_tokens": 6})
+    original = getattr(host, "_echosafe_host_infer_data", host.infer_data)
+    if fail_on_batch is not None:
+        calls = []
+        real = model.generate_batch
+
+        def failing(structs, dataset=None):
+            calls.append(1)
+            if len(calls) == fail_on_batch:
+                raise KeyboardInterrupt("simulated crash")
+            return real(structs, dataset=dataset)
+
+        model.generate_batch = failing
+    patched = (
+        original
+        if batch_size is None
+        else functools.partial(batching.infer_data_batched, batch_size=batch_size, host_infer_data=original)
+    )
+    old = host.infer_data
+    host.infer_data = patched
+    try:
+        host.infer_data_job(model, work_dir=str(work), model_name=name, dataset=make_dataset())
+    finally:
+        host.infer_data = old
+    return name
+
+
+def _outputs(work: Path, name: str):
+    from vlmeval.smp import load
+
+    pred = load(str(work / f"{name}_MMSafetyBenchPP_DemoMini.tsv"))
+    trace = [json.loads(x) for x in (work / f"{name}_MMSafetyBenchPP_DemoMini_echosafe_trace.jsonl").open()]
+    for t in trace:
+        t.pop("timings")
+    from vlmeval_echosafe.memory import MemoryBank
+
+    bank = MemoryBank.load(work / "echosafe_bank" / "MMSafetyBenchPP_DemoMini")
+    entries = bank.entries()
+    return dict(zip(pred["index"], pred["prediction"], strict=True)), trace, entries, bank
+
+
+def test_batch_size_one_equals_the_host_loop(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    name = _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "host", None)
+    _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "b1", 1)
+    host, ours = _outputs(tmp_path / "host", name), _outputs(tmp_path / "b1", name)
+    assert len(host[0]) == 12
+    assert host[:3] == ours[:3]
+
+
+def test_micro_batches_read_the_bank_as_it_stood(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    name = _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "b4", 4)
+    preds, trace, entries, _ = _outputs(tmp_path / "b4", name)
+    assert len(preds) == 12 and [t["stream_pos"] for t in trace] == list(range(12))
+    assert [t["row_index"] for t in trace] == [str(i) for i in demo_mini().data["index"]]
+    written_before = np.cumsum([0] + [t["insight_id"] is not None for t in trace])
+    for pos, t in enumerate(trace):
+        assert t["batch"] == {"size": 4, "position": pos % 4}
+        assert t["bank_size"] == written_before[pos - pos % 4]  # the bank as it stood at the batch's start
+        assert all(hit["id"] < t["bank_size"] for hit in t["retrieved"])
+    assert [m["stream_pos"] for _, m in entries] == [t["stream_pos"] for t in trace if t["insight_id"] is not None]
+
+
+def test_batched_run_resumes_from_the_hosts_checkpoint(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    work = tmp_path / "crash"
+    with pytest.raises(KeyboardInterrupt):
+        _run(demo_mini, tiny_qwen2vl_vlm, work, 4, fail_on_batch=2)
+    from vlmeval.smp import load
+
+    checkpoint = load(str(work / "01_MMSafetyBenchPP_DemoMini.pkl"))
+    assert len(checkpoint) == 4  # the first batch, written as soon as it finished
+    name = _run(demo_mini, tiny_qwen2vl_vlm, work, 4)
+    preds, trace, entries, _ = _outputs(work, name)
+    assert all(preds[k] == v for k, v in checkpoint.items())
+    assert [t["stream_pos"] for t in trace] == list(range(12))
+    rows = [m["row_index"] for _, m in entries]
+    assert len(rows) == len(set(rows))  # nothing the crash left behind was written twice
+
+
+def test_models_without_batching_go_to_the_host_loop(monkeypatch):
+    calls = []
+
+    class OneAtATime:
+        is_api = False
+
+    class Data:
+        dataset_name = "D"
+
+        def __init__(self):
+            import pandas as pd
+
+            self.data = pd.DataFrame({"index": [1, 2]})
+
+        def __len__(self):
+            return 2
+
+    def host(model, model_name, work_dir, dataset, out_file, **kw):
+        calls.append(model)
+        return model
+
+    model = OneAtATime()
+    batching.infer_data_batched(
+        model, "M", "/nonexistent", Data(), "/nonexistent/x.pkl", batch_size=8, host_infer_data=host
+    )
+    assert calls == [model]
+
+
+@pytest.mark.parametrize(
+    ("argv", "size", "rest"),
+    [
+        (["--data", "D", "--batch-size", "8", "--model", "M"], 8, ["--data", "D", "--model", "M"]),
+        (["--batch-size=4"], 4, []),
+        (["--data", "D"], 1, ["--data", "D"]),
+    ],
+)
+def test_pop_batch_size(argv, size, rest):
+    assert pop_batch_size(argv) == (size, rest)
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "x"], ["--batch-size"], ["--batch-size=-2"]])
+def test_bad_batch_size_is_refused(argv):
+    with pytest.raises(LaunchError, match="--batch-size"):
+        pop_batch_size(argv)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
+def test_image_features_are_handed_from_key_to_answer(request, fixture, conversations):
+    """Features computed for the memory key replace the answer's vision pass and give the same tokens."""
+    vlm = request.getfixturevalue(fixture)
+    reference = vlm.generate_batch_turns(conversations)
+    tower = getattr(vlm.model.model, "visual", None) or vlm.model.model.vision_tower
+    calls = []
+    hook = tower.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for conv in conversations:
+            vlm.image_features(conv[0]["content"][0]["value"])
+        assert len(calls) == len(conversations) and len(vlm._features) == len(conversations)
+        assert vlm.generate_batch_turns(conversations) == reference
+        assert len(calls) == len(conversations) and not vlm._features  # no second vision pass; handoff used up
+    finally:
+        hook.remove()
