@@ -5,8 +5,9 @@ model and same items, measured side by side in one process.
 "B=N" is what `run.py --batch-size N` does: one `model.generate_batch(N messages)` per N items. Every
 configuration starts from an empty memory, and repeats go round all configurations in turn (starting at a
 different one each time), so machine noise hits all of them. Base (the bare inner model) runs the same way, for
-the EchoSafe / Base ratio at each size. Also written: generated tokens per item, and how many predictions equal the host loop's (Base's must all be equal;
-EchoSafe's may differ for B > 1, where an item does not see the insights of earlier items in its own batch).
+the EchoSafe / Base ratio at each size. Also written: generated tokens per item, and how many predictions equal
+the host loop's (Base's must all be equal; EchoSafe's may differ for B > 1, where an item does not see the
+insights of earlier items in its own batch).
 
     python benchmarks/bench_batching.py --items 48 --out benchmarks/results/batching_cpu_tiny.json
 """
