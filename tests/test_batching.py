@@ -238,6 +238,7 @@ def test_bad_batch_size_is_refused(argv):
 def test_image_features_are_handed_from_key_to_answer(request, fixture, conversations):
     """Features computed for the memory key replace the answer's vision pass and give the same tokens."""
     vlm = request.getfixturevalue(fixture)
+    vlm._features.clear()  # the model is shared: earlier tests may have left keys' features behind
     reference = vlm.generate_batch_turns(conversations)
     tower = getattr(vlm.model.model, "visual", None) or vlm.model.model.vision_tower
     calls = []
