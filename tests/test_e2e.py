@@ -192,3 +192,24 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(echosafe_run, tmp_pa
     assert [b["meta"]["row_index"] for b in _bank(run_dir)] == [b["meta"]["row_index"] for b in _bank(full_dir)]
     keep = ("row_index", "retrieved", "insight_id", "not_written", "bank_size", "stream_pos")
     assert [{k: t[k] for k in keep} for t in _trace(run_dir)] == [{k: t[k] for k in keep} for t in _trace(full_dir)]
+
+
+def test_batch_size_flag_runs_micro_batches(tmp_path):
+    proc = _run(
+        tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", "EchoSafe_TinyQwen2VL", "--judge", "rule",
+        "--batch-size", "4",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "out/EchoSafe_TinyQwen2VL"
+    pred = pd.read_csv(run_dir / "EchoSafe_TinyQwen2VL_MMSafetyBenchPP_DemoMini.tsv", sep="\t")
+    trace = [
+        json.loads(x) for x in (run_dir / "EchoSafe_TinyQwen2VL_MMSafetyBenchPP_DemoMini_echosafe_trace.jsonl").open()
+    ]
+    assert len(pred) == len(trace) == 12
+    assert [t["batch"]["size"] for t in trace] == [4] * 12
+    assert "CCR" in proc.stdout  # evaluated and reported as usual
+
+
+def test_bad_batch_size_exits_2(tmp_path):
+    proc = _run(tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", "TinyQwen2VL", "--batch-size", "0")
+    assert proc.returncode == 2 and "--batch-size must be a whole number >= 1" in proc.stderr

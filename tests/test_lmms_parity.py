@@ -48,7 +48,7 @@ def _run(cmd: list[str], tmp: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def _vlmeval(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+def _vlmeval(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     _run(
         [
             sys.executable,
@@ -61,6 +61,8 @@ def _vlmeval(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
             model,
             "--judge",
             "rule",
+            "--batch-size",
+            str(batch),
         ],
         tmp,
     )
@@ -71,7 +73,7 @@ def _vlmeval(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     return items, pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_score.csv"), run_dir
 
 
-def _lmms(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+def _lmms(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     out = tmp / "lmms"
     lmms_eval_cli = Path(sys.executable).with_name("lmms-eval")  # the console script of this environment
     _run(
@@ -89,7 +91,7 @@ def _lmms(tmp: Path, model: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
             "--output_path",
             str(out),
             "--batch_size",
-            "1",
+            str(batch),
         ],
         tmp,
     )
@@ -104,10 +106,13 @@ def _bank(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / snap / "insights.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("model", ["Base_TinyQwen2VL", "EchoSafe_TinyQwen2VL"])
-def test_vlmeval_and_lmms_eval_agree(tmp_path: Path, model: str) -> None:
-    v_items, v_score, v_dir = _vlmeval(tmp_path, model)
-    l_items, l_score, l_dir = _lmms(tmp_path, model)
+@pytest.mark.parametrize(
+    ("model", "batch"), [("Base_TinyQwen2VL", 1), ("EchoSafe_TinyQwen2VL", 1), ("EchoSafe_TinyQwen2VL", 4)]
+)
+def test_vlmeval_and_lmms_eval_agree(tmp_path: Path, model: str, batch: int) -> None:
+    """At batch 4 both harnesses hand the same 4 consecutive rows to one micro-batch."""
+    v_items, v_score, v_dir = _vlmeval(tmp_path, model, batch)
+    l_items, l_score, l_dir = _lmms(tmp_path, model, batch)
     assert len(v_items) == len(l_items) == 12
     cols = ["index", "pair_id", "category", "mode", "label", "prediction", "decision"]
     v_items, l_items = (t[cols].sort_values("index").reset_index(drop=True) for t in (v_items, l_items))

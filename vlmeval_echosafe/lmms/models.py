@@ -90,11 +90,10 @@ class VLMEvalKitModel(lmms):
 
         restore_tls_verification()  # `import vlmeval` turns TLS verification off process-wide
 
-        if str(batch_size) not in ("1", "auto"):
-            raise ValueError(
-                f"{type(self).__name__}: batch_size={batch_size}; the wrapped models run one item at a "
-                "time (stateful defenses must see the items in order)"
-            )
+        size = 1 if str(batch_size).startswith("auto") else str(batch_size)
+        if not str(size).isdigit() or int(size) < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size={batch_size!r}; give a whole number >= 1")
+        self.batch_size = int(size)
         register(work_dir=work_dir)
         if name not in supported_VLM:
             close = difflib.get_close_matches(name, list(supported_VLM), n=5)
@@ -119,18 +118,42 @@ class VLMEvalKitModel(lmms):
         return self._rows[key]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        answers = []
-        for request in tqdm(requests, desc=f"{self.name}", disable=self.rank != 0):
+        """Requests in the order given (a stateful defense's stream order); with ``batch_size`` N > 1 and a model
+        that decodes in batches, up to N consecutive requests of one task go in one call, as `run.py
+        --batch-size N` does."""
+        from ..batching import supports_batch
+
+        size = self.batch_size if supports_batch(self.model) else 1
+        answers: list[str] = []
+        bar = tqdm(total=len(requests), desc=f"{self.name}", disable=self.rank != 0)
+        chunk: list[list[dict[str, str]]] = []
+        chunk_rows = None
+        for request in requests:
             context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             rows = self._rows_for(task, split)
-            self.model.set_dump_image(rows.dump_image)  # as VLMEvalKit does: tells a defense which rows it runs
+            if chunk and (rows is not chunk_rows or len(chunk) == size):
+                answers += self._answer(chunk, chunk_rows)
+                bar.update(len(chunk))
+                chunk = []
             visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
-            message = [
-                *(dict(type="image", value=p) for p in rows.write_images(doc_id, visuals)),
-                dict(type="text", value=context),
-            ]
-            answers.append(self.model.generate(message=message, dataset=rows.dataset_name))
+            chunk.append(
+                [
+                    *(dict(type="image", value=p) for p in rows.write_images(doc_id, visuals)),
+                    dict(type="text", value=context),
+                ]
+            )
+            chunk_rows = rows
+        if chunk:
+            answers += self._answer(chunk, chunk_rows)
+            bar.update(len(chunk))
+        bar.close()
         return answers
+
+    def _answer(self, messages: list[list[dict[str, str]]], rows: TaskRows) -> list[str]:
+        self.model.set_dump_image(rows.dump_image)  # as VLMEvalKit does: tells a defense which rows it runs
+        if len(messages) == 1:
+            return [self.model.generate(message=messages[0], dataset=rows.dataset_name)]
+        return self.model.generate_batch(messages, dataset=rows.dataset_name)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise NotImplementedError(f"{type(self).__name__} wraps generative VLMEvalKit models: generate_until only")
