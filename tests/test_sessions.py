@@ -9,6 +9,12 @@ import torch
 REFLECT = "Summarise the request above in general terms."
 
 
+def _continued_ids(vlm, session, text):
+    """The session's ids + the tokens of ``text``: what a cold prefill of the continued conversation reads."""
+    new = torch.tensor([vlm._new_tokens(session, 0, text)], dtype=session.ids.dtype)
+    return torch.cat([session.real_ids(0), new], dim=1)
+
+
 def _reference_inputs(vlm, turns, ids):
     """Processor inputs of `turns` (image included) with `ids` in place of the prompt ids: a cold prefill."""
     inputs = vlm.prepare_inputs(turns)
@@ -37,7 +43,7 @@ def test_extend_equals_full_prefill(request, fixture, tiny_image):
     answer, session = vlm.start(turns, max_new_tokens=10)
     assert answer == vlm.generate_turns(turns, max_new_tokens=10)
     text = vlm.next_turn_text(session, REFLECT) + "Scenario:"
-    ids = vlm._append(session, text)
+    ids = _continued_ids(vlm, session, text)
     cached_before = session.cache.get_seq_length()
     got = vlm.extend(session, text, max_new_tokens=8, stop=None)
     assert session.ids.shape[1] > ids.shape[1] and session.cache.get_seq_length() > cached_before
@@ -58,7 +64,7 @@ def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, ti
     before = (session.ids.clone(), session.cache.get_seq_length())
     choice = vlm.choose_next(session, text, [" safe", " unsafe"])
     assert torch.equal(session.ids, before[0]) and session.cache.get_seq_length() == before[1]
-    base = vlm._append(session, text)
+    base = _continued_ids(vlm, session, text)
     scores = []
     for option in (" safe", " unsafe"):
         opt = vlm.processor.tokenizer(option, add_special_tokens=False, return_tensors="pt").input_ids

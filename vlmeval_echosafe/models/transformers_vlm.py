@@ -392,13 +392,6 @@ class TransformersVLM(BaseModel):
             new = new[1:]
         return new
 
-    def _append(self, session: Session, text: str, row: int = 0) -> Any:
-        """A row's real ids + the tokens of ``text``: what a cold prefill of the continued conversation reads."""
-        import torch
-
-        new = torch.tensor([self._new_tokens(session, row, text)], dtype=session.ids.dtype)
-        return torch.cat([session.real_ids(row), new.to(session.ids.device)], dim=1)
-
     def _segment(self, session: Session, pieces: list[list[int]]) -> tuple[Any, Any]:
         """Session ids and mask with one new segment per row, each left-padded to the longest."""
         import torch
