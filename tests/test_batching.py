@@ -244,10 +244,9 @@ def test_image_features_are_handed_from_key_to_answer(request, fixture, conversa
     calls = []
     hook = tower.register_forward_hook(lambda *a: calls.append(1))
     try:
-        for conv in conversations:
-            vlm.image_features(conv[0]["content"][0]["value"])
-        assert len(calls) == len(conversations) and len(vlm._features) == len(conversations)
+        vlm.image_features([conv[0]["content"][0]["value"] for conv in conversations])
+        assert len(calls) == 1 and len(vlm._features) == len(conversations)  # one vision pass for all four
         assert vlm.generate_batch_turns(conversations) == reference
-        assert len(calls) == len(conversations) and not vlm._features  # no second vision pass; handoff used up
+        assert len(calls) == 1 and not vlm._features  # no second vision pass; handoff used up
     finally:
         hook.remove()

@@ -100,12 +100,9 @@ class InnerVisionEncoder(Encoder):
         self.dim = int(vlm.model.config.get_text_config().hidden_size)
 
     def encode(self, items: list[str]) -> np.ndarray:
+        """All images in one vision pass where the model allows it. The backend keeps the features for the answer
+        that follows, so the vision tower runs once for key and answer together."""
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalize(np.stack([self._embed(path) for path in items]))
-
-    def _embed(self, path: str) -> np.ndarray:
-        """One image per call (LLaVA-NeXT packs a batch's features into one tensor with no per-image split). The
-        backend keeps the features for the answer that follows, so the vision tower runs once for both."""
-        feats = self.vlm.image_features(path)
-        return feats.reshape(-1, feats.shape[-1]).float().mean(dim=0).cpu().numpy()
+        feats = self.vlm.image_features(list(items))
+        return l2_normalize(np.stack([f.reshape(-1, f.shape[-1]).float().mean(dim=0).cpu().numpy() for f in feats]))

@@ -234,8 +234,9 @@ class TransformersVLM(BaseModel):
             inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
         return inputs
 
-    def image_features(self, path: str) -> Any:
-        """The image tokens the language model receives for one image (vision tower + projector).
+    def image_features(self, paths: list[str]) -> list[Any]:
+        """The image tokens the language model receives for each image (vision tower + projector), one tensor per
+        image, computed in one vision pass.
 
         They are also kept, for the next answer that shows the same file, which then skips the vision tower:
         EchoSafe's memory key and its answer encode each image once between them. Kept only where the model's
@@ -244,22 +245,26 @@ class TransformersVLM(BaseModel):
         import torch
         from PIL import Image
 
-        with Image.open(path) as img:
-            image = img.convert("RGB")
+        images = []
+        for path in paths:
+            with Image.open(path) as img:
+                images.append(img.convert("RGB"))
         model = self.model
         # The image processor's outputs are what get_image_features takes, for every supported family:
         # pixel_values (+ image_grid_thw for Qwen2-VL / 2.5-VL, + image_sizes for LLaVA-NeXT).
-        batch = self.processor.image_processor(images=[image], return_tensors="pt")
+        batch = self.processor.image_processor(images=images, return_tensors="pt")
         batch = batch.to(device=model.device, dtype=model.dtype)
         with torch.inference_mode():
             feats = model.get_image_features(**batch).pooler_output
-        if not isinstance(feats, (list, tuple)):  # LLaVA-NeXT packs its tiles into one tensor: no handoff
-            return feats
+        if not isinstance(feats, (list, tuple)) or len(feats) != len(paths):
+            # LLaVA-NeXT packs its tiles into one tensor with no per-image split: one image per pass, no handoff
+            return [feats] if len(paths) == 1 else [self.image_features([p])[0] for p in paths]
         if self._handoff:
-            self._features[_file_key(path)] = feats[0]
+            for path, feat in zip(paths, feats, strict=True):
+                self._features[_file_key(path)] = feat
             while len(self._features) > FEATURE_HANDOFF:
                 self._features.pop(next(iter(self._features)))
-        return feats[0]
+        return list(feats)
 
     def generation_kwargs(self, max_new_tokens: int | None = None) -> dict[str, Any]:
         """Greedy decoding settings shared by every call and by defenses calling `model.generate` directly."""
