@@ -104,7 +104,6 @@ class EchoSafe(Defense):
         self.encoder_ids = self.keys.ids
         self._rng = np.random.default_rng(self.settings.seed)
         self._streams: dict[str, _Stream] = {}
-        self._session: Any = None  # the answer batch's KV cache, handed from answer to reflection
         self._write_config()
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -184,9 +183,9 @@ class EchoSafe(Defense):
             self._retrieve(images, question, key, embed_share, dataset)
             for (images, question), key in zip(parts, keys, strict=True)
         ]
-        self._answer_all(items, dataset)
+        session = self._answer_all(items, dataset)
         if self.settings.writes:
-            self._reflect_all(items, dataset)
+            self._reflect_all(items, dataset, session)
         touched: dict[str, _Stream] = {}
         for item in items:
             self._store(item, dataset)
@@ -224,13 +223,15 @@ class EchoSafe(Defense):
         item.times["retrieve"] = time.perf_counter() - t
         return item
 
-    def _answer_all(self, items: list[_Item], dataset: str) -> None:
+    def _answer_all(self, items: list[_Item], dataset: str) -> Any:
+        """Answers every item; returns the batch's session (KV cache) when a reflection will continue from it."""
         messages = [self._answer_message(i.images, i.question, [h.insight for h in i.hits]) for i in items]
         t = time.perf_counter()
+        session = None
         if self.supports_batch:  # one batch; with a reflection to follow, its KV cache is kept
             turns = [[{"role": "user", "content": m}] for m in messages]
             if self.settings.writes:
-                answers, self._session = self.inner.start_batch(turns)
+                answers, session = self.inner.start_batch(turns)
             else:
                 answers = self.inner.generate_batch_turns(turns)
         else:
@@ -238,11 +239,11 @@ class EchoSafe(Defense):
         share = (time.perf_counter() - t) / len(items)
         for item, answer in zip(items, answers, strict=True):
             item.answer, item.times["answer"] = answer, share
+        return session
 
-    def _reflect_all(self, items: list[_Item], dataset: str) -> None:
+    def _reflect_all(self, items: list[_Item], dataset: str, session: Any) -> None:
         t = time.perf_counter()
-        if self.supports_batch:
-            session, self._session = self._session, None
+        if session is not None:
             raws = self._reflect_in_session(session)
         else:
             raws = [self._reflect(i.images, i.question, i.answer, dataset) for i in items]
