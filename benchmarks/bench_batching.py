@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from demo_items import inner_and_items
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,22 +35,14 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/batching_cpu_tiny.json")
     args = ap.parse_args()
 
-    os.environ.setdefault("VLMEVALKIT_USE_MODELSCOPE", "0")
-    os.environ.setdefault("LMUData", tempfile.mkdtemp())
     import torch
-    from vlmeval.config import supported_VLM
-    from vlmeval.dataset import build_dataset
 
-    from vlmeval_echosafe import register
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
     from vlmeval_echosafe.registry import defense_entries, defense_settings
 
-    register()
-    inner = supported_VLM[args.inner]()
+    inner, dataset, messages = inner_and_items(args.inner, args.items)
     if not getattr(inner, "supports_batch", False):
         raise SystemExit(f"{args.inner} does not decode in batches; pick a model the plugin runs itself")
-    dataset = build_dataset("MMSafetyBenchPP_Demo")
-    messages = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(min(args.items, len(dataset.data)))]
     entries, extra = defense_entries()
     settings = defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, plugin=True)
     root = Path(tempfile.mkdtemp())

@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from demo_items import inner_and_items
+
 COUNTED = ("generate", "start_batch", "extend_batch", "choose_next_batch")
 
 
@@ -48,18 +50,9 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/overhead_cpu_tiny.json")
     args = ap.parse_args()
 
-    os.environ.setdefault("VLMEVALKIT_USE_MODELSCOPE", "0")
-    os.environ.setdefault("LMUData", tempfile.mkdtemp())
-    from vlmeval.config import supported_VLM
-    from vlmeval.dataset import build_dataset
-
-    from vlmeval_echosafe import register
     from vlmeval_echosafe.registry import _class, defense_entries, defense_settings
 
-    register()
-    inner = supported_VLM[args.inner]()
-    dataset = build_dataset("MMSafetyBenchPP_Demo")
-    messages = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(min(args.items, len(dataset.data)))]
+    inner, dataset, messages = inner_and_items(args.inner, args.items)
     entries, extra = defense_entries()
     names = args.defenses or [n for n in entries if "-" not in n or n.startswith("AdaShield")]
     run_dir = Path(tempfile.mkdtemp())

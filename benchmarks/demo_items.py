@@ -1,0 +1,23 @@
+"""What the model benches share: the plugin registered, one inner model, and the demo split's first prompts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+
+def inner_and_items(inner_name: str, items: int) -> tuple[Any, Any, list]:
+    """(inner model, demo dataset, the first ``items`` prompts as the host builds them)."""
+    os.environ.setdefault("VLMEVALKIT_USE_MODELSCOPE", "0")
+    os.environ.setdefault("LMUData", tempfile.mkdtemp())
+    from vlmeval.config import supported_VLM
+    from vlmeval.dataset import build_dataset
+
+    from vlmeval_echosafe import register
+
+    register()
+    inner = supported_VLM[inner_name]()
+    dataset = build_dataset("MMSafetyBenchPP_Demo")
+    prompts = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(min(items, len(dataset.data)))]
+    return inner, dataset, prompts
