@@ -651,6 +651,23 @@ def test_approximate_search_falls_back_when_probed_lists_run_short(approx_bank, 
         approx_bank.set_nprobe(16)
 
 
+def test_approximate_index_returns_the_exact_top_k_on_a_small_bank(clustered_data) -> None:
+    """On a small bank the IVF index gives exactly the exact search's top-k (ids and similarities): at the
+    default nprobe on these clustered keys, and always once every list is probed."""
+    vectors, queries = clustered_data
+    small = vectors[:300]
+    bank = build_twins(small, approx_threshold=None)
+    exact = [bank.search(q, 5) for q in queries]
+    assert bank.make_approximate() and bank.index_kind == "IndexIVFFlat"
+    metas = [m for _, m in bank.entries()]
+    for q, before in zip(queries, exact, strict=True):
+        assert_same(bank.search(q, 5), brute(small, metas, q, 5))
+        assert [h.id for h in bank.search(q, 5)] == [h.id for h in before]
+    bank.set_nprobe(int(bank._index.nlist))
+    for q in queries:
+        assert_same(bank.search(q, 5), brute(small, metas, q, 5))
+
+
 def test_make_approximate_and_nprobe(clustered_data) -> None:
     vectors, queries = clustered_data
     bank = build_twins(vectors[:500], approx_threshold=None)
