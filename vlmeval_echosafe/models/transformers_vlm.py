@@ -307,9 +307,8 @@ class TransformersVLM(BaseModel):
     ) -> tuple[list[str], Session]:
         """Answer several conversations in one left-padded batch, each row stopping on its own."""
         inputs = self.prepare_batch(conversations, reuse_features=True)
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
         self._set_rope_state(None)
-        replies, session_ids, session_mask, cache = self._decode(inputs, ids, mask, None, max_new_tokens, None)
+        replies, session_ids, session_mask, cache = self._decode(inputs, None, max_new_tokens, None)
         session = Session(
             turns=[list(t) for t in conversations],
             replies=replies,
@@ -325,13 +324,14 @@ class TransformersVLM(BaseModel):
         return self.start_batch(conversations, max_new_tokens)[0]
 
     def _decode(
-        self, inputs: dict, ids: Any, mask: Any, cache: Any, max_new_tokens: int | None, stop: str | None
+        self, inputs: dict, cache: Any, max_new_tokens: int | None, stop: str | None
     ) -> tuple[list[str], Any, Any, Any]:
         """Greedy `generate` on a batch; returns each row's new text, the full ids and mask (a row's tokens after
         its own end are padding) and the cache."""
         import torch
         from transformers import StoppingCriteriaList
 
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
         ends = _RowEnds(ids.shape[1], self.eos_token_ids, self._stop_criteria(stop))
         with torch.inference_mode():
             out = self.model.generate(
@@ -429,7 +429,7 @@ class TransformersVLM(BaseModel):
         ids, mask = self._segment(session, [self._new_tokens(session, i, t) for i, t in enumerate(texts)])
         self._set_rope_state(session.rope_deltas)
         replies, session.ids, session.mask, session.cache = self._decode(
-            {"input_ids": ids, "attention_mask": mask}, ids, mask, session.cache, max_new_tokens, stop
+            {"input_ids": ids, "attention_mask": mask}, session.cache, max_new_tokens, stop
         )
         session.replies = replies
         return [(r.split(stop, 1)[0] if stop else r).strip() for r in replies]
