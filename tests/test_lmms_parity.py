@@ -43,9 +43,19 @@ def _env(tmp: Path) -> dict[str, str]:
     )
 
 
-def _run(cmd: list[str], tmp: Path) -> None:
+# lmms-eval catches any exception of an evaluation, logs this and exits 0 (lmms_eval/__main__.py).
+LMMS_ERROR = "Error during evaluation"
+
+
+def _run(cmd: list[str], tmp: Path, outputs: list[Path] = ()) -> None:
+    """Run a harness; fail on a non-zero exit, on lmms-eval's swallowed error (quoting it), or on a missing output."""
     proc = subprocess.run(cmd, cwd=tmp, env=_env(tmp), capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    errors = [line for line in log.splitlines() if LMMS_ERROR in line]
+    assert not errors, "lmms-eval failed but exited 0:\n" + "\n".join(errors) + "\n" + log[-3000:]
+    missing = [str(p) for p in outputs if not p.exists()]
+    assert not missing, f"{cmd[0]} exited 0 but did not write {missing}:\n{log[-3000:]}"
 
 
 def _vlmeval(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
@@ -65,6 +75,7 @@ def _vlmeval(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFr
             str(batch),
         ],
         tmp,
+        [tmp / "vlmeval" / model / f"{model}_{VARIANT}_rule_items.csv"],
     )
     run_dir = tmp / "vlmeval" / model
     items = pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_items.csv", dtype={"index": str})
@@ -94,6 +105,7 @@ def _lmms(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame
             str(batch),
         ],
         tmp,
+        [out / "mmsafetybenchpp" / f"{VARIANT}_rule_items.csv"],
     )
     stem = out / "mmsafetybenchpp" / f"{VARIANT}_rule"
     items = pd.read_csv(f"{stem}_items.csv", dtype={"index": str}, keep_default_na=False)
@@ -137,3 +149,12 @@ def test_models_resolve_through_the_entry_point(tiny_cache: Path, tmp_path: Path
     assert echosafe.model.run_dir == tmp_path / "EchoSafe_TinyQwen2VL"
     with pytest.raises(ValueError, match="did you mean"):
         get_model("vlmeval_echosafe")(name="SafetyPrompt_TinyQwen2V", work_dir=str(tmp_path))
+
+
+def test_swallowed_lmms_eval_error_fails_with_its_message(tmp_path: Path) -> None:
+    """The guard above: a harness that logs lmms-eval's error line and exits 0 fails, quoting the line."""
+    fake = [sys.executable, "-c", f"print('{LMMS_ERROR}: No module named filelock._api. Please set ...')"]
+    with pytest.raises(AssertionError, match="No module named filelock._api"):
+        _run(fake, tmp_path)
+    with pytest.raises(AssertionError, match="did not write"):
+        _run([sys.executable, "-c", "pass"], tmp_path, [tmp_path / "absent.csv"])
