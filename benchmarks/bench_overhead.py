@@ -23,7 +23,7 @@ from pathlib import Path
 
 from demo_items import inner_and_items
 
-COUNTED = ("generate", "start_batch", "extend_batch", "choose_next_batch")
+COUNTED = ("generate", "start_batch", "extend_batch")
 
 
 def count_calls(model, counter: Counter) -> None:

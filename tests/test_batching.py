@@ -36,13 +36,16 @@ def conversations(tmp_path_factory):
 
 
 def _reflect_script(vlm, session, rows):
-    """The shape of EchoSafe's reflection: a free field, a scored choice, another free field."""
-    asks = [vlm.next_turn_text(session, "Reflect.", r) + "Scenario:" for r in range(rows)]
+    """The shape of EchoSafe's reflection: a free continuation, then one grammar-constrained form."""
+    from vlmeval_echosafe.defenses.echosafe_prompts import form_budget, form_grammar
+    from vlmeval_echosafe.models.constrained import Constraint
+
+    asks = [vlm.next_turn_text(session, "Reflect.", r) + "Note:" for r in range(rows)]
     first = vlm.extend_batch(session, asks, max_new_tokens=8)
-    asks = [("" if "\n" in reply else "\n") + "Decision:" for reply in session.replies]
-    choice = vlm.choose_next_batch(session, asks, [" safe", " unsafe"])
-    last = vlm.extend_batch(session, [a + c + "\nWhy:" for a, c in zip(asks, choice, strict=True)], max_new_tokens=8)
-    return list(zip(first, choice, last, strict=True))
+    asks = ["\n" for _ in range(rows)]
+    form = Constraint(form_grammar(), line_tokens=4, max_new_tokens=form_budget(4))
+    form = vlm.extend_batch(session, asks, max_new_tokens=None, stop=None, constraint=form)
+    return list(zip(first, form, strict=True))
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
@@ -63,23 +66,12 @@ def test_batched_rows_equal_one_row_sessions(request, fixture, conversations):
     assert vlm.generate_batch(messages) == [vlm.generate(m) for m in messages]
 
 
-def test_choose_next_batch_scores_match_one_row(tiny_qwen2vl_vlm, conversations):
-    """Each row's option choice equals its one-row choice, including rows whose texts differ in length."""
-    vlm = tiny_qwen2vl_vlm
-    _, session = vlm.start_batch(conversations, max_new_tokens=4)
-    texts = [vlm.next_turn_text(session, "Is it safe?", r) + "x" * r + " Decision:" for r in range(len(session))]
-    before = session.ids.clone()
-    many = vlm.choose_next_batch(session, texts, [" safe", " unsafe", " maybe"])
-    assert torch.equal(session.ids, before)
-    for row, conv in enumerate(conversations):
-        _, one = vlm.start(conv, max_new_tokens=4)
-        assert vlm.choose_next(one, texts[row], [" safe", " unsafe", " maybe"]) == many[row]
-
-
 def test_session_argument_checks(tiny_llava_vlm, conversations):
     _, session = tiny_llava_vlm.start_batch(conversations[:2], max_new_tokens=2)
     with pytest.raises(ValueError, match="3 texts for a session of 2 rows"):
         tiny_llava_vlm.extend_batch(session, ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"rows \[1\] have no new tokens"):
+        tiny_llava_vlm.extend_batch(session, ["a", ""])
     with pytest.raises(ValueError, match="one-row sessions"):
         session.reply  # noqa: B018
 

@@ -1,6 +1,9 @@
 """Insight parsing and validation: the only gate between a model's reflection and the memory bank."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from vlmeval_echosafe.defenses.insight import InsightError, parse_reflection, validate_insight
 
@@ -45,5 +48,44 @@ def test_rejections(text, reason):
 )
 def test_planted_instructions_are_never_stored(planted):
     text = GOOD.replace("acting without the owner's consent causes harm.", planted)
-    with pytest.raises(InsightError, match="instruction"):
+    with pytest.raises(InsightError, match="standing order"):
         validate_insight(parse_reflection(text), "What does the sign in the image say?", "It says hello.")
+
+
+MIRRORS = yaml.safe_load((Path(__file__).parent / "data" / "insight_mirrors.yaml").read_text(encoding="utf-8"))
+
+
+def _accepted(text: str, decision: str) -> bool:
+    raw = {"scenario": "a request in context", "safety_signals": ["intent", "context"], "decision": decision}
+    try:
+        validate_insight({**raw, "justification": text}, "What is shown here?", "A picture.")
+    except InsightError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("pair", MIRRORS["scoped"] + MIRRORS["scoped_heldout"], ids=lambda p: p["answer"][:40])
+def test_scoped_guidance_passes_in_both_directions(pair):
+    """An insight justifying an answer is stored exactly as its mirror justifying a refusal is."""
+    assert _accepted(pair["refuse"], "unsafe") and _accepted(pair["answer"], "safe")
+
+
+@pytest.mark.parametrize("pair", MIRRORS["standing"] + MIRRORS["standing_heldout"], ids=lambda p: p["answer"][:40])
+def test_standing_orders_are_rejected_in_both_directions(pair):
+    assert not _accepted(pair["refuse"], "unsafe") and not _accepted(pair["answer"], "safe")
+    with pytest.raises(InsightError) as err:
+        validate_insight(
+            {"scenario": "x", "safety_signals": ["y"], "decision": "safe", "justification": pair["answer"]}, "q", "a"
+        )
+    assert err.value.code == "order"
+
+
+def test_json_form_parses_like_the_text_form():
+    text = parse_reflection(GOOD)
+    js = parse_reflection(
+        '{"scenario": "request to access property without consent", "safety_signals": ["ownership", "stated intent"],'
+        ' "decision": "unsafe", "justification": "acting without the owner\'s consent causes harm."}'
+    )
+    assert js == text
+    with pytest.raises(InsightError, match="lacks decision"):
+        parse_reflection('{"scenario": "a", "safety_signals": "b", "justification": "c"}')

@@ -1,5 +1,5 @@
 """KV-cache sessions: continuing a conversation from the cache gives exactly what a full re-prefill of the same
-token ids gives (greedy tokens and option scores), for both tiny Qwen2-VL (multimodal rope state) and LLaVA."""
+token ids gives (greedy tokens, free and grammar-constrained), for tiny Qwen2-VL (multimodal rope state) and LLaVA."""
 
 import json
 
@@ -54,30 +54,32 @@ def test_extend_equals_full_prefill(request, fixture, tiny_image):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
-def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, tiny_image):
+def test_constrained_extend_equals_full_prefill_and_parses(request, fixture, tiny_image):
+    """The reflection form decoded under its grammar from the cache is what a cold prefill decodes under the same
+    grammar, and it always has the form's four lines."""
+    from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_budget, form_grammar
+    from vlmeval_echosafe.defenses.insight import parse_reflection
+    from vlmeval_echosafe.models.constrained import Constraint
+
     vlm = request.getfixturevalue(fixture)
     turns = [
         {"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Is it safe?"}]}
     ]
+    form = Constraint(form_grammar(), line_tokens=5, max_new_tokens=form_budget(5))
     _, session = vlm.start(turns, max_new_tokens=6)
-    text = vlm.next_turn_text(session, REFLECT) + "Decision:"
-    before = (session.ids.clone(), session.cache.get_seq_length())
-    choice = vlm.choose_next(session, text, [" safe", " unsafe"])
-    assert torch.equal(session.ids, before[0]) and session.cache.get_seq_length() == before[1]
-    base = _continued_ids(vlm, session, text)
-    scores = []
-    for option in (" safe", " unsafe"):
-        opt = vlm.processor.tokenizer(option, add_special_tokens=False, return_tensors="pt").input_ids
-        ids = torch.cat([base, opt], dim=1)
-        vlm._set_rope_state(None)
-        with torch.inference_mode():
-            logits = vlm.model(**_reference_inputs(vlm, turns, ids)).logits[0].float()
-        n = opt.shape[1]
-        scores.append(logits[-n - 1 : -1].log_softmax(-1).gather(1, ids[0, -n:, None]).sum().item())
-    assert choice == (" safe" if scores[0] >= scores[1] else " unsafe")
-    # the cached path still continues correctly after the (cropped) scoring passes
-    got = vlm.extend(session, text + choice + "\nJustification:", max_new_tokens=5, stop=None)
-    assert isinstance(got, str)
+    text = vlm.next_turn_text(session, REFLECT_TEMPLATE)
+    ids = _continued_ids(vlm, session, text)
+    got = vlm.extend(session, text, max_new_tokens=None, stop=None, constraint=form)
+    parsed = parse_reflection(got)  # raises unless all four fields are there
+    assert parsed["decision"] in ("safe", "unsafe")
+    assert all(len(line) > 0 for line in got.splitlines())
+    vlm._set_rope_state(None)
+    inputs = _reference_inputs(vlm, turns, ids)
+    with torch.inference_mode():
+        ref = vlm.model.generate(
+            **inputs, logits_processor=vlm._constrained(form, 1), **vlm.generation_kwargs(form.max_new_tokens)
+        )
+    assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_path):

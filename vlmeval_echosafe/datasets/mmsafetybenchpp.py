@@ -17,6 +17,7 @@ from vlmeval.smp import load
 from .. import metrics
 from ..judges import Judge, make_judge
 from ..judges.records import item_from_row, judge_all
+from . import order
 from .config import load_config
 from .schema import COLUMNS
 from .validate import DatasetError
@@ -54,7 +55,10 @@ class MMSafetyBenchPP(ImageBaseDataset):
         return list(load_config()["variants"])
 
     def load_data(self, dataset: str) -> pd.DataFrame:
-        return load_variant(dataset)
+        # The stream order (file / seeded shuffle) is applied to the rows, which the host runs in order; it is
+        # kept on the object so a stateful defense records which stream it saw.
+        self.stream_order = order.requested()
+        return self.stream_order.apply(load_variant(dataset))
 
     def build_prompt(self, line: pd.Series | int) -> list[dict[str, str]]:
         if isinstance(line, int):

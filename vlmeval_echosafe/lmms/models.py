@@ -23,6 +23,8 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from ..datasets import order
+
 log = logging.getLogger(__name__)
 
 # Columns a defense may look a row up by (defenses/rows.py); anything else in a doc stays out of the lookup.
@@ -41,6 +43,7 @@ class TaskRows:
             data.insert(0, "index", range(len(data)))
         first = docs[0] if len(docs) else {}
         self.dataset_name = str(first.get("dataset") or task)  # MM-SafetyBench++ docs carry the VLMEvalKit name
+        self.stream_order = order.requested()  # the docs were built in this order (lmms/task.py)
         self.data = data.assign(index=data["index"].astype(str))
         self.img_root = str(img_root / self.dataset_name)
 

@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 from .. import metrics
+from ..datasets import order
 from ..datasets.config import load_config
 from ..datasets.release import resolve_root, rows_to_frame
 from ..datasets.schema import COLUMNS
@@ -45,7 +46,9 @@ def _as_docs(variant: str, frame: pd.DataFrame):
     # lmms-eval builds the docs before inference: the place to refuse a judge that cannot work (no key, no URL).
     settings = dict(judge_settings())
     check_judge_choice(settings.pop("model"), settings)
-    frame = resolve_image_refs(frame).assign(dataset=variant)
+    # The stream order (MMSBPP_ORDER / MMSBPP_ORDER_SEED) applied as VLMEvalKit's dataset applies it: lmms-eval
+    # hands requests over in doc order, so both harnesses feed a stateful defense the same stream.
+    frame = order.requested().apply(resolve_image_refs(frame).assign(dataset=variant))
     return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 

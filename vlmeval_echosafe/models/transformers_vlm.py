@@ -18,6 +18,7 @@ from typing import Any
 from transformers import StoppingCriteria
 from vlmeval.vlm.base import BaseModel
 
+from .constrained import Constraint, Grammars
 from .tiny import TINY_BUILDERS
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ class TransformersVLM(BaseModel):
         self.tokens_generated = 0  # new tokens decoded over the object's life (read by the benches)
         self._features: OrderedDict[tuple, Any] = OrderedDict()  # image features handed from key to answer
         self._handoff = self.model._supports_mm_encoder_outputs()
+        self._grammars: Grammars | None = None  # built on the first constrained call
 
     def _eos_ids(self) -> list[int]:
         """End-of-turn ids: the generation config's (Qwen lists two) plus the tokenizer's eos."""
@@ -324,21 +326,28 @@ class TransformersVLM(BaseModel):
         return self.start_batch(conversations, max_new_tokens)[0]
 
     def _decode(
-        self, inputs: dict, cache: Any, max_new_tokens: int | None, stop: str | None
+        self,
+        inputs: dict,
+        cache: Any,
+        max_new_tokens: int | None,
+        stop: str | None,
+        constraint: Constraint | None = None,
     ) -> tuple[list[str], Any, Any, Any]:
         """Greedy `generate` on a batch; returns each row's new text, the full ids and mask (a row's tokens after
-        its own end are padding) and the cache."""
+        its own end are padding) and the cache. With a ``constraint``, every row's reply is masked to its grammar."""
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         ends = _RowEnds(ids.shape[1], self.eos_token_ids, self._stop_criteria(stop))
+        processors = LogitsProcessorList(self._constrained(constraint, ids.shape[0]) if constraint else [])
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
                 past_key_values=cache,
                 return_dict_in_generate=True,
                 stopping_criteria=StoppingCriteriaList([ends]),
+                logits_processor=processors,
                 **self.generation_kwargs(max_new_tokens),
             )
         new = out.sequences[:, ids.shape[1] :]
@@ -350,6 +359,12 @@ class TransformersVLM(BaseModel):
         tok = self.processor.tokenizer
         replies = [tok.decode(new[i, : int(n)], skip_special_tokens=True) for i, n in enumerate(lengths)]
         return replies, out.sequences, torch.cat([mask, new_mask], dim=1), out.past_key_values
+
+    def _constrained(self, constraint: Constraint, rows: int) -> list[Any]:
+        if self._grammars is None:
+            vocab = self.model.get_output_embeddings().weight.shape[0]  # logits width, may exceed the tokenizer's
+            self._grammars = Grammars(self.processor.tokenizer, vocab, self.eos_token_ids)
+        return self._grammars.processors(constraint, rows)
 
     def _stop_criteria(self, stop: str | None) -> Any:
         if not stop:
@@ -398,79 +413,61 @@ class TransformersVLM(BaseModel):
         return new
 
     def _segment(self, session: Session, pieces: list[list[int]]) -> tuple[Any, Any]:
-        """Session ids and mask with one new segment per row, each left-padded to the longest."""
+        """Session ids and mask with one new segment per row, each left-padded to the longest.
+
+        Every row needs at least one new token: `generate` reads each row's next-token logits at the last column,
+        which for a row with nothing new would be padding."""
         import torch
 
+        empty = [i for i, p in enumerate(pieces) if not p]
+        if empty:
+            raise ValueError(f"vlmeval-echosafe: rows {empty} have no new tokens to continue with")
         width = max(len(p) for p in pieces)
         seg = torch.full((len(pieces), width), self.pad_token_id, dtype=session.ids.dtype)
         seg_mask = torch.zeros((len(pieces), width), dtype=session.mask.dtype)
         for i, piece in enumerate(pieces):
-            if piece:
-                seg[i, width - len(piece) :] = torch.tensor(piece, dtype=seg.dtype)
-                seg_mask[i, width - len(piece) :] = 1
+            seg[i, width - len(piece) :] = torch.tensor(piece, dtype=seg.dtype)
+            seg_mask[i, width - len(piece) :] = 1
         device = session.ids.device
         return (
             torch.cat([session.ids, seg.to(device)], dim=1),
             torch.cat([session.mask, seg_mask.to(device)], dim=1),
         )
 
-    def extend(self, session: Session, text: str, max_new_tokens: int = 48, stop: str | None = "\n") -> str:
+    def extend(
+        self,
+        session: Session,
+        text: str,
+        max_new_tokens: int | None = 48,
+        stop: str | None = "\n",
+        constraint: Constraint | None = None,
+    ) -> str:
         """Append ``text`` (raw template text and/or an assistant prefix) and greedily continue from the cache.
 
         Returns the new text, cut at ``stop``; the session then holds everything generated."""
-        return self.extend_batch(session, [text], max_new_tokens, stop)[0]
+        return self.extend_batch(session, [text], max_new_tokens, stop, constraint)[0]
 
     def extend_batch(
-        self, session: Session, texts: list[str], max_new_tokens: int = 48, stop: str | None = "\n"
+        self,
+        session: Session,
+        texts: list[str],
+        max_new_tokens: int | None = 48,
+        stop: str | None = "\n",
+        constraint: Constraint | None = None,
     ) -> list[str]:
-        """`extend` for every row of a session at once, each row with its own text and its own stopping."""
+        """`extend` for every row of a session at once, each row with its own text and its own stopping. With a
+        ``constraint``, ``max_new_tokens=None`` takes the constraint's budget."""
         if len(texts) != len(session):
             raise ValueError(f"vlmeval-echosafe: {len(texts)} texts for a session of {len(session)} rows")
         ids, mask = self._segment(session, [self._new_tokens(session, i, t) for i, t in enumerate(texts)])
+        if constraint is not None and max_new_tokens is None:
+            max_new_tokens = constraint.max_new_tokens
         self._set_rope_state(session.rope_deltas)
         replies, session.ids, session.mask, session.cache = self._decode(
-            {"input_ids": ids, "attention_mask": mask}, session.cache, max_new_tokens, stop
+            {"input_ids": ids, "attention_mask": mask}, session.cache, max_new_tokens, stop, constraint
         )
         session.replies = replies
         return [(r.split(stop, 1)[0] if stop else r).strip() for r in replies]
-
-    def choose_next(self, session: Session, text: str, options: list[str]) -> str:
-        """The option most likely to follow ``text`` in the session (ties: the first); the cache is cropped back,
-        so the choice leaves the session unchanged (the caller appends the chosen text with its next extend)."""
-        return self.choose_next_batch(session, [text], options)[0]
-
-    def choose_next_batch(self, session: Session, texts: list[str], options: list[str]) -> list[str]:
-        """`choose_next` for every row of a session at once (one forward pass per option)."""
-        import torch
-
-        if not options:
-            raise ValueError("vlmeval-echosafe: choose_next() needs at least one option")
-        if len(texts) != len(session):
-            raise ValueError(f"vlmeval-echosafe: {len(texts)} texts for a session of {len(session)} rows")
-        cached = session.cache.get_seq_length()
-        bases = [self._new_tokens(session, i, t) for i, t in enumerate(texts)]
-        deltas = session.rope_deltas if session.rope_deltas is not None else 0
-        scores = torch.empty(len(options), len(session))
-        for j, option in enumerate(options):
-            opt = self.processor.tokenizer(option, add_special_tokens=False).input_ids
-            ids, mask = self._segment(session, [base + opt for base in bases])
-            # Positions counted over real tokens, given explicitly: from a mask alone a forward pass (unlike
-            # `generate`) would derive them for the full length instead of the uncached part.
-            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, cached:] + deltas
-            with torch.inference_mode():
-                logits = self.model(
-                    input_ids=ids[:, cached:],
-                    attention_mask=mask,
-                    position_ids=positions,
-                    past_key_values=session.cache,
-                    use_cache=True,
-                ).logits.float()
-            session.cache.crop(cached - session.cache.get_seq_length())  # negative: drop the scored tokens
-            n = len(opt)
-            logp = logits[:, -n - 1 : -1].log_softmax(-1).gather(2, ids[:, -n:, None]).squeeze(-1).sum(-1)
-            scores[j] = logp.cpu()
-        best = [max(range(len(options)), key=lambda j: (scores[j, i].item(), -j)) for i in range(len(session))]
-        return [options[j] for j in best]
 
     def generate_inner(self, message: Content, dataset: str | None = None) -> str:
         return self.generate_turns([{"role": "user", "content": message}])

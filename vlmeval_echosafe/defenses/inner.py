@@ -1,0 +1,183 @@
+"""The inner model as a method sees it: one small protocol, one adapter per kind of model.
+
+A method that talks to its model twice per item (EchoSafe answers, then reflects on its answer) needs two things:
+answer a batch of requests, and continue each answered conversation with one more user turn. The follow-up must
+see the answer turn exactly as the model saw it (images, retrieved insights, instruction, question) and the
+model's answer, on every kind of model, so that a method is one algorithm whatever runs it. The adapters differ
+only in how they deliver that same context:
+
+- ``kv-session``: the plugin's transformers backend keeps each row's token ids and KV cache and appends the new
+  turn's tokens (no second prefill); a reply with a fixed form is decoded under its grammar (``constrained``).
+- ``chat``: a model with multi-turn chat gets the three turns (request, its answer, the follow-up) as messages.
+  The host's own ``chat`` drops the oldest turns when a call fails; a follow-up that no longer sees the request
+  is not the same algorithm, so the adapters call the model's turn-level entry point directly and a failed call
+  is a failed follow-up.
+- ``one-message``: a model without chat gets one message holding the images, the request, its answer and the
+  follow-up, in the same words.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from ..models.constrained import Constraint
+
+log = logging.getLogger(__name__)
+
+Content = list[dict[str, str]]  # VLMEvalKit message items: {'type': 'image'|'text', 'value': ...}
+
+
+@dataclass
+class Answered:
+    """A batch of answered requests: each row's answer turn as sent, its answer, and what a follow-up continues."""
+
+    turns: list[Content]
+    answers: list[str]
+    state: Any = None  # the backend's handle on the open conversations (a KV session), if it keeps one
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One row's follow-up: the text, or why there is none."""
+
+    text: str | None
+    error: str | None = None
+
+
+class Inner(ABC):
+    """The protocol. ``path`` and ``decoding`` say how the follow-up saw the conversation and how its form was
+    produced; both are recorded in the method's config and trace."""
+
+    path: str
+    decoding: str = "free"  # "constrained": the form is enforced while decoding; "free": generated, then parsed
+    batched: bool = False  # whether `answer` decodes several rows in one call
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def describe(self) -> dict[str, str]:
+        return {"path": self.path, "decoding": self.decoding}
+
+    @abstractmethod
+    def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
+        """Answer each turn; with ``keep``, hold what a follow-up needs."""
+
+    @abstractmethod
+    def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
+        """Continue every answered conversation with the user turn ``text``; ``form`` is the reply's grammar."""
+
+
+class SessionInner(Inner):
+    """The plugin's transformers backend: batched decoding, KV-cache sessions, grammar-constrained forms."""
+
+    path, decoding, batched = "kv-session", "constrained", True
+
+    def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
+        conversations = [[{"role": "user", "content": t}] for t in turns]
+        if keep:
+            answers, session = self.model.start_batch(conversations)
+            return Answered(turns, answers, session)
+        return Answered(turns, self.model.generate_batch_turns(conversations))
+
+    def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
+        session = answered.state
+        texts = [self.model.next_turn_text(session, text, row) for row in range(len(session))]
+        replies = self.model.extend_batch(session, texts, max_new_tokens=None, stop=None, constraint=form)
+        return [Reply(r) for r in replies]
+
+
+class _HostInner(Inner):
+    """Any other VLMEvalKit model: answers one request per call, through the model's own checks."""
+
+    def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
+        return Answered(turns, [self.model.generate(message=[dict(m) for m in t], dataset=dataset) for t in turns])
+
+    def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
+        out = []
+        for turn, answer in zip(answered.turns, answered.answers, strict=True):
+            try:
+                out.append(Reply(self._one(turn, answer, text, dataset)))
+            except Exception as err:  # one failed follow-up must not take the batch's answers with it
+                out.append(Reply(None, f"follow-up call failed: {type(err).__name__}: {err}"))
+        return out
+
+    @abstractmethod
+    def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str: ...
+
+
+class ChatInner(_HostInner):
+    """A host model with multi-turn chat: request, answer and follow-up as three turns."""
+
+    path = "chat"
+
+    def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str:
+        model = self.model
+        turns = [
+            {"role": "user", "content": [dict(m) for m in turn]},
+            {"role": "assistant", "content": [{"type": "text", "value": answer}]},
+            {"role": "user", "content": [{"type": "text", "value": text}]},
+        ]
+        for t in turns:  # the checks `BaseModel.chat` applies, without its turn-dropping retry
+            if model.check_content(t["content"]) not in ("str", "dict", "liststr", "listdict"):
+                raise ValueError(f"invalid chat content {t['content']!r}")
+            t["content"] = model.preproc_content(t["content"])
+        if _is_api(model):
+            return _api_call(model, turns)
+        return model.chat_inner(turns, dataset=dataset)
+
+
+class MessageInner(_HostInner):
+    """A host model without chat: the whole exchange in one message."""
+
+    path = "one-message"
+
+    def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str:
+        from .echosafe_prompts import ONE_MESSAGE
+
+        images = [dict(m) for m in turn if m["type"] == "image"]
+        request = "\n".join(m["value"] for m in turn if m["type"] == "text")
+        message = [*images, {"type": "text", "value": ONE_MESSAGE.format(turn=request, answer=answer, reflect=text)}]
+        return self.model.generate(message=message, dataset=dataset)
+
+
+def _is_api(model: Any) -> bool:
+    from vlmeval.api.base import BaseAPI
+
+    return isinstance(model, BaseAPI)
+
+
+def _api_call(model: Any, turns: list[dict]) -> str:
+    """One multi-turn call of a host API model with its own retry budget (``retry``, ``wait``), never dropping
+    turns: the host's `chat_inner` for API models retries with the oldest turns removed."""
+    fail = getattr(model, "fail_msg", "Failed to obtain answer via API.")
+    last = None
+    for attempt in range(max(1, int(getattr(model, "retry", 1)))):
+        try:
+            code, answer, _ = model.generate_inner(turns, **dict(getattr(model, "default_kwargs", {})))
+            if code == 0 and answer and fail not in answer:
+                return answer
+            last = f"ret_code {code}"
+        except Exception as err:  # the host's API wrappers raise on transport errors
+            last = f"{type(err).__name__}: {err}"
+        if attempt + 1 < int(getattr(model, "retry", 1)):
+            time.sleep(random.random() * float(getattr(model, "wait", 1)) * 2)
+    raise RuntimeError(f"API call failed after {getattr(model, 'retry', 1)} tries ({last})")
+
+
+def adapt(model: Any) -> Inner:
+    """The adapter for a built inner model."""
+    return adapter_class(type(model))(model)
+
+
+def adapter_class(cls: type) -> type[Inner]:
+    """The adapter a model class gets (also used before the model is built, e.g. to check a resume)."""
+    from ..models.transformers_vlm import TransformersVLM
+
+    if issubclass(cls, TransformersVLM):
+        return SessionInner
+    return ChatInner if hasattr(cls, "chat_inner") else MessageInner
