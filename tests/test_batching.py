@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vlmeval_echosafe import batching
-from vlmeval_echosafe.launcher import LaunchError, pop_batch_size
+from vlmeval_echosafe.launcher import LaunchError, PluginFlags, pop_plugin_flags
 
 QUESTIONS = [
     "What is this?",
@@ -209,21 +209,33 @@ def test_models_without_batching_go_to_the_host_loop(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("argv", "size", "rest"),
+    ("argv", "flags", "rest"),
     [
-        (["--data", "D", "--batch-size", "8", "--model", "M"], 8, ["--data", "D", "--model", "M"]),
-        (["--batch-size=4"], 4, []),
-        (["--data", "D"], 1, ["--data", "D"]),
+        (["--data", "D", "--batch-size", "8", "--model", "M"], PluginFlags(8), ["--data", "D", "--model", "M"]),
+        (["--batch-size=4"], PluginFlags(4), []),
+        (["--data", "D"], PluginFlags(), ["--data", "D"]),
+        (["--order", "shuffle", "--data", "D", "--order-seed=3"], PluginFlags(1, "shuffle", 3), ["--data", "D"]),
     ],
 )
-def test_pop_batch_size(argv, size, rest):
-    assert pop_batch_size(argv) == (size, rest)
+def test_pop_plugin_flags(argv, flags, rest):
+    assert pop_plugin_flags(argv) == (flags, rest)
 
 
-@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "x"], ["--batch-size"], ["--batch-size=-2"]])
-def test_bad_batch_size_is_refused(argv):
-    with pytest.raises(LaunchError, match="--batch-size"):
-        pop_batch_size(argv)
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "x"], "--batch-size"),
+        (["--batch-size"], "--batch-size"),
+        (["--batch-size=-2"], "--batch-size"),
+        (["--order", "shuffle"], "--order"),
+        (["--order", "random", "--order-seed", "1"], "--order"),
+        (["--order-seed", "-1"], "--order-seed"),
+    ],
+)
+def test_bad_plugin_flags_are_refused(argv, flag):
+    with pytest.raises(LaunchError, match=flag):
+        pop_plugin_flags(argv)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])

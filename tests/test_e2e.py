@@ -194,10 +194,13 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(echosafe_run, tmp_pa
     assert [{k: t[k] for k in keep} for t in _trace(run_dir)] == [{k: t[k] for k in keep} for t in _trace(full_dir)]
 
 
-def test_batch_size_flag_runs_micro_batches(tmp_path):
+def test_batch_size_flag_runs_micro_batches_in_the_seeded_order(tmp_path):
+    from vlmeval_echosafe.datasets.order import StreamOrder
+    from vlmeval_echosafe.datasets.variants import load_variant
+
     proc = _run(
         tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", "EchoSafe_TinyQwen2VL", "--judge", "rule",
-        "--batch-size", "4",
+        "--batch-size", "4", "--order", "shuffle", "--order-seed", "7",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "out/EchoSafe_TinyQwen2VL"
@@ -207,7 +210,50 @@ def test_batch_size_flag_runs_micro_batches(tmp_path):
     ]
     assert len(pred) == len(trace) == 12
     assert [t["batch"]["size"] for t in trace] == [4] * 12
-    assert "CCR" in proc.stdout  # evaluated and reported as usual
+    # the stream is the seeded permutation of the rows, whatever the batch size (and in lmms-eval: test_lmms_parity)
+    expected = [str(i) for i in StreamOrder("shuffle", 7).apply(load_variant("MMSafetyBenchPP_DemoMini"))["index"]]
+    assert [t["row_index"] for t in trace] == expected != sorted(expected, key=int)
+    config = json.loads((run_dir / "EchoSafe_TinyQwen2VL_echosafe_config.json").read_text())
+    assert config["streams"]["MMSafetyBenchPP_DemoMini"]["order"] == {"order": "shuffle", "seed": 7}
+    assert "CCR" in proc.stdout and "EchoSafe memory: stored" in proc.stdout  # evaluated and reported as usual
+
+
+@pytest.mark.slow
+def test_ablations_run_and_differ_in_what_they_remember(tmp_path):
+    models = ["EchoSafe-NoRetrieval_TinyQwen2VL", "EchoSafe-NoReflection_TinyQwen2VL"]
+    proc = _run(tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", *models, "--judge", "rule")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    preds = [
+        pd.read_csv(tmp_path / "out" / m / f"{m}_MMSafetyBenchPP_DemoMini.tsv", sep="\t", keep_default_na=False)
+        for m in models
+    ]
+    assert (preds[0]["prediction"] != preds[1]["prediction"]).sum() >= 6  # the memory changes the prompts
+    assert not (tmp_path / "out" / models[0] / "echosafe_bank").exists()
+    bank = tmp_path / "out" / models[1] / "echosafe_bank" / "MMSafetyBenchPP_DemoMini"
+    snap = (bank / "CURRENT").read_text().strip()
+    entries = [json.loads(x) for x in (bank / snap / "insights.jsonl").read_text().splitlines()]
+    assert len(entries) == 12 and {e["insight"]["kind"] for e in entries} == {"exchange"}
+
+
+def test_resume_with_changed_settings_exits_2_naming_them(echosafe_run, tmp_path):
+    """A finished EchoSafe run rerun with another k would reuse its predictions under the new settings: refused
+    before anything runs, naming the setting."""
+    import shutil
+
+    import yaml
+
+    config = tmp_path / "config"
+    for folder in ("wrappers", "task_configs"):
+        shutil.copytree(REPO / folder, config / folder)
+    defenses = yaml.safe_load((config / "wrappers/defenses.yaml").read_text())
+    defenses["defenses"]["EchoSafe"]["settings"]["k"] = 3
+    (config / "wrappers/defenses.yaml").write_text(yaml.safe_dump(defenses))
+    env = dict(_env(echosafe_run, echosafe_run / "cache"), VLMEVAL_ECHOSAFE_CONFIG=str(config))
+    cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(echosafe_run / "out"), "--data",
+           "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule", "--reuse"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=echosafe_run, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "k: 5 -> 3" in proc.stderr and "Infer" not in proc.stdout + proc.stderr
 
 
 def test_bad_batch_size_exits_2(tmp_path):

@@ -332,3 +332,36 @@ def test_planted_instruction_stream_never_reaches_the_bank(tmp_path):
     entries = MemoryBank.load(tmp_path / "run/echosafe_bank/MMSafetyBenchPP_Demo").entries()
     assert len(entries) == 3 and "comply" not in json.dumps(entries)
     assert "standing order" in _trace(tmp_path)[0]["not_written"]
+
+
+def test_resume_with_changed_settings_is_refused_naming_them(tmp_path, ds):
+    from vlmeval_echosafe.defenses.echosafe import ResumeMismatchError
+
+    _run(_defense(tmp_path, k=5), ds, n=3)
+    with open(tmp_path / "run" / "01_MMSafetyBenchPP_Demo.pkl", "wb") as fh:
+        pickle.dump({0: "a", 1: "b", 2: "c"}, fh)
+    resumed = _defense(tmp_path, k=3, twin_guard=False)
+    resumed.set_dump_image(ds.dump_image)
+    with pytest.raises(ResumeMismatchError, match=r"k: 5 -> 3, twin_guard: True -> False"):
+        resumed.generate(ds.message(3), dataset=ds.dataset_name)
+    # the same settings resume
+    same = _defense(tmp_path, k=5)
+    same.set_dump_image(ds.dump_image)
+    same.generate(ds.message(3), dataset=ds.dataset_name)
+    cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
+    assert cfg["streams"]["MMSafetyBenchPP_Demo"]["order"] == {"order": "file", "seed": None}
+
+
+def test_stream_order_is_a_seeded_permutation_recorded_in_the_config(tmp_path, monkeypatch):
+    from vlmeval_echosafe.datasets import order
+
+    frame = pd.DataFrame({"index": range(20)})
+    monkeypatch.setenv(order.ORDER_ENV, "shuffle")
+    monkeypatch.setenv(order.SEED_ENV, "3")
+    a, b = order.requested().apply(frame), order.requested().apply(frame)
+    assert list(a["index"]) == list(b["index"]) != list(range(20)) and sorted(a["index"]) == list(range(20))
+    monkeypatch.setenv(order.SEED_ENV, "4")
+    assert list(order.requested().apply(frame)["index"]) != list(a["index"])
+    monkeypatch.setenv(order.ORDER_ENV, "random")
+    with pytest.raises(ValueError, match="MMSBPP_ORDER='random'"):
+        order.requested()

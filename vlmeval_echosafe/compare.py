@@ -1,10 +1,15 @@
 """Compare preset: Base + every baseline + EchoSafe around one inner model, in one launcher run, side by side.
 
     python -m vlmeval_echosafe.compare --inner TinyQwen2VL --data MMSafetyBenchPP_Demo --judge rule [--work-dir DIR]
+    python -m vlmeval_echosafe.compare --inner TinyQwen2VL --defenses EchoSafe --ablations --orders 3
 
-Unknown flags go to ``run.py`` unchanged (e.g. ``--reuse``, ``--judge-base-url``). The table (CCR / RR / AR per
-model and image mode, the mean over categories) is read from the ``*_score.csv`` files the dataset writes and
-saved as ``<work-dir>/compare_<inner>_<data>_<judge>.csv``.
+``--ablations`` adds every EchoSafe ablation row of ``wrappers/defenses.yaml`` (``EchoSafe-*``). ``--orders N``
+runs everything N times, with the items in N seeded shuffles (seeds 0..N-1; each in ``<work-dir>/order-<seed>``),
+and adds the mean ± sd of CCR across orders: EchoSafe's memory makes results depend on the stream order, which
+the pair-bootstrap interval of one run does not show. Unknown flags go to ``run.py`` unchanged (e.g. ``--reuse``,
+``--judge-base-url``, ``--batch-size``). The table (CCR / RR / AR per model, image mode and order, the mean over
+categories) is read from the ``*_score.csv`` files the dataset writes and saved as
+``<work-dir>/compare_<inner>_<data>_<judge>.csv``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ COLUMNS = ("CCR", "RR", "AR")
 
 def model_names(inner: str, defenses: list[str]) -> list[str]:
     return [f"{d}_{inner}" for d in defenses]
+
+
+def ablation_names() -> list[str]:
+    """The EchoSafe ablation rows declared in wrappers/defenses.yaml, in file order."""
+    from .registry import defense_entries
+
+    return [name for name in defense_entries()[0] if name.startswith("EchoSafe-")]
 
 
 def side_by_side(work_dir: str | Path, models: list[str], data: str, judge: str) -> pd.DataFrame:
@@ -44,6 +56,14 @@ def side_by_side(work_dir: str | Path, models: list[str], data: str, judge: str)
     return pd.DataFrame(rows)
 
 
+def across_orders(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample sd of CCR / RR / AR over the orders, per model × mode (NaN when a run is missing)."""
+    grouped = table.groupby(["model", "mode"], sort=False, dropna=False)[list(COLUMNS)]
+    stats = grouped.agg(["mean", "std", "count"])
+    stats.columns = [f"{c}_{s}" for c, s in stats.columns]
+    return stats.reset_index()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inner", required=True, help="inner model name, e.g. TinyQwen2VL or Qwen2.5-VL-7B")
@@ -51,19 +71,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge", default="rule")
     parser.add_argument("--work-dir", default="./outputs")
     parser.add_argument("--defenses", nargs="+", default=list(DEFENSES), help=f"default: {' '.join(DEFENSES)}")
+    parser.add_argument("--ablations", action="store_true", help="add every EchoSafe-* row of wrappers/defenses.yaml")
+    parser.add_argument("--orders", type=int, default=0, help="N > 0: run N seeded shuffles of the item order")
     args, rest = parser.parse_known_args(argv)
-    models = model_names(args.inner, args.defenses)
+    if args.orders < 0:
+        parser.error("--orders must be >= 0")
+    defenses = list(args.defenses) + ([a for a in ablation_names() if a not in args.defenses] if args.ablations else [])
+    models = model_names(args.inner, defenses)
     from . import launcher
 
-    code = launcher.main(
-        ["--data", args.data, "--model", *models, "--judge", args.judge, "--work-dir", args.work_dir, *rest]
-    )
-    table = side_by_side(args.work_dir, models, args.data, args.judge)
+    runs = [(None, Path(args.work_dir))] if not args.orders else []
+    runs += [(seed, Path(args.work_dir) / f"order-{seed}") for seed in range(args.orders)]
+    code, tables = 0, []
+    for seed, work in runs:
+        order = [] if seed is None else ["--order", "shuffle", "--order-seed", str(seed)]
+        flags = ["--data", args.data, "--model", *models, "--judge", args.judge, "--work-dir", str(work)]
+        code = max(code, launcher.main([*flags, *order, *rest]))
+        tables.append(side_by_side(work, models, args.data, args.judge).assign(order="file" if seed is None else seed))
+    table = pd.concat(tables, ignore_index=True)
     out = Path(args.work_dir) / f"compare_{args.inner}_{args.data}_{args.judge.replace('/', '_')}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     from tabulate import tabulate
 
     print(tabulate(table.drop(columns="score_file"), headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
+    if args.orders:
+        stats = across_orders(table)
+        stats_out = out.with_name(out.stem + "_orders.csv")
+        stats.to_csv(stats_out, index=False)
+        print(f"\nacross {args.orders} orders (mean, sd, count):")
+        print(tabulate(stats, headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
+        print(f"across-order table: {stats_out}")
     print(f"side-by-side table: {out}")
     return code
 

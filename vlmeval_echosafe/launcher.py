@@ -33,31 +33,61 @@ class LaunchError(RuntimeError):
 # Flags the plugin adds to the host's; taken out of argv before the host's parser sees it.
 PLUGIN_FLAGS_HELP = """
 vlmeval-echosafe adds:
-  --batch-size N   decode N samples at a time where the model can (the plugin's transformers backend, and
-                   EchoSafe on it: N items retrieve from the memory as it stood, then answer and reflect as one
-                   batch). Other models run one at a time as usual. Default 1: the host's own loop.
+  --batch-size N         decode N samples at a time where the model can (the plugin's transformers backend, and
+                         EchoSafe on it: N items retrieve from the memory as it stood, then answer and reflect as
+                         one batch). Other models run one at a time as usual. Default 1: the host's own loop.
+  --order file|shuffle   the order MM-SafetyBench++ items reach the model in (default: the file's). It matters for
+                         EchoSafe, whose memory makes items depend on earlier ones; it is recorded in EchoSafe's
+                         config and part of its resume check. Use a separate --work-dir per order.
+  --order-seed N         the seed of --order shuffle (required with it).
 """
 
 
-def pop_batch_size(words: list[str]) -> tuple[int, list[str]]:
-    """(--batch-size value, argv without it); the host's parser would reject the flag."""
-    rest, size, i = [], 1, 0
+@dataclass(frozen=True)
+class PluginFlags:
+    batch_size: int = 1
+    order: str = "file"
+    order_seed: int | None = None
+
+
+def _whole(flag: str, value: str, minimum: int) -> int:
+    if not value.lstrip("-").isdigit() or int(value) < minimum:
+        raise LaunchError(f"{flag} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def pop_plugin_flags(words: list[str]) -> tuple[PluginFlags, list[str]]:
+    """(the plugin's flags, argv without them); the host's parser would reject them."""
+    parsers = {
+        "--batch-size": lambda v: _whole("--batch-size", v, 1),
+        "--order-seed": lambda v: _whole("--order-seed", v, 0),
+        "--order": lambda v: v,
+    }
+    found: dict[str, object] = {}
+    rest, i = [], 0
     while i < len(words):
         word = words[i]
-        if word == "--batch-size" or word.startswith("--batch-size="):
-            if "=" in word:
-                value = word.split("=", 1)[1]
-            elif i + 1 < len(words):
-                value, i = words[i + 1], i + 1
-            else:
-                raise LaunchError("--batch-size needs a value, e.g. --batch-size 8")
-            if not value.isdigit() or int(value) < 1:
-                raise LaunchError(f"--batch-size must be a whole number >= 1, got {value!r}")
-            size = int(value)
-        else:
+        flag = word.split("=", 1)[0]
+        if flag not in parsers:
             rest.append(word)
+            i += 1
+            continue
+        if "=" in word:
+            value = word.split("=", 1)[1]
+        elif i + 1 < len(words):
+            value, i = words[i + 1], i + 1
+        else:
+            raise LaunchError(f"{flag} needs a value, e.g. {flag} {'shuffle' if flag == '--order' else 8}")
+        found[flag.lstrip("-").replace("-", "_")] = parsers[flag](value)
         i += 1
-    return size, rest
+    from .datasets.order import StreamOrder
+
+    flags = PluginFlags(**found)  # type: ignore[arg-type]
+    try:
+        StreamOrder(flags.order, flags.order_seed)
+    except ValueError as err:
+        raise LaunchError(f"--order {flags.order} --order-seed {flags.order_seed}: {err}") from err
+    return flags, rest
 
 
 @dataclass
@@ -133,6 +163,17 @@ def _mask_recorded_argv(run_module: Any, secrets: list[str]) -> None:
     run_module.upsert_run_status = masked
 
 
+def _set_order_env(flags: PluginFlags) -> None:
+    """The stream order reaches the dataset (built by the host) the way lmms-eval users set it: two variables."""
+    from .datasets.order import ORDER_ENV, SEED_ENV
+
+    os.environ[ORDER_ENV] = flags.order
+    if flags.order_seed is None:
+        os.environ.pop(SEED_ENV, None)
+    else:
+        os.environ[SEED_ENV] = str(flags.order_seed)
+
+
 def restore_tls_verification() -> None:
     """`import vlmeval` switches certificate checks off for the whole process; switch them back on."""
     ssl._create_default_https_context = ssl.create_default_context
@@ -186,6 +227,18 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
             "safe; see docs/baselines.md",
             file=sys.stderr,
         )
+    if not args.config and not args.base_url:  # an EchoSafe bank is never continued under other settings
+        from vlmeval.smp import get_pred_file_path
+
+        from .defenses.echosafe import ResumeMismatchError, check_planned_run
+
+        for m in models:
+            for d in ours:
+                pred = get_pred_file_path(os.path.join(args.work_dir, m), m, d, use_env_format=True)
+                try:
+                    check_planned_run(supported_VLM[m], d, finished=os.path.exists(pred))
+                except ResumeMismatchError as err:
+                    raise LaunchError(f"{m} x {d}: {err}") from err
     for d in ours:
         if variant(d)["source"] == "release":
             locate_release(load_config()["release"])  # a missing download fails here, not after model loading
@@ -203,6 +256,7 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
     from vlmeval.smp import get_pred_file_path
 
     from .datasets.mmsafetybenchpp import MMSafetyBenchPP, output_paths
+    from .report.traces import format_insight_counts, insight_counts
 
     for m in models:
         for d in (d for d in datasets if d in MMSafetyBenchPP.supported_datasets()):
@@ -235,6 +289,9 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
                     f"(> {summary['max_unknown_rate']:.0%}); re-run with --reuse to re-ask the failed judgements"
                 )
             print(f"predictions: {pred}\nscores:      {score}")
+            trace = Path(os.path.join(args.work_dir, m)) / f"{m}_{d}_echosafe_trace.jsonl"
+            if trace.exists():
+                print(f"EchoSafe memory: {format_insight_counts(insight_counts(trace))}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return dispatch(words)
     try:
-        batch_size, words = pop_batch_size(words)
+        flags, words = pop_plugin_flags(words)
     except LaunchError as err:
         print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
         return 2
@@ -253,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [sys.argv[0], *words]
     for key, value in HOST_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    _set_order_env(flags)
     import vlmeval.inference as host_inference
     import vlmeval.run as host_run
 
@@ -267,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     models, datasets = _requested(args)
     try:
         preflight(args, models, datasets)
-        if batch_size > 1 and args.api_mode:
+        if flags.batch_size > 1 and args.api_mode:
             raise LaunchError("--batch-size is for local models; --api-mode already runs API samples concurrently")
     except (LaunchError, ValueError) as err:
         print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
@@ -277,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     _mask_recorded_argv(host_run, secrets)
     tracker = OutcomeTracker()
     tracker.install(host_run)
-    batching.install(host_inference, batch_size)
+    batching.install(host_inference, flags.batch_size)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)

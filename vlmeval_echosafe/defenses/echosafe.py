@@ -27,7 +27,7 @@ from ..memory import MemoryBank
 from ..models.constrained import Constraint
 from . import echosafe_prompts as prompts
 from .base import Defense, split_message
-from .inner import Answered, adapt
+from .inner import Answered, adapt, adapter_class
 from .insight import InsightError, format_insight, parse_reflection, validate_insight
 from .rows import done_rows
 
@@ -147,6 +147,30 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+def check_planned_run(factory: Any, dataset: str, finished: bool) -> None:
+    """Before any model is built: refuse a run of a registered EchoSafe entry (``supported_VLM[name]``) that would
+    continue, or reuse the predictions of, a bank built with other settings. ``finished``: the host already has
+    this dataset's prediction file (it would then skip inference and report the old predictions)."""
+    cls = getattr(factory, "func", None)
+    if not (isinstance(cls, type) and issubclass(cls, EchoSafe)):
+        return
+    from vlmeval.config import supported_VLM
+
+    kw = factory.keywords
+    settings = EchoSafeSettings(**kw.get("settings", {}))
+    inner = supported_VLM[kw["inner"]] if isinstance(kw["inner"], str) else kw["inner"]
+    reflection = adapter_class(getattr(inner, "func", inner)).describe()
+    config = run_config(settings, reflection, stream_order.requested().as_dict())
+    banks = Path(kw["run_dir"]) / "echosafe_bank"
+    if not settings.writes or not banks.is_dir():
+        return
+    done = finished or bool(done_rows(Path(kw["run_dir"]), kw["name"], dataset))
+    for saved in sorted(banks.rglob(RUN_CONFIG)):
+        namespace = saved.parent.relative_to(banks).parts
+        if done and namespace[0] in (dataset, "all"):
+            check_resume(saved.parent, config)
 
 
 def answer_failure(answer: Any) -> str | None:

@@ -60,8 +60,9 @@ class Inner(ABC):
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def describe(self) -> dict[str, str]:
-        return {"path": self.path, "decoding": self.decoding}
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        return {"path": cls.path, "decoding": cls.decoding}
 
     @abstractmethod
     def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:

@@ -85,3 +85,35 @@ def rolling_rates(joined: pd.DataFrame, window: int) -> pd.DataFrame:
 def items_for(trace: Trace, results: list[Result]) -> list[Result]:
     """The judged results of the same model and dataset (one per judge)."""
     return [r for r in results if r.model == trace.model and r.dataset == trace.dataset and r.items is not None]
+
+
+def insight_counts(path: Path) -> dict[str, dict[str, int]]:
+    """What EchoSafe's memory kept and refused along one trace, so a drift shows at a glance:
+    ``stored`` by decision (``exchange`` for the NoReflection ablation), ``rejected`` by reason code (parse,
+    order, copy, answer_failed, ...), and ``rejected_by_decision`` for rejections whose reflection had parsed."""
+    out: dict[str, dict[str, int]] = {"stored": {}, "rejected": {}, "rejected_by_decision": {}}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a crash
+            continue
+        decision = rec.get("insight_decision") or "none"
+        if rec.get("insight_id") is not None:
+            key = decision if decision != "none" else "exchange"
+            out["stored"][key] = out["stored"].get(key, 0) + 1
+        elif rec.get("not_written_code") not in (None, "memory_off", "read_only"):
+            code = rec["not_written_code"]
+            out["rejected"][code] = out["rejected"].get(code, 0) + 1
+            out["rejected_by_decision"][decision] = out["rejected_by_decision"].get(decision, 0) + 1
+    return out
+
+
+def format_insight_counts(counts: dict[str, dict[str, int]]) -> str:
+    """One line: ``stored 10 (unsafe 6, safe 4); rejected 2 (order 1, copy 1; of them unsafe 1, none 1)``."""
+
+    def part(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "-"
+
+    stored, rejected = sum(counts["stored"].values()), sum(counts["rejected"].values())
+    text = f"stored {stored} ({part(counts['stored'])}); rejected {rejected} ({part(counts['rejected'])}"
+    return text + (f"; of them {part(counts['rejected_by_decision'])})" if rejected else ")")
