@@ -1,10 +1,12 @@
 """KV-cache sessions: continuing a conversation from the cache gives exactly what a full re-prefill of the same
-token ids gives (greedy tokens and option scores), for both tiny Qwen2-VL (multimodal rope state) and LLaVA."""
+token ids gives (greedy tokens and option scores), for every tiny family (the Qwen ones keep a multimodal rope
+state on the model, saved and restored per session)."""
 
 import json
 
 import pytest
 import torch
+from conftest import FAMILIES
 
 REFLECT = "Summarise the request above in general terms."
 
@@ -31,9 +33,9 @@ def _reference_inputs(vlm, turns, ids):
     return inputs
 
 
-@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
-def test_extend_equals_full_prefill(request, fixture, tiny_image):
-    vlm = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_extend_equals_full_prefill(tiny_vlms, kind, tiny_image):
+    vlm = tiny_vlms(kind)
     turns = [
         {
             "role": "user",
@@ -80,24 +82,33 @@ def test_choose_next_matches_cold_scores_and_leaves_session(request, fixture, ti
     assert isinstance(got, str)
 
 
-def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_path):
+def vision_tower(vlm):
+    """The module that encodes pixels: `visual` for the Qwen families, `vision_tower` for LLaVA and InternVL."""
+    inner = vlm.model.model
+    return getattr(inner, "visual", None) or inner.vision_tower
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_echosafe_reflection_never_reencodes_the_image(tiny_vlms, kind, tmp_path):
     """Per item the vision tower runs once: the memory key's image part hands its features to the answer's
     prefill, and the reflection continues from the answer's cache."""
     from test_echosafe import FakeDataset, _rows
 
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
 
+    vlm = tiny_vlms(kind)
+    vlm._features.clear()  # the model is shared: earlier tests may have left keys' features behind
     (tmp_path / "img").mkdir()
     ds = FakeDataset(tmp_path / "img", _rows(1))
     d = EchoSafe(
-        tiny_qwen2vl_vlm,
+        vlm,
         name="EchoSafe_Tiny",
         run_dir=tmp_path / "run",
         settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6},
     )
     d.set_dump_image(ds.dump_image)
     calls = []
-    hook = tiny_qwen2vl_vlm.model.model.visual.register_forward_hook(lambda *a: calls.append(1))
+    hook = vision_tower(vlm).register_forward_hook(lambda *a: calls.append(1))
     try:
         for i in range(2):
             d.generate(ds.message(i), dataset=ds.dataset_name)
