@@ -261,3 +261,18 @@ def test_backend_calls_nothing_deprecated(kind: str, tiny_cache: Path, tiny_imag
         and any(part in w.filename for part in ("/transformers/", "/vlmeval_echosafe/"))
     ]
     assert not ours, "\n".join(ours)
+
+
+def test_installed_transformers_is_in_the_declared_range() -> None:
+    """The suite runs on the version it tests: setup.cfg's bounds must admit the installed transformers."""
+    import configparser
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    reqs = [Requirement(line) for line in cfg["options"]["install_requires"].splitlines() if line.strip()]
+    (spec,) = [r.specifier for r in reqs if r.name == "transformers"]
+    assert spec.contains(importlib.metadata.version("transformers")), spec
+    assert any(s.operator == "<" for s in spec) and any(s.operator == ">=" for s in spec), spec
