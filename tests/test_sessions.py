@@ -34,7 +34,10 @@ def _reference_inputs(vlm, turns, ids):
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
-def test_extend_equals_full_prefill(tiny_vlms, kind, tiny_image):
+def test_extend_equals_full_prefill(tiny_vlms, kind, tiny_image, tmp_path):
+    """Also when another conversation (other image size, other rope state) ran between answer and follow-up."""
+    from PIL import Image
+
     vlm = tiny_vlms(kind)
     turns = [
         {
@@ -44,6 +47,9 @@ def test_extend_equals_full_prefill(tiny_vlms, kind, tiny_image):
     ]
     answer, session = vlm.start(turns, max_new_tokens=10)
     assert answer == vlm.generate_turns(turns, max_new_tokens=10)
+    Image.new("RGB", (200, 80), (30, 160, 90)).save(tmp_path / "other.png")
+    other = [{"type": "image", "value": str(tmp_path / "other.png")}, {"type": "text", "value": "A longer one " * 5}]
+    vlm.generate_turns([{"role": "user", "content": other}], max_new_tokens=3)
     text = vlm.next_turn_text(session, REFLECT) + "Scenario:"
     ids = _continued_ids(vlm, session, text)
     cached_before = session.cache.get_seq_length()
