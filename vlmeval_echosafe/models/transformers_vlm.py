@@ -71,8 +71,8 @@ def _missing_weights_error(repo_id: str, detail: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"vlmeval-echosafe: the weights of {repo_id!r} were not found in the local Hugging Face cache "
         f"({constants.HF_HUB_CACHE}); {detail}. This backend never downloads. Fix: run "
-        f"`huggingface-cli download {repo_id}` on a machine with access (and copy that cache here, or "
-        f"set HF_HOME / HF_HUB_CACHE to it), or pass model_path=/local/folder in the wrapper config."
+        f"`hf download {repo_id}` on a machine with access (and copy that cache here, or set HF_HOME / "
+        f"HF_HUB_CACHE to it), or set model_path: /local/folder for this model in wrappers/models.yaml."
     )
 
 
