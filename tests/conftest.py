@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+# Every tiny model kind, one per architecture and tokenizer style the backend runs; tests parametrised over
+# the families use these names with the `tiny_vlms` fixture.
+FAMILIES = ["qwen2vl", "qwen25vl", "qwen3vl", "llava", "llava_sp", "llava_next", "internvl"]
+
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Point VLMEVAL_ECHOSAFE_CACHE at a session temp dir and build both tiny models there once."""
+    """Point VLMEVAL_ECHOSAFE_CACHE at a session temp dir and build every tiny model there once."""
     from vlmeval_echosafe.models.tiny import TINY_BUILDERS
 
     root = tmp_path_factory.mktemp("echosafe-cache")
@@ -38,12 +43,26 @@ def _tiny_vlm(kind: str):
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2vl_vlm(tiny_cache: Path):
-    """A TransformersVLM on the tiny Qwen2-VL (CPU, 12 new tokens); shared, so do not mutate it."""
-    return _tiny_vlm("qwen2vl")
+def tiny_vlms(tiny_cache: Path) -> Callable[[str], object]:
+    """``tiny_vlms(kind)``: a TransformersVLM on that tiny model (CPU, 12 new tokens), loaded on first request and
+    shared for the session, so do not mutate it."""
+    loaded: dict[str, object] = {}
+
+    def get(kind: str):
+        if kind not in loaded:
+            loaded[kind] = _tiny_vlm(kind)
+        return loaded[kind]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def tiny_llava_vlm(tiny_cache: Path):
+def tiny_qwen2vl_vlm(tiny_vlms):
+    """A TransformersVLM on the tiny Qwen2-VL (CPU, 12 new tokens); shared, so do not mutate it."""
+    return tiny_vlms("qwen2vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_vlm(tiny_vlms):
     """A TransformersVLM on the tiny LLaVA (CPU, 12 new tokens); shared, so do not mutate it."""
-    return _tiny_vlm("llava")
+    return tiny_vlms("llava")

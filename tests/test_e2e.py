@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,42 @@ def test_resume_with_changed_settings_exits_2_naming_them(echosafe_run, tmp_path
 def test_bad_batch_size_exits_2(tmp_path):
     proc = _run(tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", "TinyQwen2VL", "--batch-size", "0")
     assert proc.returncode == 2 and "--batch-size must be a whole number >= 1" in proc.stderr
+
+
+def _noise(proc: subprocess.CompletedProcess) -> list[str]:
+    """Output lines a clean run must not have: ERROR records and deprecation warnings."""
+    return [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if re.search(r"\bERROR\b|FutureWarning|DeprecationWarning|deprecated", line)
+    ]
+
+
+def test_demo_run_prints_no_error_and_no_deprecation(tmp_path):
+    """The README's smoke test, as a first-time user runs it: neither the host's missing-.env ERROR nor a
+    transformers deprecation warning."""
+    proc = _run(tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", ECHO, "--judge", "rule")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not _noise(proc), "\n".join(_noise(proc))
+    assert (tmp_path / f"out/{ECHO}/{ECHO}_MMSafetyBenchPP_DemoMini_rule_score.csv").is_file()
+
+
+NEW_FAMILIES = ["EchoSafe_TinyQwen25VL", "EchoSafe_TinyLLaVANeXT", "EchoSafe_TinyQwen3VL", "EchoSafe_TinyInternVL"]
+
+
+@pytest.mark.slow
+def test_every_new_family_runs_echosafe_batched_through_run_py(tmp_path):
+    """Issue 14's acceptance command: a score file per model, every item answered in micro-batches of 4."""
+    proc = _run(
+        tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", *NEW_FAMILIES, "--judge", "rule",
+        "--batch-size", "4",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not _noise(proc), "\n".join(_noise(proc))
+    for name in NEW_FAMILIES:
+        run_dir = tmp_path / "out" / name
+        assert (run_dir / f"{name}_MMSafetyBenchPP_DemoMini_rule_score.csv").is_file(), name
+        trace = [json.loads(x) for x in (run_dir / f"{name}_MMSafetyBenchPP_DemoMini_echosafe_trace.jsonl").open()]
+        assert [t["batch"]["size"] for t in trace] == [4] * 12, name
+        pred = pd.read_csv(run_dir / f"{name}_MMSafetyBenchPP_DemoMini.tsv", sep="\t")
+        assert len(pred) == 12, name

@@ -1,10 +1,12 @@
 """KV-cache sessions: continuing a conversation from the cache gives exactly what a full re-prefill of the same
-token ids gives (greedy tokens, free and grammar-constrained), for tiny Qwen2-VL (multimodal rope state) and LLaVA."""
+token ids gives (greedy tokens, free and grammar-constrained), for every tiny family (the Qwen ones keep a
+multimodal rope state on the model, saved and restored per session)."""
 
 import json
 
 import pytest
 import torch
+from conftest import FAMILIES
 
 REFLECT = "Summarise the request above in general terms."
 
@@ -31,9 +33,12 @@ def _reference_inputs(vlm, turns, ids):
     return inputs
 
 
-@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
-def test_extend_equals_full_prefill(request, fixture, tiny_image):
-    vlm = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_extend_equals_full_prefill(tiny_vlms, kind, tiny_image, tmp_path):
+    """Also when another conversation (other image size, other rope state) ran between answer and follow-up."""
+    from PIL import Image
+
+    vlm = tiny_vlms(kind)
     turns = [
         {
             "role": "user",
@@ -42,6 +47,9 @@ def test_extend_equals_full_prefill(request, fixture, tiny_image):
     ]
     answer, session = vlm.start(turns, max_new_tokens=10)
     assert answer == vlm.generate_turns(turns, max_new_tokens=10)
+    Image.new("RGB", (200, 80), (30, 160, 90)).save(tmp_path / "other.png")
+    other = [{"type": "image", "value": str(tmp_path / "other.png")}, {"type": "text", "value": "A longer one " * 5}]
+    vlm.generate_turns([{"role": "user", "content": other}], max_new_tokens=3)
     text = vlm.next_turn_text(session, REFLECT) + "Scenario:"
     ids = _continued_ids(vlm, session, text)
     cached_before = session.cache.get_seq_length()
@@ -53,15 +61,15 @@ def test_extend_equals_full_prefill(request, fixture, tiny_image):
     assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
-@pytest.mark.parametrize("fixture", ["tiny_qwen2vl_vlm", "tiny_llava_vlm"])
-def test_constrained_extend_equals_full_prefill_and_parses(request, fixture, tiny_image):
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_constrained_extend_equals_full_prefill_and_parses(tiny_vlms, kind, tiny_image):
     """The reflection form decoded under its grammar from the cache is what a cold prefill decodes under the same
     grammar, and it always has the form's four lines."""
     from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_budget, form_grammar
     from vlmeval_echosafe.defenses.insight import parse_reflection
     from vlmeval_echosafe.models.constrained import Constraint
 
-    vlm = request.getfixturevalue(fixture)
+    vlm = tiny_vlms(kind)
     turns = [
         {"role": "user", "content": [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Is it safe?"}]}
     ]
@@ -82,24 +90,33 @@ def test_constrained_extend_equals_full_prefill_and_parses(request, fixture, tin
     assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
-def test_echosafe_reflection_never_reencodes_the_image(tiny_qwen2vl_vlm, tmp_path):
+def vision_tower(vlm):
+    """The module that encodes pixels: `visual` for the Qwen families, `vision_tower` for LLaVA and InternVL."""
+    inner = vlm.model.model
+    return getattr(inner, "visual", None) or inner.vision_tower
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_echosafe_reflection_never_reencodes_the_image(tiny_vlms, kind, tmp_path):
     """Per item the vision tower runs once: the memory key's image part hands its features to the answer's
     prefill, and the reflection continues from the answer's cache."""
     from test_echosafe import FakeDataset, _rows
 
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
 
+    vlm = tiny_vlms(kind)
+    vlm._features.clear()  # the model is shared: earlier tests may have left keys' features behind
     (tmp_path / "img").mkdir()
     ds = FakeDataset(tmp_path / "img", _rows(1))
     d = EchoSafe(
-        tiny_qwen2vl_vlm,
+        vlm,
         name="EchoSafe_Tiny",
         run_dir=tmp_path / "run",
         settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6},
     )
     d.set_dump_image(ds.dump_image)
     calls = []
-    hook = tiny_qwen2vl_vlm.model.model.visual.register_forward_hook(lambda *a: calls.append(1))
+    hook = vision_tower(vlm).register_forward_hook(lambda *a: calls.append(1))
     try:
         for i in range(2):
             d.generate(ds.message(i), dataset=ds.dataset_name)

@@ -8,6 +8,7 @@ host's ``run_local_mode`` logs the exception and exits 0).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 import sys
@@ -174,6 +175,36 @@ def _set_order_env(flags: PluginFlags) -> None:
         os.environ[SEED_ENV] = str(flags.order_seed)
 
 
+class _HostEnvFileNotice(logging.Filter):
+    """Drops the one record ``import vlmeval`` logs at ERROR when its optional ``.env`` file is absent.
+
+    VLMEvalKit reads API keys from ``<site-packages>/.env`` if that file exists (beside the installed package,
+    where a user of a wheel would not put one) and otherwise logs "Did not detect the .env file …" at ERROR,
+    on every run. The plugin takes judge keys from the environment and ``--judge-key``, so the missing file is
+    not an error for it; only that record is dropped, and only while the host is first imported. A ``.env``
+    that does exist is still loaded and logged by the host as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.ERROR
+            and record.funcName == "load_env"
+            and str(record.msg).startswith("Did not detect the .env file")
+        )
+
+
+def import_host() -> tuple[Any, Any]:
+    """Import VLMEvalKit's runner and inference modules without the host's missing-``.env`` ERROR line."""
+    root = logging.getLogger()
+    notice = _HostEnvFileNotice()
+    root.addFilter(notice)
+    try:
+        import vlmeval.inference as host_inference
+        import vlmeval.run as host_run
+    finally:
+        root.removeFilter(notice)
+    return host_run, host_inference
+
+
 def restore_tls_verification() -> None:
     """`import vlmeval` switches certificate checks off for the whole process; switch them back on."""
     ssl._create_default_https_context = ssl.create_default_context
@@ -311,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in HOST_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     _set_order_env(flags)
-    import vlmeval.inference as host_inference
-    import vlmeval.run as host_run
+    host_run, host_inference = import_host()
 
     from . import batching
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["TransformersVLM", "build_tiny_qwen2vl", "build_tiny_llava", "TINY_BUILDERS"]
+__all__ = ["TransformersVLM", "build_tiny", "build_tiny_qwen2vl", "build_tiny_llava", "TINY_BUILDERS", "TINY_BUILDS"]
 
 if TYPE_CHECKING:
-    from .tiny import TINY_BUILDERS, build_tiny_llava, build_tiny_qwen2vl
+    from .tiny import TINY_BUILDERS, TINY_BUILDS, build_tiny, build_tiny_llava, build_tiny_qwen2vl
     from .transformers_vlm import TransformersVLM
 
 
@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
         from .transformers_vlm import TransformersVLM
 
         return TransformersVLM
-    if name in ("build_tiny_qwen2vl", "build_tiny_llava", "TINY_BUILDERS"):
+    if name in ("build_tiny", "build_tiny_qwen2vl", "build_tiny_llava", "TINY_BUILDERS", "TINY_BUILDS"):
         from . import tiny
 
         return getattr(tiny, name)

@@ -1,4 +1,5 @@
-"""The plugin's own local backend for image-text models (Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-NeXT).
+"""The plugin's own local backend for image-text models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT,
+InternVL in Hugging Face format).
 
 VLMEvalKit's `Qwen2VLChat` hard-codes flash-attention and asserts a GPU, so inner models that the plugin
 runs itself go through this class instead: `AutoModelForImageTextToText` + `AutoProcessor` with sdpa
@@ -18,6 +19,7 @@ from typing import Any
 from transformers import StoppingCriteria
 from vlmeval.vlm.base import BaseModel
 
+from . import handoff
 from .constrained import Constraint, Grammars
 from .tiny import TINY_BUILDERS
 
@@ -70,8 +72,8 @@ def _missing_weights_error(repo_id: str, detail: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"vlmeval-echosafe: the weights of {repo_id!r} were not found in the local Hugging Face cache "
         f"({constants.HF_HUB_CACHE}); {detail}. This backend never downloads. Fix: run "
-        f"`huggingface-cli download {repo_id}` on a machine with access (and copy that cache here, or "
-        f"set HF_HOME / HF_HUB_CACHE to it), or pass model_path=/local/folder in the wrapper config."
+        f"`hf download {repo_id}` on a machine with access (and copy that cache here, or set HF_HOME / "
+        f"HF_HUB_CACHE to it), or set model_path: /local/folder for this model in wrappers/models.yaml."
     )
 
 
@@ -114,6 +116,7 @@ class TransformersVLM(BaseModel):
         self,
         model_path: str | None = None,
         tiny: str | None = None,
+        family: str | None = None,
         max_new_tokens: int = 256,
         device: str | None = None,
         torch_dtype: str = "auto",
@@ -122,7 +125,7 @@ class TransformersVLM(BaseModel):
     ) -> None:
         super().__init__()
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         if (model_path is None) == (tiny is None):
             raise ValueError("vlmeval-echosafe: TransformersVLM needs exactly one of model_path= or tiny=.")
@@ -139,6 +142,12 @@ class TransformersVLM(BaseModel):
         self.max_new_tokens = max_new_tokens
 
         try:
+            found = AutoConfig.from_pretrained(self.model_path).model_type
+            if family is not None and found != family:
+                raise ValueError(
+                    f"vlmeval-echosafe: {self.name!r} ({self.model_path}) is a {found!r} checkpoint, but its "
+                    f"wrapper config says family: {family}; fix model_path or family in wrappers/models.yaml"
+                )
             self.processor = AutoProcessor.from_pretrained(self.model_path)
             self.model = AutoModelForImageTextToText.from_pretrained(
                 self.model_path,
@@ -228,22 +237,33 @@ class TransformersVLM(BaseModel):
         paths = [p for _, _, ps in rendered for p in ps]
         keys = [_file_key(p) for p in paths]
         if reuse_features and keys and all(k in self._features for k in keys):
-            from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-            feats = [self._features.pop(k) for k in keys]
             inputs = dict(inputs)
             del inputs["pixel_values"]
-            inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+            slices = [self._features[k] for k in keys]  # an image shown twice is kept until both are read
+            for k in set(keys):
+                del self._features[k]
+            inputs["mm_encoder_outputs"] = {"image": handoff.join(slices)}
         return inputs
 
-    def image_features(self, paths: list[str]) -> list[Any]:
-        """The image tokens the language model receives for each image (vision tower + projector), one tensor per
-        image, computed in one vision pass.
+    def _image_inputs(self, images: list[Any]) -> tuple[Any, list[int] | None]:
+        """The image processor's outputs for ``images``, as the processor's own call makes them (its
+        image defaults, e.g. InternVL's tiling, applied), and each image's tile count where the model reads
+        tiles as rows of one tensor."""
+        defaults = getattr(self.processor, "images_kwargs", None) or {}
+        batch = self.processor.image_processor(images=images, **{**defaults, "return_tensors": "pt"})
+        tiles = batch.pop("num_patches", None)
+        batch = batch.to(device=self.model.device, dtype=self.model.dtype)
+        return batch, None if tiles is None else [int(n) for n in tiles]
 
-        They are also kept, for the next answer that shows the same file, which then skips the vision tower:
-        EchoSafe's memory key and its answer encode each image once between them. Kept only where the model's
-        forward takes pre-computed features as one tensor per image (Qwen2-VL, LLaVA), at most
-        `FEATURE_HANDOFF` images, oldest dropped first."""
+    def image_features(self, paths: list[str]) -> list[Any]:
+        """The image tokens the language model receives for each image (vision tower + projector), one (n, hidden)
+        tensor per image, computed in one vision pass.
+
+        What the answer's forward pass needs of them (for Qwen3-VL also the deepstack features) is also kept, for
+        the next answer that shows the same file, which then skips the vision tower: EchoSafe's memory key and
+        its answer encode each image once between them. Kept where the model's forward takes pre-computed
+        features (``mm_encoder_outputs``; every family here), at most `FEATURE_HANDOFF` images, oldest dropped
+        first."""
         import torch
         from PIL import Image
 
@@ -251,22 +271,19 @@ class TransformersVLM(BaseModel):
         for path in paths:
             with Image.open(path) as img:
                 images.append(img.convert("RGB"))
-        model = self.model
         # The image processor's outputs are what get_image_features takes, for every supported family:
-        # pixel_values (+ image_grid_thw for Qwen2-VL / 2.5-VL, + image_sizes for LLaVA-NeXT).
-        batch = self.processor.image_processor(images=images, return_tensors="pt")
-        batch = batch.to(device=model.device, dtype=model.dtype)
+        # pixel_values (+ image_grid_thw for the Qwen families, + image_sizes for LLaVA-NeXT).
+        batch, tiles = self._image_inputs(images)
         with torch.inference_mode():
-            feats = model.get_image_features(**batch).pooler_output
-        if not isinstance(feats, (list, tuple)) or len(feats) != len(paths):
-            # LLaVA-NeXT packs its tiles into one tensor with no per-image split: one image per pass, no handoff
-            return [feats] if len(paths) == 1 else [self.image_features([p])[0] for p in paths]
+            slices = handoff.split(self.model.get_image_features(**batch), tiles)
+        if len(slices) != len(paths):
+            raise RuntimeError(f"vlmeval-echosafe: {len(slices)} image features for {len(paths)} images")
         if self._handoff:
-            for path, feat in zip(paths, feats, strict=True):
-                self._features[_file_key(path)] = feat
+            for path, piece in zip(paths, slices, strict=True):
+                self._features[_file_key(path)] = piece
             while len(self._features) > FEATURE_HANDOFF:
                 self._features.pop(next(iter(self._features)))
-        return list(feats)
+        return [piece.tokens for piece in slices]
 
     def generation_kwargs(self, max_new_tokens: int | None = None) -> dict[str, Any]:
         """Greedy decoding settings shared by every call and by defenses calling `model.generate` directly."""
@@ -344,7 +361,7 @@ class TransformersVLM(BaseModel):
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
-                past_key_values=cache,
+                cache=cache,
                 return_dict_in_generate=True,
                 stopping_criteria=StoppingCriteriaList([ends]),
                 logits_processor=processors,
@@ -358,7 +375,7 @@ class TransformersVLM(BaseModel):
         )
         tok = self.processor.tokenizer
         replies = [tok.decode(new[i, : int(n)], skip_special_tokens=True) for i, n in enumerate(lengths)]
-        return replies, out.sequences, torch.cat([mask, new_mask], dim=1), out.past_key_values
+        return replies, out.sequences, torch.cat([mask, new_mask], dim=1), out.cache
 
     def _constrained(self, constraint: Constraint, rows: int) -> list[Any]:
         if self._grammars is None:
