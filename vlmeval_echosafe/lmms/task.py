@@ -26,7 +26,7 @@ from ..datasets.schema import COLUMNS
 from ..datasets.validate import DatasetError
 from ..datasets.variants import decode_image, load_variant, resolve_image_refs, select_variant
 from ..judges import Judge, check_judge_choice, make_judge
-from ..paths import config_root
+from ..paths import config_file
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ _IgnoreFunctions.add_constructor("!function", lambda loader, node: None)
 
 
 def _template_metadata() -> dict[str, Any]:
-    text = (config_root() / TEMPLATE).read_text(encoding="utf-8")
+    text = config_file(TEMPLATE).read_text(encoding="utf-8")
     return (yaml.load(text, Loader=_IgnoreFunctions) or {}).get("metadata") or {}
 
 
