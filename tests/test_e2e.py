@@ -69,6 +69,10 @@ def test_score_file_covers_all_categories_and_modes(demo_run):
     assert (fraud["unknown_unsafe"] + fraud["unknown_safe"]).to_dict() == per_cat.to_dict()
     summary = json.loads((tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_rule_score.json").read_text())
     assert summary["items"] == 144 and summary["refusal_only"] is True
+    # what the load read, recorded before inference beside the predictions and repeated in the score JSON
+    record = json.loads((tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_data_source.json").read_text())
+    assert record["recorded_at"] == "inference" and record["source"]["kind"] == "demo"
+    assert record["source"]["rows"] == 144 and summary["data_source"] == record
     # the printed table and the file locations
     assert "Illegal_Activity" in proc.stdout and "CCR" in proc.stdout and "_rule_score.csv" in proc.stdout
 
