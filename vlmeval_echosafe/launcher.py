@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import dispatch
 
         return dispatch(words)
+    if words and words[0] == "data":  # data check: no VLMEvalKit import, no run
+        from .datasets.check import main as data_main
+
+        return data_main(words[1:])
     try:
         batch_size, words = pop_batch_size(words)
     except LaunchError as err:
