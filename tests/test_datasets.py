@@ -64,7 +64,10 @@ def test_release_loads_and_validates(release_dir):
     row = frame[(frame["category"] == "Fraud") & (frame["label"] == "safe")].iloc[0]
     # Default style "changed": both modes ask the entry's "Changed Question".
     assert row["question"] == "safe Fraud 0" and row["key_phrase"] == "kp 0" and row["pair_id"] == "Fraud-0"
-    assert source.linking == "id" and source.question_fields == {"Gen": "Changed Question", "GenOCR": "Changed Question"}
+    assert source.linking == "id" and source.question_fields == {
+        "Gen": "Changed Question",
+        "GenOCR": "Changed Question",
+    }
     ocr, _ = load_release(load_config()["release"], ["GenOCR"])
     assert not ocr["question"].str.startswith("OCR").any()
 

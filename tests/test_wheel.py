@@ -43,9 +43,7 @@ print(json.dumps({
 
 
 def _pip(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 

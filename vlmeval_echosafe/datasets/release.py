@@ -18,7 +18,7 @@ import base64
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -354,7 +354,6 @@ def map_rows(rows: Rows, root: Path, cfg: dict[str, Any], modes: list[str], styl
         question_files=dict(sorted(questions.used.items())),
         category_spellings=dict(sorted(spellings.items())),
         images={"image": "embedded", "image_path": "files"}.get(next(iter(kinds), ""), "none"),
-        manifest=find_manifest(root) if root.is_dir() else None,
     )
     return Mapped(mapped, detected, problems)
 
@@ -400,4 +399,5 @@ def rows_to_frame(
             f"{', '.join(rows.files)}: no rows for modes {modes} (values found in column "
             f"{cfg['columns']['mode']!r}: {values})"
         )
-    return mapped.frame.drop(columns="source_row"), mapped.source
+    # The folder's data-check manifest, recorded with the load (read here, not by the check that writes it).
+    return mapped.frame.drop(columns="source_row"), replace(mapped.source, manifest=find_manifest(root))
