@@ -59,12 +59,24 @@ def release_dir(tmp_path, monkeypatch):
 
 def test_release_loads_and_validates(release_dir):
     frame, source = load_release(load_config()["release"], ["Gen"])
-    frame = validate_frame(frame, source)
+    frame = validate_frame(frame, ", ".join(source.row_files))
     assert len(frame) == 8 and set(frame["mode"]) == {"Gen"}
     row = frame[(frame["category"] == "Fraud") & (frame["label"] == "safe")].iloc[0]
-    assert row["question"] == "SD safe Fraud 0" and row["key_phrase"] == "kp 0" and row["pair_id"] == "Fraud-0"
+    # Default style "changed": both modes ask the entry's "Changed Question".
+    assert row["question"] == "safe Fraud 0" and row["key_phrase"] == "kp 0" and row["pair_id"] == "Fraud-0"
+    assert source.linking == "id" and source.question_fields == {
+        "Gen": "Changed Question",
+        "GenOCR": "Changed Question",
+    }
     ocr, _ = load_release(load_config()["release"], ["GenOCR"])
-    assert ocr["question"].str.startswith("OCR").all()
+    assert not ocr["question"].str.startswith("OCR").any()
+
+
+def test_release_rephrased_style_asks_mm_safetybench_fields(release_dir):
+    gen, source = load_release(load_config()["release"], ["Gen"], "rephrased")
+    ocr, _ = load_release(load_config()["release"], ["GenOCR"], "rephrased")
+    assert gen["question"].str.startswith("SD ").all() and ocr["question"].str.startswith("OCR ").all()
+    assert source.question_fields == {"Gen": "Rephrased Question(SD)", "GenOCR": "Rephrased Question"}
 
 
 def test_release_renamed_column_names_column_and_config_key(release_dir):
@@ -77,9 +89,9 @@ def test_release_renamed_column_names_column_and_config_key(release_dir):
 
 
 def test_release_missing_question_field(release_dir):
-    cfg = dict(load_config()["release"], question_field={"Gen": "Question(SD)", "GenOCR": "x"})
-    with pytest.raises(DatasetError, match=r"release.question_field.Gen"):
-        load_release(cfg, ["Gen"])
+    cfg = dict(load_config()["release"], question_styles={"odd": {"Gen": "Question(SD)", "GenOCR": "x"}})
+    with pytest.raises(DatasetError, match=r"release.question_styles.odd.Gen"):
+        load_release(cfg, ["Gen"], "odd")
 
 
 def test_no_local_copy_offline_is_one_clear_error(monkeypatch, tmp_path):

@@ -70,6 +70,10 @@ def test_score_file_covers_all_categories_and_modes(demo_run):
     assert (fraud["unknown_unsafe"] + fraud["unknown_safe"]).to_dict() == per_cat.to_dict()
     summary = json.loads((tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_rule_score.json").read_text())
     assert summary["items"] == 144 and summary["refusal_only"] is True
+    # what the load read, recorded before inference beside the predictions and repeated in the score JSON
+    record = json.loads((tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_data_source.json").read_text())
+    assert record["recorded_at"] == "inference" and record["source"]["kind"] == "demo"
+    assert record["source"]["rows"] == 144 and summary["data_source"] == record
     # the printed table and the file locations
     assert "Illegal_Activity" in proc.stdout and "CCR" in proc.stdout and "_rule_score.csv" in proc.stdout
 
@@ -239,14 +243,11 @@ def test_ablations_run_and_differ_in_what_they_remember(tmp_path):
 def test_resume_with_changed_settings_exits_2_naming_them(echosafe_run, tmp_path):
     """A finished EchoSafe run rerun with another k would reuse its predictions under the new settings: refused
     before anything runs, naming the setting."""
-    import shutil
-
     import yaml
 
-    config = tmp_path / "config"
-    for folder in ("wrappers", "task_configs"):
-        shutil.copytree(REPO / folder, config / folder)
-    defenses = yaml.safe_load((config / "wrappers/defenses.yaml").read_text())
+    config = tmp_path / "config"  # an override folder holding only the changed file
+    (config / "wrappers").mkdir(parents=True)
+    defenses = yaml.safe_load((REPO / "wrappers/defenses.yaml").read_text())
     defenses["defenses"]["EchoSafe"]["settings"]["k"] = 3
     (config / "wrappers/defenses.yaml").write_text(yaml.safe_dump(defenses))
     env = dict(_env(echosafe_run, echosafe_run / "cache"), VLMEVAL_ECHOSAFE_CONFIG=str(config))

@@ -54,14 +54,12 @@ def test_failed_combination_exits_nonzero(workdir, capsys, monkeypatch):
         json.dumps({"category": "Fraud", "mode": "Gen", "label": "safe", "image": "missing.png", "question": "q"})
         + "\n"
     )
-    import shutil
+    from vlmeval_echosafe.paths import packaged_file
 
-    from vlmeval_echosafe.paths import config_root
-
+    # An override folder with only the dataset mapping: wrappers/ still come from the package.
     cfg = workdir / "cfg"
-    shutil.copytree(config_root() / "wrappers", cfg / "wrappers")
-    (cfg / "task_configs").mkdir()
-    text = (config_root() / "task_configs" / "mmsafetybenchpp.yaml").read_text()
+    (cfg / "task_configs").mkdir(parents=True)
+    text = packaged_file("task_configs/mmsafetybenchpp.yaml").read_text()
     text = text.replace("question: null      #", "question: question  #").replace(
         "question_id: id", "question_id: null"
     )

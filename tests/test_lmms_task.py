@@ -42,6 +42,24 @@ def test_demo_docs_resolve_shared_images_and_carry_the_variant():
     assert task.doc_to_text(docs[0]) == docs[0]["question"]
 
 
+def test_data_source_travels_with_the_docs_to_the_results(rule_judge, tmp_path):
+    """The load's record rides on every doc and the CCR aggregation writes it beside the score table."""
+    import json
+
+    docs = task.demo_mini(_shipped_as_read())
+    assert json.loads(docs[0]["data_source"])["kind"] == "demo"
+    records = [task.process_results(doc, ["I'm sorry, I can't."])["CCR"] for doc in docs]
+
+    class Args:
+        output_path = str(tmp_path)
+
+    task.aggregate(records, metric="CCR", args=Args())
+    written = json.loads((tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_DemoMini_data_source.json").read_text())
+    assert written["recorded_at"] == "lmms-eval aggregation" and written["source"]["rows"] == 12
+    items = pd.read_csv(tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_DemoMini_rule_items.csv")
+    assert "data_source" not in items.columns and len(items) == 12
+
+
 def test_demo_mini_keeps_the_vlmeval_variant_rows():
     docs = task.demo_mini(_shipped_as_read())
     assert len(docs) == 12 and set(docs["mode"]) == {"Gen"} and len(set(docs["category"])) == 6
@@ -110,6 +128,8 @@ def test_one_aggregation_matches_summarize(rule_judge, tmp_path):
 
 def test_release_docs_equal_the_vlmeval_variant(release_dir):  # noqa: F811 (the imported fixture)
     """The hub rows as lmms-eval's json builder loads them give the rows VLMEvalKit's MMSafetyBenchPP_Gen has."""
+    import json
+
     import datasets
 
     from vlmeval_echosafe.datasets.variants import load_variant
@@ -125,6 +145,7 @@ def test_release_docs_equal_the_vlmeval_variant(release_dir):  # noqa: F811 (the
     cols = ["index", "pair_id", "category", "mode", "label", "question", "image_path"]
     pd.testing.assert_frame_equal(docs[cols], want[cols].reset_index(drop=True))
     assert set(docs["dataset"]) == {"MMSafetyBenchPP_Gen"}
+    assert {json.loads(s)["linking"] for s in docs["data_source"]} == {"id"}  # the miniature release has ids
     assert task.doc_to_visual(docs.iloc[0].to_dict())[0].size == (16, 16)
     assert len(task.genocr(loaded)) == 8
 

@@ -205,6 +205,25 @@ def import_host() -> tuple[Any, Any]:
     return host_run, host_inference
 
 
+def _record_data_sources(run_module: Any) -> None:
+    """Before inference on an MM-SafetyBench++ dataset, write what its load read and detected beside the prediction
+    file (``<model>_<dataset>_data_source.json``); a resumed file whose data was read differently stops here."""
+    from .datasets.source import record_inference, record_path
+
+    original = getattr(run_module, "_echosafe_host_infer_data_job", run_module.infer_data_job)
+    run_module._echosafe_host_infer_data_job = original
+
+    def recording(model: Any, work_dir: str, model_name: str, dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        source = getattr(dataset, "data_source", None)
+        if source is not None:
+            name, folder = dataset.dataset_name, Path(work_dir)
+            resuming = any(folder.glob(f"{model_name}_{name}.*")) or any(folder.glob(f"[0-9]*_{name}.pkl"))
+            record_inference(source, record_path(folder / f"{model_name}_{name}.tsv"), resuming)
+        return original(model, work_dir, model_name, dataset, *args, **kwargs)
+
+    run_module.infer_data_job = recording
+
+
 def restore_tls_verification() -> None:
     """`import vlmeval` switches certificate checks off for the whole process; switch them back on."""
     ssl._create_default_https_context = ssl.create_default_context
@@ -331,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import dispatch
 
         return dispatch(words)
+    if words and words[0] == "data":  # data check: no VLMEvalKit import, no run
+        from .datasets.check import main as data_main
+
+        return data_main(words[1:])
     try:
         flags, words = pop_plugin_flags(words)
     except LaunchError as err:
@@ -347,11 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     from . import batching
 
     restore_tls_verification()
+    from .paths import ConfigError, describe_config
     from .registry import register
 
     args = host_run.parse_args()
-    # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
-    register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir))
+    try:
+        print(describe_config(), file=sys.stderr)
+        # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
+        register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir))
+    except ConfigError as err:
+        print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
+        return 2
     models, datasets = _requested(args)
     try:
         preflight(args, models, datasets)
@@ -365,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     _mask_recorded_argv(host_run, secrets)
     tracker = OutcomeTracker()
     tracker.install(host_run)
+    _record_data_sources(host_run)
     batching.install(host_inference, flags.batch_size)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .paths import config_root
+from .paths import config_file
 
 
 def _classes() -> dict[str, type]:
@@ -54,7 +54,7 @@ def _class(name: str, where: str) -> type:
 
 
 def _yaml(name: str) -> dict[str, Any]:
-    path = config_root() / "wrappers" / name
+    path = config_file(f"wrappers/{name}")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")

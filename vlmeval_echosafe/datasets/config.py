@@ -8,14 +8,14 @@ from typing import Any
 
 import yaml
 
-from ..paths import config_root
+from ..paths import config_file
 
-CONFIG_FILE = "mmsafetybenchpp.yaml"
+CONFIG_FILE = "task_configs/mmsafetybenchpp.yaml"
 
 
 @lru_cache(maxsize=1)
 def load_config() -> dict[str, Any]:
-    path = config_root() / "task_configs" / CONFIG_FILE
+    path = config_file(CONFIG_FILE)
     with path.open(encoding="utf-8") as fh:
         cfg = yaml.safe_load(fh)
     if not isinstance(cfg, dict) or "variants" not in cfg or "release" not in cfg:

@@ -20,8 +20,9 @@ from ..judges.records import item_from_row, judge_all
 from . import order
 from .config import load_config
 from .schema import COLUMNS
+from .source import DataSource, record_evaluation
 from .validate import DatasetError
-from .variants import load_variant
+from .variants import load_variant_source
 
 # Above this share of undecided items a result is marked not valid (set with --judge-args '{"max_unknown_rate": x}').
 MAX_UNKNOWN_RATE = 0.05
@@ -58,7 +59,8 @@ class MMSafetyBenchPP(ImageBaseDataset):
         # The stream order (file / seeded shuffle) is applied to the rows, which the host runs in order; it is
         # kept on the object so a stateful defense records which stream it saw.
         self.stream_order = order.requested()
-        return self.stream_order.apply(load_variant(dataset))
+        frame, self.data_source = load_variant_source(dataset)
+        return self.stream_order.apply(frame)
 
     def build_prompt(self, line: pd.Series | int) -> list[dict[str, str]]:
         if isinstance(line, int):
@@ -71,7 +73,11 @@ class MMSafetyBenchPP(ImageBaseDataset):
         max_unknown = float(judge_kwargs.pop("max_unknown_rate", MAX_UNKNOWN_RATE))
         judge = make_judge(judge_kwargs)
         return evaluate_predictions(
-            eval_file, judge, nproc=int(judge_kwargs.get("nproc") or 4), max_unknown_rate=max_unknown
+            eval_file,
+            judge,
+            nproc=int(judge_kwargs.get("nproc") or 4),
+            max_unknown_rate=max_unknown,
+            data_source=self.data_source,
         )
 
     @classmethod
@@ -82,9 +88,14 @@ class MMSafetyBenchPP(ImageBaseDataset):
 
 
 def evaluate_predictions(
-    eval_file: str | Path, judge: Judge, nproc: int = 4, max_unknown_rate: float = MAX_UNKNOWN_RATE
+    eval_file: str | Path,
+    judge: Judge,
+    nproc: int = 4,
+    max_unknown_rate: float = MAX_UNKNOWN_RATE,
+    data_source: DataSource | None = None,
 ) -> dict[str, Any]:
-    """Judge a prediction file, write per-item records and the score files, return the summary dict."""
+    """Judge a prediction file, write per-item records and the score files, return the summary dict. The data
+    source recorded beside the predictions (or, failing that, ``data_source``) goes into the score JSON."""
     preds = load(str(eval_file))
     missing = [c for c in (*COLUMNS[:-1], "prediction") if c not in preds.columns]
     if missing:
@@ -102,6 +113,9 @@ def evaluate_predictions(
     summary.insert(1, "refusal_only", judge.refusal_only)
     summary.to_csv(paths["score"], index=False)
     result = _result_dict(summary, judge, len(table), int((table["decision"] == "unknown").sum()), max_unknown_rate)
+    recorded = record_evaluation(data_source, eval_file)
+    if recorded is not None:
+        result["data_source"] = recorded
     paths["summary"].write_text(json.dumps(result, indent=2, allow_nan=True), encoding="utf-8")
     return result
 

@@ -16,6 +16,15 @@ CATEGORIES: dict[str, tuple[int, str]] = {
 }
 MODES: tuple[str, ...] = ("Gen", "GenOCR")
 LABELS: tuple[str, ...] = ("unsafe", "safe")
+# Unsafe/safe pairs per category in each image mode of the release (711 per mode and label, 2,844 rows in all).
+EXPECTED_PAIRS: dict[str, int] = {
+    "Illegal_Activity": 97,
+    "HateSpeech": 163,
+    "Malware_Generation": 44,
+    "Physical_Harm": 144,
+    "Fraud": 154,
+    "Sex": 109,
+}
 
 # Columns of the TSV handed to VLMEvalKit; `image` holds base64 PNG/JPEG or the index of a row with the same image.
 COLUMNS: tuple[str, ...] = ("index", "pair_id", "category", "mode", "label", "question", "key_phrase", "image")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 
 import pandas as pd
 from PIL import Image
@@ -15,19 +16,31 @@ from PIL import Image
 from . import demo
 from .config import load_config, variant
 from .release import load_release
+from .source import DataSource, announce
 from .validate import IMAGE_REF_MAX, DatasetError, validate_frame
 
 
 def load_variant(name: str) -> pd.DataFrame:
     """The rows of variant ``name`` in the plugin's schema (see schema.COLUMNS), checked by validate_frame."""
+    return load_variant_source(name)[0]
+
+
+def load_variant_source(name: str) -> tuple[pd.DataFrame, DataSource]:
+    """The rows of variant ``name`` and what their load read and detected (printed to stderr here)."""
     spec = variant(name)
     if spec["source"] == "demo":
-        frame, source = demo.load_demo_frame(), "MMSafetyBenchPP_Demo (shipped demo split)"
+        frame = demo.load_demo_frame()
+        source = DataSource(kind="demo", rows=len(frame), row_files=[str(demo.DEMO_TSV)], checksum=demo.DEMO_SHA256)
+        where = "MMSafetyBenchPP_Demo (shipped demo split)"
     elif spec["source"] == "release":
-        frame, source = load_release(load_config()["release"], list(spec["modes"]))
+        frame, source = load_release(load_config()["release"], list(spec["modes"]), spec.get("question_style"))
+        where = ", ".join(source.row_files)
     else:
         raise DatasetError(f"variant {name}: unknown source {spec['source']!r} (expected demo or release)")
-    return select_variant(name, frame, source)
+    frame = select_variant(name, frame, where)
+    source = replace(source, rows=len(frame))
+    announce(source)
+    return frame, source
 
 
 def select_variant(name: str, frame: pd.DataFrame, source: str) -> pd.DataFrame:

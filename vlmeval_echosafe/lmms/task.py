@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from PIL import Image
 from .. import metrics
 from ..datasets import order
 from ..datasets.config import load_config
-from ..datasets.release import resolve_root, rows_to_frame
+from ..datasets.release import Rows, resolve_root, rows_to_frame
 from ..datasets.schema import COLUMNS
+from ..datasets.source import DataSource, announce
 from ..datasets.validate import DatasetError
-from ..datasets.variants import decode_image, load_variant, resolve_image_refs, select_variant
+from ..datasets.variants import decode_image, load_variant_source, resolve_image_refs, select_variant
 from ..judges import Judge, check_judge_choice, make_judge
-from ..paths import config_root
+from ..paths import config_file
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +42,24 @@ JUDGE_ENV, JUDGE_ARGS_ENV = "MMSBPP_JUDGE", "MMSBPP_JUDGE_ARGS"
 
 
 # ---- docs ----------------------------------------------------------------------------------------------------
-def _as_docs(variant: str, frame: pd.DataFrame):
+def _as_docs(variant: str, frame: pd.DataFrame, source: DataSource):
     import datasets
 
     # lmms-eval builds the docs before inference: the place to refuse a judge that cannot work (no key, no URL).
     settings = dict(judge_settings())
     check_judge_choice(settings.pop("model"), settings)
-    # The stream order (MMSBPP_ORDER / MMSBPP_ORDER_SEED) applied as VLMEvalKit's dataset applies it: lmms-eval
+    # What the load read and detected travels with every doc to the results (written by the CCR aggregation).
+    # The stream order (MMSBPP_ORDER / MMSBPP_ORDER_SEED) is applied as VLMEvalKit's dataset applies it: lmms-eval
     # hands requests over in doc order, so both harnesses feed a stateful defense the same stream.
-    frame = order.requested().apply(resolve_image_refs(frame).assign(dataset=variant))
+    frame = resolve_image_refs(frame).assign(dataset=variant, data_source=json.dumps(source.to_dict()))
+    frame = order.requested().apply(frame)
     return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
 def demo_docs(loaded: Any, variant: str = "MMSafetyBenchPP_Demo"):
     """``process_docs`` of the demo tasks: lmms-eval read the shipped TSV (``dataset_path: csv``); the rows handed
     on are the plugin's checksum-verified frame, after checking that lmms-eval read the same items."""
-    frame = load_variant(variant)
+    frame, source = load_variant_source(variant)
     read = pd.DataFrame({c: [str(v) for v in loaded[c]] for c in ITEM_FIELDS})
     read = read[read["index"].isin(set(frame["index"]))].reset_index(drop=True)
     if not read.equals(frame[list(ITEM_FIELDS)].astype(str).reset_index(drop=True)):
@@ -63,27 +67,32 @@ def demo_docs(loaded: Any, variant: str = "MMSafetyBenchPP_Demo"):
             f"{variant}: the file lmms-eval loaded does not match the plugin's demo split; point "
             "dataset_kwargs.data_files at vlmeval_echosafe/data/mmsafetybenchpp_demo.tsv"
         )
-    return _as_docs(variant, frame)
+    return _as_docs(variant, frame, source)
 
 
 def release_docs(loaded: Any, variant: str):
     """``process_docs`` of the release tasks: the hub rows lmms-eval loaded, mapped through the plugin's release
     config (question files and image paths are read from the same snapshot, or from ``$MMSAFETYBENCHPP_ROOT``)."""
     cfg = load_config()["release"]
-    frame = rows_to_frame(
-        loaded.to_pandas(),
+    spec = load_config()["variants"][variant]
+    frame, source = rows_to_frame(
+        Rows.loaded(loaded.to_pandas(), cfg["hf_repo"]),
         resolve_root(cfg),
         cfg,
-        list(load_config()["variants"][variant]["modes"]),
-        cfg["hf_repo"],
+        list(spec["modes"]),
+        spec.get("question_style"),
     )
-    return _as_docs(variant, select_variant(variant, frame, cfg["hf_repo"]))
+    frame = select_variant(variant, frame, cfg["hf_repo"])
+    source = replace(source, rows=len(frame))
+    announce(source)
+    return _as_docs(variant, frame, source)
 
 
 demo = partial(demo_docs, variant="MMSafetyBenchPP_Demo")
 demo_mini = partial(demo_docs, variant="MMSafetyBenchPP_DemoMini")
 gen = partial(release_docs, variant="MMSafetyBenchPP_Gen")
 genocr = partial(release_docs, variant="MMSafetyBenchPP_GenOCR")
+rephrased = partial(release_docs, variant="MMSafetyBenchPP_Rephrased")
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
@@ -107,7 +116,7 @@ _IgnoreFunctions.add_constructor("!function", lambda loader, node: None)
 
 
 def _template_metadata() -> dict[str, Any]:
-    text = (config_root() / TEMPLATE).read_text(encoding="utf-8")
+    text = config_file(TEMPLATE).read_text(encoding="utf-8")
     return (yaml.load(text, Loader=_IgnoreFunctions) or {}).get("metadata") or {}
 
 
@@ -146,6 +155,7 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[s
         "judge_error": verdict.error or "",
         "judge": j.name,
         "refusal_only": j.refusal_only,
+        "data_source": doc.get("data_source"),
     }
     return {name: record for name in METRICS}
 
@@ -170,6 +180,11 @@ def _write_tables(table: pd.DataFrame, summary: pd.DataFrame, args: Any) -> None
     out = Path(getattr(args, "output_path", None) or ".") / "mmsafetybenchpp"
     out.mkdir(parents=True, exist_ok=True)
     name = f"{table['dataset'].iloc[0]}_{str(table['judge'].iloc[0]).replace('/', '_')}"
+    sources = sorted({s for s in table.pop("data_source") if s}) if "data_source" in table else []
+    if sources:  # one load per task: a single record (a list would mean docs from several loads)
+        loaded = [json.loads(s) for s in sources]
+        record = {"recorded_at": "lmms-eval aggregation", "source": loaded[0] if len(loaded) == 1 else loaded}
+        (out / f"{table['dataset'].iloc[0]}_data_source.json").write_text(json.dumps(record, indent=2))
     table.to_csv(out / f"{name}_items.csv", index=False)
     summary.to_csv(out / f"{name}_score.csv", index=False)
     shown = summary[["mode", "category", "RR", "AR", "CCR", "QS_HM", "unknown_unsafe", "unknown_safe"]]
@@ -197,6 +212,7 @@ __all__ = [
     "doc_to_visual",
     "gen",
     "genocr",
+    "rephrased",
     "judge_settings",
     "process_results",
 ]

@@ -30,9 +30,9 @@ from ..judges.base import JudgeItem, unanswerable
 from ..judges.prompt import PROMPT_VERSION, build_judge_prompt
 from ..judges.records import _load as load_records
 from ..judges.records import record_key
-from ..paths import config_root
+from ..paths import config_file
 
-PRICES_FILE = "judge_prices.yaml"
+PRICES_FILE = "task_configs/judge_prices.yaml"
 CHARS_PER_TOKEN = 4
 
 
@@ -67,7 +67,7 @@ class Estimate:
 
 
 def load_prices(path: Path | None = None) -> tuple[dict[str, Any], Path]:
-    path = path or config_root() / "task_configs" / PRICES_FILE
+    path = path or config_file(PRICES_FILE)
     with path.open(encoding="utf-8") as fh:
         table = yaml.safe_load(fh) or {}
     if not isinstance(table.get("models"), dict):
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("pred_file", type=Path, help="the host's prediction file, <model>_<dataset>.tsv")
     parser.add_argument("--judge", required=True, help="judge model name as in the price table, e.g. gpt-5-mini")
-    parser.add_argument("--prices", type=Path, default=None, help=f"price table (default task_configs/{PRICES_FILE})")
+    parser.add_argument("--prices", type=Path, default=None, help=f"price table (default {PRICES_FILE})")
     parser.add_argument("--output-tokens", type=int, default=None, help="expected visible reply tokens per item")
     parser.add_argument(
         "--reasoning-tokens",
