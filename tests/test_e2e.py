@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from vlmeval_echosafe.datasets.schema import CATEGORIES
+from vlmeval_echosafe.memory import MemoryBank
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,11 +93,9 @@ def echosafe_run(tmp_path_factory):
 
 
 def _bank(run_dir: Path) -> list[dict]:
-    snap = (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo/CURRENT").read_text().strip()
-    return [
-        json.loads(x)
-        for x in (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo" / snap / "insights.jsonl").read_text().splitlines()
-    ]
+    """The saved bank (snapshot and log) as ``{id, insight, meta}`` rows."""
+    entries = MemoryBank.load(run_dir / "echosafe_bank/MMSafetyBenchPP_Demo").entries()
+    return [{"id": i, "insight": insight, "meta": meta} for i, (insight, meta) in enumerate(entries)]
 
 
 def _trace(run_dir: Path) -> list[dict]:
