@@ -1,8 +1,8 @@
 """`python run.py …` / `vlmeval-echosafe …`: VLMEvalKit's own runner with the plugin registered.
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
-inference, TLS verification restored, and a non-zero exit when any model × dataset combination failed (the
-host's ``run_local_mode`` logs the exception and exits 0).
+inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), and a non-zero exit
+when any model × dataset combination failed (the host's ``run_local_mode`` logs the exception and exits 0).
 """
 
 from __future__ import annotations
@@ -255,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     import vlmeval.inference as host_inference
     import vlmeval.run as host_run
+    import vlmeval.utils.mp_util as host_mp_util
 
-    from . import batching
+    from . import batching, checkpoint
 
     restore_tls_verification()
     from .registry import register
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker = OutcomeTracker()
     tracker.install(host_run)
     batching.install(host_inference, batch_size)
+    checkpoint.install(host_inference, host_mp_util)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)
