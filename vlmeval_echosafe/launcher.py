@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in HOST_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     import vlmeval.inference as host_inference
+    import vlmeval.inference_api as host_inference_api
+    import vlmeval.inference_mt as host_inference_mt
+    import vlmeval.inference_video as host_inference_video
     import vlmeval.run as host_run
     import vlmeval.utils.mp_util as host_mp_util
 
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker = OutcomeTracker()
     tracker.install(host_run)
     batching.install(host_inference, batch_size)
-    checkpoint.install(host_inference, host_mp_util)
+    checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)
