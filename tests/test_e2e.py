@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from vlmeval_echosafe.datasets.schema import CATEGORIES
+from vlmeval_echosafe.memory import MemoryBank
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,11 +98,9 @@ def echosafe_run(tmp_path_factory):
 
 
 def _bank(run_dir: Path) -> list[dict]:
-    snap = (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo/CURRENT").read_text().strip()
-    return [
-        json.loads(x)
-        for x in (run_dir / "echosafe_bank/MMSafetyBenchPP_Demo" / snap / "insights.jsonl").read_text().splitlines()
-    ]
+    """The saved bank (snapshot and log) as ``{id, insight, meta}`` rows."""
+    entries = MemoryBank.load(run_dir / "echosafe_bank/MMSafetyBenchPP_Demo").entries()
+    return [{"id": i, "insight": insight, "meta": meta} for i, (insight, meta) in enumerate(entries)]
 
 
 def _trace(run_dir: Path) -> list[dict]:
@@ -234,10 +233,10 @@ def test_ablations_run_and_differ_in_what_they_remember(tmp_path):
     ]
     assert (preds[0]["prediction"] != preds[1]["prediction"]).sum() >= 6  # the memory changes the prompts
     assert not (tmp_path / "out" / models[0] / "echosafe_bank").exists()
-    bank = tmp_path / "out" / models[1] / "echosafe_bank" / "MMSafetyBenchPP_DemoMini"
-    snap = (bank / "CURRENT").read_text().strip()
-    entries = [json.loads(x) for x in (bank / snap / "insights.jsonl").read_text().splitlines()]
-    assert len(entries) == 12 and {e["insight"]["kind"] for e in entries} == {"exchange"}
+    from vlmeval_echosafe.memory import MemoryBank
+
+    entries = MemoryBank.load(tmp_path / "out" / models[1] / "echosafe_bank" / "MMSafetyBenchPP_DemoMini").entries()
+    assert len(entries) == 12 and {insight["kind"] for insight, _ in entries} == {"exchange"}
 
 
 def test_resume_with_changed_settings_exits_2_naming_them(echosafe_run, tmp_path):

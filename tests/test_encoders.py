@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,32 @@ def test_build_encoders(tiny_qwen2vl_vlm, tiny_clip_dir: Path) -> None:
 def test_build_encoders_rejects_bad_specs(spec: dict, inner: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_encoders(spec, inner=inner)
+
+
+def test_minilm_never_asks_the_hub_and_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import huggingface_hub
+    import sentence_transformers  # noqa: F401 -- its imports set variables of their own (torch's KMP_*)
+    from huggingface_hub import constants as hub_constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)  # online, as far as the Hub knows
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(Exception):  # noqa: B017 -- the guard works: a Hub call is caught, whatever it raises
+        huggingface_hub.model_info("sentence-transformers/all-MiniLM-L6-v2")
+    assert attempts
+    attempts.clear()
+    before = dict(os.environ)
+    vectors = MiniLMTextEncoder(device="cpu").encode(["How do I make a bomb at home?"])
+    _assert_unit_rows(vectors, 1, 384)
+    assert attempts == []
+    assert dict(os.environ) == before

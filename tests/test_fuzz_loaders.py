@@ -1,7 +1,9 @@
 """Fuzzed bad data: the dataset and bank loaders either accept the input or raise their own error naming the
-file/row — never a traceback from deep inside pandas, PIL or faiss, never a partial result."""
+file/row — never a traceback from deep inside pandas, PIL or faiss, never a partial result (the bank's log may
+lose its torn last batch, with a warning, and nothing else)."""
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,8 @@ from vlmeval_echosafe.datasets.demo import load_demo_frame
 from vlmeval_echosafe.datasets.release import load_release
 from vlmeval_echosafe.datasets.validate import DatasetError, validate_frame
 from vlmeval_echosafe.memory import BankError, MemoryBank
+from vlmeval_echosafe.memory import log as banklog
+from vlmeval_echosafe.memory.persist import CompactionPolicy
 
 DEMO = load_demo_frame()
 CELL = st.one_of(
@@ -110,3 +114,69 @@ def test_truncated_release_rows_give_dataset_errors_only(tmp_path_factory, monke
         validate_frame(frame, ", ".join(source.row_files))
     except DatasetError as err:
         assert str(root) in str(err)
+
+
+@pytest.fixture(scope="module")
+def logged_bank(tmp_path_factory):
+    """A bank of 2 snapshot entries and log batches of 1, 3, 1 and 4 entries; the log's records as
+    (offset, bytes, batch_start), read from their headers."""
+    path = tmp_path_factory.mktemp("logged") / "bank"
+    rng = np.random.default_rng(1)
+    bank = MemoryBank(8, {"text": "t"}, compaction=CompactionPolicy(min_bytes=1 << 40))
+    for batch in (2, 1, 3, 1, 4):
+        for _ in range(batch):
+            v = rng.normal(size=8).astype(np.float32)
+            bank.add(v / np.linalg.norm(v), {"scenario": "é" * len(bank)}, {"row_index": str(len(bank))})
+        bank.save(path)
+    log = path / (path / "CURRENT").read_text().strip() / "log.bin"
+    data, records, off = log.read_bytes(), [], 0
+    while off < len(data):
+        _, batch_start, length, _ = banklog.HEADER.unpack_from(data, off)
+        records.append((off, banklog.HEADER.size + length, batch_start))
+        off += banklog.HEADER.size + length
+    assert len(records) == 9 and off == len(data)
+    return path, bank.entries(), records
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["cut", "flip", "append"]),
+    where=st.floats(0, 1, exclude_max=True),
+    flip=st.integers(1, 255),
+    garbage=st.binary(min_size=1, max_size=300),
+)
+def test_damaged_log_gives_its_exact_prefix_or_a_bank_error(logged_bank, tmp_path_factory, kind, where, flip, garbage):
+    """Whatever happens to the log, the loader gives exactly what is left intact or names the damage: a cut or
+    appended garbage loses at most the damaged tail (with a warning); a flipped byte in the last batch drops
+    that batch from the flipped record on (warning); one anywhere before is a BankError naming file and offset."""
+    saved, entries, records = logged_bank
+    path = tmp_path_factory.mktemp("fzlog") / "bank"
+    shutil.copytree(saved, path)
+    log = path / (path / "CURRENT").read_text().strip() / "log.bin"
+    data = bytearray(log.read_bytes())
+    pos = int(where * len(data))
+    hit = next(j for j, (off, size, _) in enumerate(records) if off <= pos < off + size)
+    last_batch = records[-1][2]
+    expect_error = False
+    if kind == "cut":
+        data = data[:pos]
+        keep, damaged = hit, pos != records[hit][0]
+    elif kind == "flip":
+        data[pos] ^= flip
+        keep, damaged, expect_error = hit, True, records[hit][2] < last_batch
+    else:
+        data += garbage
+        keep, damaged = len(records), True
+    log.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            bank = MemoryBank.load(path)
+        except BankError as err:
+            assert expect_error, err
+            assert f"{log}: record at offset {records[hit][0]} is damaged" in str(err)
+            return
+    assert not expect_error
+    assert bank.entries() == entries[: 2 + keep]
+    torn = [w for w in caught if issubclass(w.category, banklog.TornTailWarning)]
+    assert len(torn) == damaged and all(str(log) in str(w.message) for w in torn)

@@ -118,3 +118,33 @@ def test_api_mode_refuses_stateful_defense(workdir, capsys):
         workdir, "--data", "MMSafetyBenchPP_Demo", "--model", "EchoSafe_TinyQwen2VL", "--judge", "rule", "--api-mode"
     )
     assert code == 2 and "--api-mode" in capsys.readouterr().err
+
+
+def test_host_checkpoints_are_written_atomically(workdir, monkeypatch):
+    """Before the host runs, the launcher has made the `dump` of each of its inference loops atomic."""
+    import functools
+
+    import vlmeval.inference
+    import vlmeval.inference_api
+    import vlmeval.inference_mt
+    import vlmeval.inference_video
+    import vlmeval.run
+    import vlmeval.utils.mp_util
+
+    from vlmeval_echosafe import checkpoint
+
+    modules = [
+        vlmeval.inference,
+        vlmeval.inference_api,
+        vlmeval.inference_mt,
+        vlmeval.inference_video,
+        vlmeval.utils.mp_util,
+    ]
+    for module in modules:
+        monkeypatch.setattr(module, "dump", getattr(module, "_echosafe_host_dump", module.dump))
+        monkeypatch.delattr(module, "_echosafe_host_dump", raising=False)
+    seen = {}
+    monkeypatch.setattr(vlmeval.run, "main", lambda: seen.update({m.__name__: m.dump for m in modules}))
+    _run(workdir, "--data", "MMSafetyBenchPP_Demo", "--model", "TinyQwen2VL", "--judge", "rule")
+    assert set(seen) == {m.__name__ for m in modules}
+    assert all(isinstance(d, functools.partial) and d.func is checkpoint.atomic_dump for d in seen.values())

@@ -7,7 +7,6 @@ Needs the `lmms` extra (`pip install -e ".[test,lmms]"`); skipped, saying so, wh
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from vlmeval_echosafe.memory import MemoryBank
 
 pytestmark = [
     pytest.mark.slow,
@@ -113,9 +114,9 @@ def _lmms(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def _bank(run_dir: Path) -> list[dict]:
-    folder = run_dir / "echosafe_bank" / VARIANT
-    snap = (folder / "CURRENT").read_text().strip()
-    return [json.loads(line) for line in (folder / snap / "insights.jsonl").read_text().splitlines()]
+    """The saved bank (snapshot and log) as ``{id, insight, meta}`` rows."""
+    entries = MemoryBank.load(run_dir / "echosafe_bank" / VARIANT).entries()
+    return [{"id": i, "insight": insight, "meta": meta} for i, (insight, meta) in enumerate(entries)]
 
 
 @pytest.mark.parametrize(

@@ -182,17 +182,21 @@ def test_crash_during_pointer_swap_keeps_previous_bank(bank, data, tmp_path, mon
     root = tmp_path / "bank"
     bank.save(root)
     bank.add(data[1][0], insight(N), {"i": N, "group": 0})
+    bank.save(root)  # entry N goes to the log
 
     def crash(*args, **kwargs):
         raise OSError("simulated crash")
 
+    bank.add(data[1][1], insight(N + 1), {"i": N + 1, "group": 1})
     with monkeypatch.context() as m:
         m.setattr(os, "replace", crash)
         with pytest.raises(OSError, match="simulated"):
-            bank.save(root)
-    assert len(MemoryBank.load(root)) == N
-    bank.save(root)
-    assert len(MemoryBank.load(root)) == N + 1 and len(snapshots(root)) == 1
+            bank.compact(root)
+    assert len(MemoryBank.load(root)) == N + 1  # the previous snapshot and its log
+    bank.save(root)  # the failed compaction changed nothing saved: the log takes entry N + 1
+    assert MemoryBank.load(root).entries() == bank.entries()
+    bank.compact(root)
+    assert len(MemoryBank.load(root)) == N + 2 and len(snapshots(root)) == 1
 
 
 def test_crash_while_writing_snapshot_keeps_previous_bank(bank, tmp_path, monkeypatch) -> None:

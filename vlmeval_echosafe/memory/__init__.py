@@ -2,6 +2,15 @@
 
 from .bank import Hit, MemoryBank
 from .index import gpu_available
-from .persist import BankError, EncoderMismatchError
+from .log import TornTailWarning
+from .persist import BankError, CompactionPolicy, EncoderMismatchError
 
-__all__ = ["BankError", "EncoderMismatchError", "Hit", "MemoryBank", "gpu_available"]
+__all__ = [
+    "BankError",
+    "CompactionPolicy",
+    "EncoderMismatchError",
+    "Hit",
+    "MemoryBank",
+    "TornTailWarning",
+    "gpu_available",
+]

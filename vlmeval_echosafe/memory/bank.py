@@ -49,8 +49,9 @@ class _Vectors:
     """
 
     def __init__(self, dim: int, rows: np.ndarray | None = None) -> None:
+        """``rows`` is taken over, not copied (callers hand in an array of their own)."""
         rows = np.zeros((0, dim), dtype=np.float32) if rows is None else rows
-        self._buf = np.array(rows, dtype=np.float32, order="C", copy=True).reshape(-1, dim)
+        self._buf = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, dim)
         self._n = len(self._buf)
 
     def append(self, row: np.ndarray) -> None:
@@ -71,7 +72,8 @@ class MemoryBank:
     Search is exact (``IndexFlatIP``) until the bank reaches ``approx_threshold`` entries, where the index is
     switched once to an approximate ``IndexIVFFlat`` trained on the keys present (``None``: always exact).
     ``nprobe`` trades the approximate index's speed for recall. ``index_meta`` names meta keys whose values
-    are indexed, so :meth:`ids_where` finds e.g. an item's twin without scanning all entries.
+    are indexed, so :meth:`ids_where` finds e.g. an item's twin without scanning all entries. ``compaction``
+    says when :meth:`save` also folds the log into a new snapshot.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class MemoryBank:
         approx_threshold: int | None = 50_000,
         nprobe: int = idx.DEFAULT_NPROBE,
         index_meta: tuple[str, ...] = (),
+        compaction: persist.CompactionPolicy = persist.DEFAULT_COMPACTION,
     ) -> None:
         if type(dim) is not int or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -98,6 +101,7 @@ class MemoryBank:
         self.approx_threshold = approx_threshold
         self.nprobe = nprobe
         self.index_meta = tuple(index_meta)
+        self.compaction = compaction
         self._on_gpu = idx.resolve_gpu(use_gpu)
         self._index = idx.to_device(idx.new_index(dim), self._on_gpu)
         self._approx = False
@@ -105,6 +109,10 @@ class MemoryBank:
         self._records: list[tuple[dict, dict]] = []
         self._by_meta: dict[str, dict[str, list[int]]] = {}
         self._reindex_meta()
+        # Where the last save went and how much of the bank is there; ``_rewritten`` marks a change to entries
+        # already saved (truncate, update_meta, the switch of index), which the log cannot express.
+        self._saved: persist.Position | None = None
+        self._rewritten = False
 
     def __len__(self) -> int:
         return len(self._records)
@@ -169,10 +177,12 @@ class MemoryBank:
         cpu = idx.new_approx_index(self._vectors.view(), self.nprobe)
         self._index = idx.to_device(cpu, self._on_gpu)
         self._approx = True
+        self._rewritten = True
 
     def _rebuild(self) -> None:
         """A fresh index over the stored keys, of the kind the bank's size calls for."""
         self._approx = False
+        self._rewritten = True
         if self.approx_threshold is not None and len(self._records) >= self.approx_threshold:
             self._build_approx()
         else:
@@ -193,6 +203,8 @@ class MemoryBank:
         """How many inverted lists the approximate index visits per query (more: slower, better recall)."""
         if type(nprobe) is not int or nprobe < 1:
             raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        if self._approx and nprobe != self.nprobe:
+            self._rewritten = True  # the saved manifest records nprobe
         self.nprobe = nprobe
         if self._approx:
             idx.set_nprobe(self._index, nprobe)
@@ -295,6 +307,7 @@ class MemoryBank:
         the entries of a warm-start bank)."""
         self._records = [(insight, _plain(change(dict(meta)), "meta")) for insight, meta in self._records]
         self._reindex_meta()
+        self._rewritten = True
 
     def truncate(self, keep: MetaFilter) -> int:
         """Keep entries whose meta passes ``keep`` (order kept, ids renumbered); returns how many went.
@@ -313,10 +326,31 @@ class MemoryBank:
         return removed
 
     def save(self, path: str | Path) -> None:
-        """Write a new crash-safe snapshot under the folder ``path`` (see :mod:`.persist`)."""
-        persist.write_snapshot(
-            path, idx.to_cpu(self._index, self._on_gpu), self.encoders, self._records, self._vectors.view()
-        )
+        """Make every entry added so far durable in the folder ``path`` (see :mod:`.persist`).
+
+        The entries added since the last save go to the folder's log as one batch with one fsync, so the cost
+        does not grow with the bank. A whole new snapshot is written instead when ``path`` does not hold this
+        bank's last save, when saved entries were changed (truncate, update_meta, the switch of index), and,
+        after the append, when the log has outgrown the snapshot per ``compaction``.
+        """
+        saved = self._saved
+        if saved is None or self._rewritten or not persist.is_current(path, saved):
+            self.compact(path)
+            return
+        vectors = self._vectors.view()
+        batch = [(i, vectors[i], *self._records[i]) for i in range(saved.count, len(self._records))]
+        self._saved = persist.append(saved, batch)
+        if self.compaction.due(self._saved.log_end, self._saved.snapshot_bytes):
+            self.compact(path)
+
+    def compact(self, path: str | Path) -> None:
+        """Write the whole bank as a new crash-safe snapshot in ``path``, with an empty log (see :mod:`.persist`).
+
+        :meth:`save` calls it when needed; call it at the end of a run to leave a bank that loads without a log.
+        """
+        cpu = idx.to_cpu(self._index, self._on_gpu)
+        self._saved = persist.write_snapshot(path, cpu, self.encoders, self._records, self._vectors.view())
+        self._rewritten = False
 
     @classmethod
     def load(
@@ -327,13 +361,16 @@ class MemoryBank:
         approx_threshold: int | None = 50_000,
         nprobe: int | None = None,
         index_meta: tuple[str, ...] = (),
+        compaction: persist.CompactionPolicy = persist.DEFAULT_COMPACTION,
     ) -> MemoryBank:
-        """The bank saved at ``path``; with ``encoders``, refuse one whose keys came from other encoders.
+        """The bank saved at ``path`` (snapshot, then log); with ``encoders``, refuse one whose keys came from
+        other encoders.
 
         The saved index is used as is (an approximate one stays approximate, with its saved ``nprobe`` unless
-        ``nprobe`` is given); ``approx_threshold`` governs the switch of a still-exact bank as it grows.
+        ``nprobe`` is given), with the log's keys added to it; ``approx_threshold`` governs the switch of a
+        still-exact bank as it grows. A torn last batch of the log is dropped with a warning.
         """
-        snap = persist.read_snapshot(path)
+        snap = persist.read_bank(path)
         if encoders is not None and dict(encoders) != snap.encoders:
             raise EncoderMismatchError(
                 f"{snap.manifest_path}: memory bank was built with encoders {snap.encoders}, "
@@ -350,14 +387,19 @@ class MemoryBank:
             approx_threshold=approx_threshold,
             nprobe=nprobe,
             index_meta=index_meta,
+            compaction=compaction,
         )
         bank._approx = idx.index_name(snap.index) == idx.APPROX_NAME
         if bank._approx:
             idx.set_nprobe(snap.index, nprobe)
+        if len(snap.log_keys):
+            snap.index.add(snap.log_keys)
         bank._index = idx.to_device(snap.index, bank.on_gpu)
         bank._vectors = _Vectors(snap.dim, snap.vectors)
         bank._records = snap.records
         bank._reindex_meta()
+        bank._saved = snap.position
+        bank._rewritten = bank._approx and nprobe != saved_nprobe
         return bank
 
     @staticmethod

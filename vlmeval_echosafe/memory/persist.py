@@ -1,11 +1,16 @@
-"""Crash-safe bank files, without pickle.
+"""Crash-safe bank files, without pickle: a snapshot plus an append-only log.
 
-A bank path is a folder with ``CURRENT`` (the name of the live snapshot) and ``snap-<counter>/`` folders
-holding ``index.faiss``, ``insights.jsonl`` and ``manifest.json`` (which records the index type and its
-parameters), plus ``vectors.npy`` (the keys in id order, no pickle) when the index is the approximate
-``IndexIVFFlat``, which does not give its vectors back. A save writes and fsyncs a whole new snapshot, then
-swaps ``CURRENT`` atomically, then deletes older snapshots: a crash at any point leaves the previous bank
-loadable. Loading cross-checks the files, as a silently short or misaligned bank would feed wrong insights.
+A bank path is a folder with ``CURRENT`` (the name of the live snapshot) and ``snap-<counter>/`` folders. A
+snapshot holds ``index.faiss``, ``insights.jsonl``, ``manifest.json`` (which records the index type and its
+parameters, and ``count``, the entries in the snapshot), ``vectors.npy`` (the keys in id order, no pickle) when
+the index is the approximate ``IndexIVFFlat``, which does not give its vectors back, and ``log.bin``: the
+entries added after the snapshot, one checksummed record each, ids ``count``, ``count + 1``, ... (:mod:`.log`).
+
+A save appends the new entries to the log and fsyncs it once, so its cost does not grow with the bank.
+Compaction writes and fsyncs a whole new snapshot (with an empty log), swaps ``CURRENT`` atomically, then deletes
+older snapshots: a crash at any point leaves the previous snapshot and its log loadable. Loading replays the
+snapshot, then the log; it cross-checks the files, as a silently short or misaligned bank would feed wrong
+insights. Banks written before the log existed (manifest version 1: no ``log.bin``) still load.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
@@ -24,15 +29,18 @@ from typing import IO
 import faiss
 import numpy as np
 
+from . import log
 from .index import APPROX_NAME, INDEX_NAMES, index_name, index_params, is_expected_index
 
 FORMAT = "echosafe-bank"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: snapshot only, no log
 CURRENT = "CURRENT"
 INDEX_FILE = "index.faiss"
 INSIGHTS_FILE = "insights.jsonl"
 MANIFEST_FILE = "manifest.json"
 VECTORS_FILE = "vectors.npy"
+LOG_FILE = "log.bin"
 _SNAP = re.compile(r"snap-(\d+)")
 
 
@@ -44,15 +52,59 @@ class EncoderMismatchError(BankError):
     """The bank's keys were computed by other encoders, so similarities against new keys are meaningless."""
 
 
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a save also writes a new snapshot: once the log holds at least ``ratio`` times the snapshot's bytes
+    and at least ``min_bytes``.
+
+    Growing the snapshot geometrically keeps the bytes written per durable insight bounded, whatever the bank's
+    size: a record of ``r`` bytes is written once to the log and, amortised, at most ``1 + 1/ratio`` more
+    times by compactions, so at most ``(2 + 1/ratio)·r`` in all. ``min_bytes`` spares small banks frequent
+    compactions; ``ratio`` also bounds the log a load has to replay.
+    """
+
+    ratio: float = 1.0
+    min_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if not self.ratio > 0 or type(self.min_bytes) is not int or self.min_bytes < 0:
+            raise ValueError(f"compaction needs ratio > 0 and min_bytes >= 0, got {self}")
+
+    def due(self, log_bytes: int, snapshot_bytes: int) -> bool:
+        return log_bytes >= max(self.min_bytes, self.ratio * snapshot_bytes)
+
+
+DEFAULT_COMPACTION = CompactionPolicy()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a bank's durable copy is: its folder, the live snapshot, and how far the log goes."""
+
+    root: Path  # resolved
+    snapshot: str  # the folder name CURRENT holds
+    count: int  # durable entries: the snapshot's plus the log's
+    log_end: int  # log offset after the last good record
+    snapshot_bytes: int  # size of the snapshot's files, for the compaction policy
+
+    @property
+    def log(self) -> Path:
+        return self.root / self.snapshot / LOG_FILE
+
+
 @dataclass
 class Snapshot:
+    """A loaded bank: the snapshot's index, and the entries of snapshot and log together."""
+
     dim: int
     encoders: dict[str, str]
-    index: faiss.Index
+    index: faiss.Index  # the snapshot's entries only; ``log_keys`` are still to be added
     records: list[tuple[dict, dict]]
     manifest_path: Path
-    vectors: np.ndarray  # (count, dim) float32, the keys in id order
+    vectors: np.ndarray  # (count, dim) float32, the keys in id order, snapshot then log
+    log_keys: np.ndarray  # (n_log, dim) float32, the log's keys
     index_params: dict
+    position: Position | None  # None for a version-1 bank, which has no log: the next save rewrites it
 
 
 def exists(root: str | Path) -> bool:
@@ -83,14 +135,31 @@ def _next_counter(root: Path) -> int:
     return max(found, default=0) + 1
 
 
+def is_current(root: str | Path, position: Position) -> bool:
+    """Whether ``root`` is the folder of ``position`` and still has its snapshot live (nobody compacted since)."""
+    root = Path(root)
+    try:
+        return root.resolve() == position.root and (root / CURRENT).read_text().strip() == position.snapshot
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def append(position: Position, entries: list[tuple[int, np.ndarray, dict, dict]]) -> Position:
+    """Append ``entries`` (id, key, insight, meta; ids from ``position.count`` on) to the log and fsync once."""
+    if entries and entries[0][0] != position.count:
+        raise ValueError(f"{position.log}: next id is {position.count}, got entries from id {entries[0][0]}")
+    end = log.append(position.log, position.log_end, entries)
+    return replace(position, count=position.count + len(entries), log_end=end)
+
+
 def write_snapshot(
     root: str | Path,
     index: faiss.Index,
     encoders: dict[str, str],
     records: list[tuple[dict, dict]],
     vectors: np.ndarray | None = None,
-) -> None:
-    """Write ``index`` (a CPU index) and ``records`` as the new current snapshot of ``root``.
+) -> Position:
+    """Write ``index`` (a CPU index) and ``records`` as the new current snapshot of ``root``, with an empty log.
 
     ``vectors`` (the keys in id order) is required for, and only written with, the approximate index.
     """
@@ -111,6 +180,8 @@ def write_snapshot(
     with _durable(snap / INSIGHTS_FILE) as fh:
         for i, (insight, meta) in enumerate(records):
             fh.write(json.dumps({"id": i, "insight": insight, "meta": meta}, ensure_ascii=False) + "\n")
+    with _durable(snap / LOG_FILE):
+        pass
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -119,6 +190,7 @@ def write_snapshot(
         "encoders": encoders,
         "index": name,
         "index_params": index_params(index),
+        "log": LOG_FILE,
         "faiss_version": faiss.__version__,
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -131,8 +203,14 @@ def write_snapshot(
     _fsync_path(root)
     for old in root.iterdir():
         if old != snap and _SNAP.fullmatch(old.name) and old.is_dir():
-            # Stale snapshots are garbage; one left behind (e.g. a reader holds it) goes on the next save.
+            # Stale snapshots are garbage; one left behind (e.g. a reader holds it) goes on the next compaction.
             shutil.rmtree(old, ignore_errors=True)
+    return Position(root.resolve(), snap.name, len(records), 0, _size(snap))
+
+
+def _size(snap: Path) -> int:
+    """Bytes of a snapshot's files, its log left out."""
+    return sum(p.stat().st_size for p in snap.iterdir() if p.is_file() and p.name != LOG_FILE)
 
 
 def _read_text(path: Path) -> str:
@@ -155,10 +233,12 @@ def _read_manifest(path: Path) -> dict:
         raise BankError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(manifest, dict):
         raise BankError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
-    expected = {"format": FORMAT, "version": VERSION}
-    for field, want in expected.items():
-        if manifest.get(field) != want:
-            raise BankError(f"{path}: {field} is {manifest.get(field)!r}, expected {want!r}")
+    if manifest.get("format") != FORMAT:
+        raise BankError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("version") not in READABLE_VERSIONS:
+        raise BankError(f"{path}: version is {manifest.get('version')!r}, expected one of {list(READABLE_VERSIONS)}")
+    if manifest["version"] >= 2 and manifest.get("log") != LOG_FILE:
+        raise BankError(f"{path}: log is {manifest.get('log')!r}, expected {LOG_FILE!r}")
     if manifest.get("index") not in INDEX_NAMES:
         raise BankError(f"{path}: index is {manifest.get('index')!r}, expected one of {list(INDEX_NAMES)}")
     if not isinstance(manifest.setdefault("index_params", {}), dict):
@@ -224,8 +304,23 @@ def _read_records(path: Path, count: int) -> list[tuple[dict, dict]]:
     return records
 
 
-def read_snapshot(root: str | Path) -> Snapshot:
-    """The current snapshot of ``root``, fully validated; any inconsistency raises :class:`BankError`."""
+def _read_log(path: Path, dim: int, first_id: int) -> log.LogContents:
+    if not path.is_file():
+        raise BankError(f"{path}: missing")
+    try:
+        return log.read(path, dim, first_id)
+    except log.LogError as e:
+        raise BankError(str(e)) from e
+    except OSError as e:
+        raise BankError(f"{path}: unreadable ({e})") from e
+
+
+def read_bank(root: str | Path) -> Snapshot:
+    """The bank saved at ``root``: its current snapshot, then its log, fully validated.
+
+    Any inconsistency raises :class:`BankError`; only a torn last batch of the log is dropped, with a
+    :class:`~.log.TornTailWarning` naming the file and offset.
+    """
     root = Path(root)
     pointer = root / CURRENT
     if not pointer.is_file():
@@ -239,6 +334,15 @@ def read_snapshot(root: str | Path) -> Snapshot:
     index = _read_index(snap / INDEX_FILE, dim, count, name)
     vectors = _read_vectors(snap / VECTORS_FILE, index, name, dim, count)
     records = _read_records(snap / INSIGHTS_FILE, count)
+    position = None
+    log_keys = np.zeros((0, dim), dtype=np.float32)
+    if manifest["version"] >= 2:
+        tail = _read_log(snap / LOG_FILE, dim, count)
+        records += tail.records
+        log_keys = tail.keys
+        if len(log_keys):
+            vectors = np.concatenate([vectors, log_keys])
+        position = Position(root.resolve(), snap.name, len(records), tail.end, _size(snap))
     return Snapshot(
         dim=dim,
         encoders=dict(manifest["encoders"]),
@@ -246,5 +350,7 @@ def read_snapshot(root: str | Path) -> Snapshot:
         records=records,
         manifest_path=snap / MANIFEST_FILE,
         vectors=vectors,
+        log_keys=log_keys,
         index_params=manifest["index_params"],
+        position=position,
     )

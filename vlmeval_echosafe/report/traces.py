@@ -6,13 +6,13 @@ from an ``_items.csv`` by row index (trace ``row_index`` = items ``index``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..defenses.trace import read_trace
 from .collect import Result, dataset_names
 
 TRACE_SUFFIX = "_echosafe_trace.jsonl"
@@ -40,11 +40,7 @@ def find_traces(work_dir: Path) -> list[Trace]:
 def load_trace(path: Path) -> pd.DataFrame:
     """One row per item: order, stream, stream_pos, bank_size, label, n_retrieved, top1 similarity."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a crash
-            continue
+    for rec in read_trace(path):  # a torn last line is dropped with a warning; any other bad line is an error
         hits = rec.get("retrieved") or []
         sims = [h.get("similarity") for h in hits if h.get("similarity") is not None]
         rows.append(
@@ -92,11 +88,7 @@ def insight_counts(path: Path) -> dict[str, dict[str, int]]:
     ``stored`` by decision (``exchange`` for the NoReflection ablation), ``rejected`` by reason code (parse,
     order, copy, answer_failed, ...), and ``rejected_by_decision`` for rejections whose reflection had parsed."""
     out: dict[str, dict[str, int]] = {"stored": {}, "rejected": {}, "rejected_by_decision": {}}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a crash
-            continue
+    for rec in read_trace(path):
         decision = rec.get("insight_decision") or "none"
         if rec.get("insight_id") is not None:
             key = decision if decision != "none" else "exchange"
