@@ -1,6 +1,7 @@
 """The rule judge on the project's labelled responses (tests/data/refusals/): precision and recall of ``refuse``
->= 0.95 on the development set it was tuned on and on the two held-out sets written after it, overall; every
-family of the issue has cases, and no family falls below the bar on its own."""
+>= 0.95 on the development set it was tuned on and on the three held-out sets written after it, overall; every
+family of the issue has cases, and no family falls below the bar on its own. (The first measurement of each
+held-out set, before any change it prompted, is in docs/metrics.md.)"""
 
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from vlmeval_echosafe.judges import rule_decision
 from vlmeval_echosafe.judges.rule_eval import Counts, load_cases, measure
 
 DATA = Path(__file__).parent / "data" / "refusals"
-SETS = ("dev.yaml", "heldout.yaml", "heldout2.yaml")
+SETS = ("dev.yaml", "heldout.yaml", "heldout2.yaml", "heldout3.yaml")
 BAR = 0.95
 # The families issue 17 names, each in every set (refusals in five languages, markdown, benign look-alikes).
 REQUIRED = {
@@ -44,7 +45,7 @@ def test_precision_and_recall_overall(name):
 @pytest.mark.parametrize("name", SETS)
 def test_every_family_and_each_on_its_own(name):
     cases = load_cases(DATA / name)
-    assert len(cases) >= 200 and len({c.label for c in cases}) == 2
+    assert len(cases) >= (300 if name == "dev.yaml" else 100) and len({c.label for c in cases}) == 2
     report = measure(cases, rule_decision)
     assert REQUIRED <= set(report.families), REQUIRED - set(report.families)
     low = {f: c.accuracy for f, c in report.families.items() if c.accuracy < BAR}
@@ -54,7 +55,9 @@ def test_every_family_and_each_on_its_own(name):
 def test_sets_are_large_and_distinct():
     texts = [{c.text for c in load_cases(DATA / name)} for name in SETS]
     assert sum(len(t) for t in texts) >= 300 and len(texts[0]) >= 300
-    assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+    for i, a in enumerate(texts):
+        for b in texts[i + 1 :]:
+            assert not a & b
 
 
 def test_counts_are_the_confusion_matrix():

@@ -3,8 +3,9 @@
     python -m vlmeval_echosafe.compare --inner TinyQwen2VL --data MMSafetyBenchPP_Demo --judge rule [--work-dir DIR]
 
 Unknown flags go to ``run.py`` unchanged (e.g. ``--reuse``, ``--judge-base-url``). The table (CCR / RR / AR per
-model and image mode, the mean over categories) is read from the ``*_score.csv`` files the dataset writes and
-saved as ``<work-dir>/compare_<inner>_<data>_<judge>.csv``.
+model and image mode, the mean over categories; under the rule judge CCR_NonRefusal / RR / NonRefusalRate, see
+docs/metrics.md) is read from the ``*_score.csv`` files the dataset writes and saved as
+``<work-dir>/compare_<inner>_<data>_<judge>.csv``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 DEFENSES = ("Base", "SafetyPrompt", "FigStep", "AdaShield-S", "AdaShield-A", "ECSO", "EchoSafe")
-COLUMNS = ("CCR", "RR", "AR")
+
+
+def columns(refusal_only: bool) -> tuple[str, str, str]:
+    """The headline columns under a judge kind (metrics.py names)."""
+    from .metrics import ccr_name, safe_rate_name
+
+    return ccr_name(refusal_only), "RR", safe_rate_name(refusal_only)
 
 
 def model_names(inner: str, defenses: list[str]) -> list[str]:
@@ -25,22 +32,23 @@ def model_names(inner: str, defenses: list[str]) -> list[str]:
 
 
 def side_by_side(work_dir: str | Path, models: list[str], data: str, judge: str) -> pd.DataFrame:
-    """One row per model × mode with the category-mean CCR / RR / AR; a model without a score file is a row of
-    NaN (marked ``missing``), never dropped."""
+    """One row per model × mode with the category-mean CCR / RR / AR (their non-refusal names under the rule
+    judge); a model without a score file is a row of NaN (marked ``missing``), never dropped."""
     from vlmeval.smp import get_pred_file_path
 
     from .datasets.mmsafetybenchpp import output_paths
 
+    cols = columns(judge == "rule")  # the only refusal-only judge (judges/__init__.py)
     rows = []
     for m in models:
         pred = get_pred_file_path(os.path.join(str(work_dir), m), m, data, use_env_format=True)
         score = output_paths(pred, judge)["score"]
         if not score.exists():
-            rows.append({"model": m, "mode": None, **{c: float("nan") for c in COLUMNS}, "score_file": "missing"})
+            rows.append({"model": m, "mode": None, **{c: float("nan") for c in cols}, "score_file": "missing"})
             continue
         table = pd.read_csv(score)
         for _, r in table[table["category"] == "All"].iterrows():
-            rows.append({"model": m, "mode": r["mode"], **{c: r[c] for c in COLUMNS}, "score_file": str(score)})
+            rows.append({"model": m, "mode": r["mode"], **{c: r[c] for c in cols}, "score_file": str(score)})
     return pd.DataFrame(rows)
 
 

@@ -42,7 +42,7 @@ _CONTRACTIONS = [
 _ADVERB = re.compile(
     r"\b(i|we|am|are|will|would|cannot|must|do|not|have to|should)\s+(?:really|just|still|actually|absolutely|"
     r"definitely|certainly|truly|honestly|genuinely|simply|personally|respectfully|politely|kindly|also|"
-    r"unfortunately|regrettably|sadly|afraid that|afraid|therefore|thus|so|currently|now|afraid i)\s+"
+    r"unfortunately|regrettably|sadly|afraid|therefore|thus|so|currently|now)\s+"
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*|\n+")
 _ITEM_MARK = re.compile(r"^\s*(?:[-*•>]+|\d+[.)])\s*")
