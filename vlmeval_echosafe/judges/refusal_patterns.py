@@ -66,7 +66,7 @@ _NEG_NO_SUBJ = r"(?:cannot|can no longer|will not|unable to|not able to|am unabl
 # Clause-final: "I can't.", "I'm not going to.", "I'd rather not."
 _CLAUSE_FINAL_NEG = (
     r"(?:cannot|will not|would rather not|prefer not to|would prefer not to|am not (?:able|going|gonna|willing) to|"
-    r"am unable to|am unwilling to|will not be able to|refuse to|choose not to)"
+    r"am unable(?: to)?|am not able|am unwilling(?: to)?|will not be able to|refuse to|choose not to)"
 )
 _END = r"(?=\s*(?:[.!,;:)]|$|sorry\b|for you\b|here\b))"
 
@@ -156,6 +156,9 @@ EN_VERDICT = re.compile(
     r"rating|analysis|conclusion|status|label|risk(?: level)?|category)\s*:\s*(?:this (?:request )?is )?"
     r"(?:unsafe|harmful|not safe|refuse|refusal|dangerous|inappropriate|high[- ]risk|reject\w*|declin\w*|"
     r"denied|deny)\b"
+    # the same labels without a colon at the start of a sentence (a markdown table cell: "| Decision | Refuse |")
+    r"|^(?:safety |contextual safety )?(?:assessment|judg(?:e)?ment|verdict|decision|classification)\s*[-=]?\s*"
+    r"(?:unsafe|harmful|not safe|refuse|refusal|reject\w*|declin\w*|denied|deny)\b"
     r"|^(?:this is (?:an? )?)?(?:unsafe|harmful|dangerous|inappropriate|malicious) (?:request|query|question|"
     r"prompt|content)\b"
     r"|\b(?:this|the|your|that|such an?|such)\s+(?:\w+\s+)?(?:request|question|query|prompt|activity|action|task|"

@@ -25,10 +25,12 @@ LEAD_SENTENCES = 3  # a refusal says so up front ...
 LATE_LEAD_SENTENCES = 5  # ... or after a preamble (context, verdict, reasons), before delivering anything
 
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "", "\u00b4": "'", "\u201c": '"', "\u201d": '"'})
-_MARKDOWN = re.compile(r"\*+|_{2,}|(?<!\w)_|_(?!\w)|^\s*#+\s*|^\s*>\s*|\||^-{3,}$", re.MULTILINE)
+_MARKDOWN = re.compile(r"\*+|_{2,}|(?<!\w)_|_(?!\w)|^\s*#+\s*|^\s*>\s*|^[\s|:-]*-{3,}[\s|:-]*$|\|", re.MULTILINE)
 _CONTRACTIONS = [
-    (re.compile(r"\bcan't\b|\bcan not\b"), "cannot"),
-    (re.compile(r"\bwon't\b"), "will not"),
+    (re.compile(r"\bcan't\b|\bcan not\b|\bcant\b"), "cannot"),  # also typed without the apostrophe
+    (re.compile(r"\bwon't\b|\bwont\b"), "will not"),
+    (re.compile(r"\bdont\b"), "do not"),
+    (re.compile(r"\bim\b"), "i am"),
     (re.compile(r"\bshan't\b"), "shall not"),
     (re.compile(r"\b(\w+)n't\b"), r"\1 not"),
     (re.compile(r"\bi'm\b"), "i am"),
@@ -67,7 +69,7 @@ def sentences(text: str) -> list[tuple[str, bool]]:
         delivers = stripped != raw.strip() or bool(DELIVERY.search(raw))
         if re.search(r"\w\w", stripped) or re.search(r"[\u3040-\u9fff\uac00-\ud7af]", stripped):
             out.append((stripped, delivers))
-        elif delivers and out:
+        elif out and re.fullmatch(r"\d+[.)]", raw.strip()):
             out[-1] = (out[-1][0], True)  # "1." split off its item: the sentence before introduces a list
     return out
 
