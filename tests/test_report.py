@@ -564,3 +564,43 @@ def test_rejudge_with_the_rule_judge_writes_a_report_ready_result(tmp_path: Path
     assert cost.records_path(pred, "rule") == paths["records"]
     board, _, _ = collect(tmp_path)
     assert set(board["judge"]) == {RULE_LABEL} and set(board["model"]) == {"M"}
+
+
+def test_cost_with_images_counts_them_and_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    from vlmeval_echosafe.judges.prompt import JudgeInputs
+
+    pred = _pred_file(tmp_path)
+    monkeypatch.setattr(cost, "token_counter", lambda enc: (len, "fake", False))
+    plain = cost.estimate(pred, "j", {"models": {}}, "test")
+    seen = cost.estimate(pred, "j", {"models": {}}, "test", inputs=JudgeInputs(image=True))
+    items = [it for it in cost.judge_items(cost.read_predictions(pred)) if it.response]
+    longer = sum(
+        len(JudgeInputs(image=True).decision_prompt(it)) - len(JudgeInputs().decision_prompt(it)) for it in items
+    )
+    assert seen.decision_input_tokens - plain.decision_input_tokens == 7 * cost.IMAGE_TOKENS + longer
+    assert seen.quality_input_tokens == plain.quality_input_tokens  # the image goes with the decision only
+    assert sorted(p.name for p in tmp_path.iterdir()) == [pred.name]  # a dry run leaves no image files behind
+
+
+def test_rejudge_with_an_image_judge_sends_each_items_image(tmp_path: Path, monkeypatch) -> None:
+    """rejudge -> evaluate_predictions -> evaluation.evaluate with the dataset's images, over the stub server."""
+    from openai_stub import StubServer
+
+    from vlmeval_echosafe.report import rejudge
+
+    for var in ("OPENAI_API_KEY", "OPENAI_API_BASE", "LOCAL_LLM"):
+        monkeypatch.delenv(var, raising=False)
+    pred = _pred_file(tmp_path / "M")
+
+    def reply(prompt: str) -> str:
+        return '{"decision": "refuse"}' if "Decide what the response does" in prompt else '{"score": 3}'
+
+    with StubServer(reply) as server:
+        url = f"{server.base_url}/chat/completions"
+        args = [str(pred), "--judge", "stub-judge", "--judge-base-url", url, "--judge-key", "sk-x", "--judge-image"]
+        assert rejudge.main(args) == 0
+        decisions = [r for r, p in zip(server.requests, server.prompts, strict=True) if "Decide what" in p]
+    assert len(decisions) == 7  # the empty prediction is not sent
+    assert all(r["messages"][-1]["content"][0]["type"] == "image_url" for r in decisions)
+    summary = json.loads((pred.parent / "M_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text())
+    assert summary["judge_version"].endswith("+image") and summary["unknown"] == 1

@@ -15,6 +15,7 @@ from vlmeval.smp import load
 
 from ..evaluation import MAX_UNKNOWN_RATE, evaluate, paths_for
 from ..judges import Judge, make_judge
+from ..metrics import ccr_name
 from .config import load_config
 from .variants import image_files, load_variant
 
@@ -58,10 +59,11 @@ class MMSafetyBenchPP(ImageBaseDataset):
     @classmethod
     def report_primary_metric(cls, metrics_: dict[str, Any] | None) -> dict[str, float]:
         """The run summary shows the CCR (``CCR`` or, under the rule judge, ``CCR_NonRefusal``), not whatever key
-        sorts first."""
-        key = (metrics_ or {}).get("primary")
-        value = (metrics_ or {}).get(key) if key else None
-        return {} if value is None else {key: value}
+        sorts first. (The host flattens the summary to its numbers first, so the key is looked up by name.)"""
+        for key in (ccr_name(False), ccr_name(True)):
+            if (metrics_ or {}).get(key) is not None:
+                return {key: metrics_[key]}
+        return {}
 
 
 def prediction_stem(eval_file: str | Path) -> Path:

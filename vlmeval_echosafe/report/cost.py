@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -137,16 +138,16 @@ def judge_items(preds: pd.DataFrame, image_for: Callable[[Any], str] | None = No
     return [item_from_row(r, r["prediction"], image_for(r) if image_for else None) for _, r in preds.iterrows()]
 
 
-def images_for(pred_file: Path) -> Callable[[Any], str]:
-    """The image files of the dataset a ``<model>_<dataset>.tsv`` prediction file belongs to, written beside it
-    (for a judge that looks at images, as evaluation gives them)."""
+def images_for(pred_file: Path, folder: Path | None = None) -> Callable[[Any], str]:
+    """The image files of the dataset a ``<model>_<dataset>.tsv`` prediction file belongs to, written to ``folder``
+    (default: beside the predictions), for a judge that looks at images, as evaluation gives them."""
     from ..datasets.variants import image_files, load_variant
     from .collect import dataset_names
 
     name = next((d for d in dataset_names() if pred_file.stem.endswith(f"_{d}")), None)
     if name is None:
         raise CostError(f"{pred_file}: not a <model>_<dataset> prediction file of MM-SafetyBench++; no images")
-    return image_files(load_variant(name), pred_file.parent / f"{pred_file.stem}_judge_images")
+    return image_files(load_variant(name), folder or pred_file.parent / f"{pred_file.stem}_judge_images")
 
 
 def records_path(pred_file: Path, judge: str) -> Path:
@@ -170,15 +171,17 @@ def estimate(
     entry = prices["models"].get(judge, {})
     defaults = prices.get("defaults", {})
     preds = read_predictions(pred_file)
-    items = judge_items(preds, images_for(pred_file) if inputs.image else None)
-    sendable = [it for it in items if unanswerable(it) is None]
     cache = load_records(records_path(pred_file, judge))
 
     def cached_decision(it: JudgeItem) -> str | None:  # under the LLM judge's cache key (LLMJudge.key_extra)
         rec = cache.get(record_key(judge, inputs.version, it, inputs.key_extra(it)))
         return None if rec is None else rec.get("decision")
 
-    todo = [it for it in sendable if cached_decision(it) in (None, "unknown")]
+    # Image digests are part of the cache key; the files go to a temporary folder: a dry run writes nothing.
+    with tempfile.TemporaryDirectory() as tmp:
+        items = judge_items(preds, images_for(pred_file, Path(tmp)) if inputs.image else None)
+        sendable = [it for it in items if unanswerable(it) is None]
+        todo = [it for it in sendable if cached_decision(it) in (None, "unknown")]
     count, counting, approximate = token_counter(encoding or entry.get("encoding", "o200k_base"))
     decision_tokens = sum(count(inputs.decision_prompt(it)) + IMAGE_TOKENS * inputs.image for it in todo)
     quality_tokens = sum(count(quality_prompt(it, RIGHT[it.label])) for it in todo)
