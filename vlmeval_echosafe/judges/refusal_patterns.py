@@ -330,3 +330,9 @@ _MORE = re.compile(
 )
 
 OTHER_DECLINES = (_ZH, _JA, _ES, _FR, _DE, _IT, _PT, _KO, _RU, _MORE)
+# Limitations in those languages: "Ich kann nicht genau sagen, ...", "No puedo decir con exactitud ...",
+# "我无法确切地告诉你 ..." decline a precision or a guarantee, not the request.
+OTHER_LIMITATION = re.compile(
+    r"genau|exakt|garantier|sicher sagen|präzis|exact|précis|garanti|precis|esatt|garant|certeza|certitude|"
+    r"确切|准确|保证|具体日期|正確|保証|確実"
+)
