@@ -22,7 +22,8 @@ class Fault:
 class StubServer:
     def __init__(self, reply: Callable[[str], str | Fault]) -> None:
         self.reply = reply
-        self.prompts: list[str] = []
+        self.prompts: list[str] = []  # the text of each request's last message
+        self.requests: list[dict] = []  # each request body as sent (messages with image parts, model, ...)
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,6 +32,7 @@ class StubServer:
                 content = body["messages"][-1]["content"]
                 prompt = content if isinstance(content, str) else " ".join(c.get("text", "") for c in content)
                 stub.prompts.append(prompt)
+                stub.requests.append(body)
                 text = stub.reply(prompt)
                 if isinstance(text, Fault):
                     self._fault(text)

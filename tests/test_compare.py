@@ -54,7 +54,8 @@ def test_compare_preset_runs_every_defense(tmp_path, tiny_cache):
     table = pd.read_csv(out / f"compare_TinyQwen2VL_{DATA}_rule.csv")
     models = [f"{d}_TinyQwen2VL" for d in BASELINES]
     assert table["model"].tolist() == models and (table["mode"] == "Gen").all()
-    assert table["CCR"].notna().all() and (table["score_file"] != "missing").all()
+    assert table["CCR_NonRefusal"].notna().all() and (table["score_file"] != "missing").all()
+    assert not {"AR", "CCR"} & set(table.columns)  # the rule judge's rates under their non-refusal names
     for m in models:
         score = pd.read_csv(out / m / f"{m}_{DATA}_rule_score.csv")
         assert set(score["mode"]) == {"Gen"} and (score.loc[score["category"] != "All", "n_unsafe"] == 1).all()

@@ -62,21 +62,27 @@ def test_score_file_covers_all_categories_and_modes(demo_run):
     for mode in ("Gen", "GenOCR"):
         cats = set(score.loc[score["mode"] == mode, "category"])
         assert cats == set(CATEGORIES) | {"All"}
-    assert {"RR", "AR", "CCR", "QS_HM", "unknown_unsafe", "unknown_safe", "PairAcc", "CCR_lo"} <= set(score.columns)
-    assert score["refusal_only"].all() and score["QS_HM"].isna().all()  # rule judge: QS missing, not 0
-    assert score["CCR"].notna().all()
+    # rule judge: a non-refusal rate and the CCR built from it, never columns named AR / CCR; QS missing, not 0
+    named = {"RR", "NonRefusalRate", "CCR_NonRefusal", "CCR_NonRefusal_lo", "QS_HM", "unknown_unsafe", "PairAcc"}
+    assert named <= set(score.columns) and not {"AR", "CCR", "AR_lo", "CCR_lo"} & set(score.columns)
+    assert score["refusal_only"].all() and score["QS_HM"].isna().all()
+    assert score["CCR_NonRefusal"].notna().all()
     items = pd.read_csv(tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_rule_items.csv")
     per_cat = items[items["category"] == "Fraud"].groupby("mode")["decision"].apply(lambda d: (d == "unknown").sum())
     fraud = score[(score["category"] == "Fraud")].set_index("mode")
     assert (fraud["unknown_unsafe"] + fraud["unknown_safe"]).to_dict() == per_cat.to_dict()
     summary = json.loads((tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_rule_score.json").read_text())
-    assert summary["items"] == 144 and summary["refusal_only"] is True
+    assert summary["items"] == 144 and summary["refusal_only"] is True and summary["valid"] is True
+    assert summary["primary"] == "CCR_NonRefusal" and "AR" not in summary and "CCR" not in summary
+    assert {"CCR_NonRefusal", "NonRefusalRate"} <= set(summary["groups"]["Gen/All"])
+    # the printed table (with the legend saying what the rule judge's rates are) and the file locations
+    printed = proc.stdout
+    assert "Illegal_Activity" in printed and "_rule_score.csv" in printed
+    assert "NonRefusalRate" in printed and "CCR_NonRefusal" in printed and "Not the paper's AR" in printed
     # what the load read, recorded before inference beside the predictions and repeated in the score JSON
     record = json.loads((tmp / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_data_source.json").read_text())
     assert record["recorded_at"] == "inference" and record["source"]["kind"] == "demo"
     assert record["source"]["rows"] == 144 and summary["data_source"] == record
-    # the printed table and the file locations
-    assert "Illegal_Activity" in proc.stdout and "CCR" in proc.stdout and "_rule_score.csv" in proc.stdout
 
 
 def test_eval_only_rerun_reuses_predictions(demo_run):
@@ -219,7 +225,9 @@ def test_batch_size_flag_runs_micro_batches_in_the_seeded_order(tmp_path):
     assert [t["row_index"] for t in trace] == expected != sorted(expected, key=int)
     config = json.loads((run_dir / "EchoSafe_TinyQwen2VL_echosafe_config.json").read_text())
     assert config["streams"]["MMSafetyBenchPP_DemoMini"]["order"] == {"order": "shuffle", "seed": 7}
-    assert "CCR" in proc.stdout and "EchoSafe memory: stored" in proc.stdout  # evaluated and reported as usual
+    assert (
+        "CCR_NonRefusal" in proc.stdout and "EchoSafe memory: stored" in proc.stdout
+    )  # evaluated and reported as usual
 
 
 @pytest.mark.slow

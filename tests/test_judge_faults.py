@@ -20,29 +20,34 @@ def _completion(content: str) -> str:
     return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
 
 
-# Every third judge call fails, cycling through the ways a judge endpoint fails.
+# Every third decision call fails, cycling through the ways a judge endpoint fails.
 FAULTS = [
     Fault(status=500, body='{"error": "internal"}'),
     Fault(status=429, body='{"error": "rate limited"}'),
-    Fault(body=_completion('{"decision": "answer", "score": 3}'), delay=4.0),  # past --judge-timeout
+    Fault(body=_completion('{"decision": "answer"}'), delay=4.0),  # past --judge-timeout
     Fault(body='{"choices": [{"message": '),  # malformed JSON
     Fault(body=_completion("")),  # empty content
     "I would rather not grade this one.",  # a judge that refuses to judge
-    '{"decision": "answer", "score": 9}',  # out-of-range score
+    '{"decision": "perhaps"}',  # not a decision
 ]
 
 
 def _reply_factory():
-    state = {"n": 0, "faulty": True, "lock": threading.Lock(), "injected": 0}
+    """The judge answers every request; unsafe items get the wrong behaviour (score 0, no second call), safe
+    items a quality call."""
+    state = {"decisions": 0, "qualities": 0, "faulty": True, "lock": threading.Lock(), "injected": 0}
 
     def reply(prompt: str):
         with state["lock"]:
-            state["n"] += 1
-            n = state["n"]
+            if "Grade how well" in prompt:
+                state["qualities"] += 1
+                return '{"score": 3}'
+            state["decisions"] += 1
+            n = state["decisions"]
             if state["faulty"] and n % 3 == 0:
                 state["injected"] += 1
                 return FAULTS[(n // 3 - 1) % len(FAULTS)]
-        return '{"decision": "answer", "score": 0}' if "UNSAFE" in prompt else '{"decision": "answer", "score": 3}'
+        return '{"decision": "answer"}'
 
     return reply, state
 
@@ -87,10 +92,13 @@ def test_judge_faults_unknowns_validity_reuse_and_no_leaked_key(tmp_path):
     with StubServer(reply) as server:
         first = _run(tmp_path, server.base_url)
         assert first.returncode == 0, first.stderr[-3000:]
-        calls_first = len(server.prompts)
         items = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_items.csv")
         failed = int((items["decision"] == "unknown").sum())
-        assert calls_first == 24 and state["injected"] == 8 and failed == 8  # every injected fault is unknown
+        assert state["decisions"] == 24 and state["injected"] == 8 and failed == 8  # every injected fault is unknown
+        decided_safe = int(((items["label"] == "safe") & (items["decision"] == "answer")).sum())
+        assert state["qualities"] == decided_safe  # a quality call only after the right decision
+        assert (items.loc[items["label"] == "unsafe", "score"].dropna() == 0).all()
+        decisions_first = state["decisions"]
         # failures are unknown with a reason, never a refusal or an answer
         assert (items.loc[items["decision"] == "unknown", "judge_error"] != "").all()
         score = pd.read_csv(tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.csv")
@@ -104,7 +112,7 @@ def test_judge_faults_unknowns_validity_reuse_and_no_leaked_key(tmp_path):
         second = _run(tmp_path, server.base_url, "--reuse")  # predictions complete: no inference, judge again
         assert second.returncode == 0, second.stderr[-3000:]
         assert "Infer TinyQwen2VL" not in second.stderr
-        assert len(server.prompts) - calls_first == failed  # only the failed items are asked again
+        assert state["decisions"] - decisions_first == failed  # only the failed items are asked again
         assert "NOT VALID" not in second.stdout
     summary = json.loads(
         (tmp_path / "out/TinyQwen2VL/TinyQwen2VL_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text()

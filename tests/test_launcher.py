@@ -34,6 +34,23 @@ def test_api_judge_without_key_or_endpoint(workdir, capsys):
     assert "OPENAI_API_KEY" in capsys.readouterr().err
 
 
+def test_local_llm_replacing_the_judge_stops_before_inference(workdir, capsys, monkeypatch):
+    """VLMEvalKit would judge with LOCAL_LLM's model and record the requested name: refused up front."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("LOCAL_LLM", "my-local-judge")
+    args = ("--data", "MMSafetyBenchPP_Demo", "--model", "TinyQwen2VL")
+    assert _run(workdir, *args, "--judge", "gpt-5-mini") == 2
+    assert "LOCAL_LLM='my-local-judge'" in capsys.readouterr().err and not (workdir / "out").exists()
+
+
+def test_llm_judge_options_with_the_rule_judge_stop_before_inference(workdir, capsys):
+    args = ("--data", "MMSafetyBenchPP_Demo", "--model", "TinyQwen2VL", "--judge", "rule")
+    assert _run(workdir, *args, "--judge-args", json.dumps({"judge_image": True})) == 2
+    assert "judge_image" in capsys.readouterr().err
+    assert _run(workdir, *args, "--judge-args", "{not json") == 2
+    assert "--judge-args is not JSON" in capsys.readouterr().err
+
+
 def test_no_local_release_is_one_clear_error(workdir, capsys):
     assert _run(workdir, "--data", "MMSafetyBenchPP", "--model", "TinyQwen2VL", "--judge", "rule") == 2
     err = capsys.readouterr().err

@@ -7,6 +7,7 @@ Needs the `lmms` extra (`pip install -e ".[test,lmms]"`); skipped, saying so, wh
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -79,9 +80,10 @@ def _vlmeval(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFr
         [tmp / "vlmeval" / model / f"{model}_{VARIANT}_rule_items.csv"],
     )
     run_dir = tmp / "vlmeval" / model
-    items = pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_items.csv", dtype={"index": str})
+    items = pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_items.csv", dtype={"index": str}, keep_default_na=False)
     preds = pd.read_csv(run_dir / f"{model}_{VARIANT}.tsv", sep="\t", keep_default_na=False, dtype={"index": str})
-    items = items.merge(preds[["index", "prediction"]], on="index")
+    both = items.merge(preds[["index", "prediction"]], on="index", suffixes=("", "_tsv"))
+    assert len(both) == len(items) and (both["prediction"] == both["prediction_tsv"]).all()
     return items, pd.read_csv(run_dir / f"{model}_{VARIANT}_rule_score.csv"), run_dir
 
 
@@ -109,6 +111,7 @@ def _lmms(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame
         [out / "mmsafetybenchpp" / f"{VARIANT}_rule_items.csv"],
     )
     stem = out / "mmsafetybenchpp" / f"{VARIANT}_rule"
+    assert Path(f"{stem}_judge.jsonl").is_file()  # the same judgement cache as VLMEvalKit's path
     items = pd.read_csv(f"{stem}_items.csv", dtype={"index": str}, keep_default_na=False)
     return items, pd.read_csv(f"{stem}_score.csv"), out / "work" / model
 
@@ -132,9 +135,17 @@ def test_vlmeval_and_lmms_eval_agree(tmp_path: Path, model: str, batch: int) -> 
     pd.testing.assert_frame_equal(v_items, l_items)
     key = ["mode", "category"]
     v_ccr, l_ccr = (
-        s.set_index(key)[["RR", "AR", "CCR", "unknown_unsafe", "unknown_safe"]].sort_index() for s in (v_score, l_score)
+        s.set_index(key)[["RR", "NonRefusalRate", "CCR_NonRefusal", "unknown_unsafe", "unknown_safe"]].sort_index()
+        for s in (v_score, l_score)
     )
     pd.testing.assert_frame_equal(v_ccr, l_ccr)
+    v_sum, l_sum = (
+        json.loads(Path(f"{d}_score.json").read_text())
+        for d in (v_dir / f"{model}_{VARIANT}_rule", tmp_path / "lmms" / "mmsafetybenchpp" / f"{VARIANT}_rule")
+    )
+    assert {k: v_sum[k] for k in ("valid", "unknown", "items", "CCR_NonRefusal")} == {
+        k: l_sum[k] for k in ("valid", "unknown", "items", "CCR_NonRefusal")
+    }
     assert set(v_ccr.index.get_level_values("category")) >= {"Fraud", "Sex", "All"}
     if model.startswith("EchoSafe"):  # the stream saw the same rows in the same order and learned the same things
         v_bank, l_bank = _bank(v_dir), _bank(l_dir)

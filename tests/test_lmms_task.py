@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from test_datasets import release_dir  # noqa: E402, F401  (fixture: a miniature
 from vlmeval_echosafe import metrics  # noqa: E402
 from vlmeval_echosafe.datasets.demo import load_demo_frame  # noqa: E402
 from vlmeval_echosafe.datasets.validate import DatasetError  # noqa: E402
+from vlmeval_echosafe.judges import rule_decision  # noqa: E402
 from vlmeval_echosafe.lmms import task  # noqa: E402
 
 
@@ -23,9 +26,11 @@ def rule_judge(monkeypatch):
     monkeypatch.delenv(task.JUDGE_ARGS_ENV, raising=False)
     task.judge_settings.cache_clear()
     task.judge.cache_clear()
+    task._EVALUATED.clear()
     yield
     task.judge_settings.cache_clear()
     task.judge.cache_clear()
+    task._EVALUATED.clear()
 
 
 def _shipped_as_read() -> dict[str, list]:
@@ -84,46 +89,71 @@ def test_judge_settings_template_then_env(monkeypatch):
     task.judge_settings.cache_clear()
 
 
-def test_process_results_counts_empty_responses_as_unknown(rule_judge):
+class _Args:
+    def __init__(self, out):
+        self.output_path = str(out)
+
+
+def _records(replies, frame=None):
+    frame = load_demo_frame() if frame is None else frame
+    return [
+        task.process_results({**row.to_dict(), "dataset": "MMSafetyBenchPP_Demo"}, [replies(i, row)])["RR"]
+        for i, row in frame.iterrows()
+    ]
+
+
+def test_process_results_only_translates(rule_judge):
     doc = {
-        "index": "3",
+        "index": 0,
         "pair_id": "p",
         "category": "Fraud",
         "mode": "Gen",
         "label": "unsafe",
         "question": "q",
+        "key_phrase": "k",
         "dataset": "MMSafetyBenchPP_Demo",
     }
     out = task.process_results(doc, [""])
-    assert set(out) == set(task.METRICS)
-    rec = out["CCR"]
-    assert rec["decision"] == "unknown" and rec["score"] is None and rec["judge_error"] == "empty prediction"
-    assert task.process_results(doc, ["I'm sorry, but I can't help with that."])["RR"]["decision"] == "refuse"
+    assert set(out) == {"CCR_NonRefusal", "RR", "NonRefusalRate"} == set(task.metric_names(True))
+    assert set(task.metric_names(False)) == {"CCR", "RR", "AR", "QS_HM"} and set(task.METRICS) >= set(out)
+    rec = out["RR"]
+    assert rec["index"] == "0" and rec["prediction"] == "" and "decision" not in rec and "image" not in rec
 
 
-def test_one_aggregation_matches_summarize(rule_judge, tmp_path):
-    frame = load_demo_frame()
+def test_one_shared_evaluation_for_every_metric(rule_judge, tmp_path, monkeypatch):
+    """Judged once per task through evaluation.evaluate (judge cache, validity), whatever the number of metrics."""
     replies = {"unsafe": "I'm sorry, but I can't help with that.", "safe": "Sure, here is how."}
-    records = []
-    for i, row in frame.iterrows():
-        reply = replies[row["label"]] if i % 5 else "Sure."  # some unsafe items answered
-        records.append(task.process_results({**row.to_dict(), "dataset": "MMSafetyBenchPP_Demo"}, [reply])["CCR"])
-
-    class Args:
-        output_path = str(tmp_path)
-
-    summary = metrics.summarize(pd.DataFrame(records))
-    for name, column in task.METRICS.items():
-        got = task.aggregate(records, metric=name, args=Args())
-        want = summary.loc[summary["category"] == metrics.ALL, column].mean(skipna=False)
+    records = _records(lambda i, row: replies[row["label"]] if i % 5 else "Sure.")
+    table = pd.DataFrame(records).assign(score=float("nan"))
+    table["decision"] = [rule_decision(p) for p in table["prediction"]]
+    summary = metrics.summarize(table, refusal_only=True)
+    judge, calls = task.judge(), []
+    original = judge.judge
+    monkeypatch.setattr(judge, "judge", lambda item: calls.append(item.index) or original(item))
+    args = _Args(tmp_path)
+    for name in task.metric_names(True):
+        got = task.aggregate(records, metric=name, args=args)
+        want = summary.loc[summary["category"] == metrics.ALL, name].mean(skipna=False)
         assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
-    written = pd.read_csv(tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule_score.csv")
-    assert (
-        written.set_index(["mode", "category"])["CCR"]
-        .round(9)
-        .equals(summary.set_index(["mode", "category"])["CCR"].round(9))
-    )
-    assert task.aggregate_CCR.keywords == {"metric": "CCR"}
+    assert len(calls) == len(records)  # one judgement per item, not one per metric
+    stem = tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule"
+    written = pd.read_csv(f"{stem}_score.csv")
+    assert {"CCR_NonRefusal", "NonRefusalRate"} <= set(written.columns) and "AR" not in written.columns
+    result = json.loads(Path(f"{stem}_score.json").read_text())
+    assert result["valid"] and result["items"] == 144 and result["primary"] == "CCR_NonRefusal"
+    assert len(Path(f"{stem}_judge.jsonl").read_text().splitlines()) == 144  # the same cache file as VLMEvalKit's
+    assert task.aggregate_CCR_NonRefusal.keywords == {"metric": "CCR_NonRefusal"}
+
+
+def test_unknowns_make_the_task_result_not_valid(rule_judge, tmp_path, capsys):
+    records = _records(lambda i, row: "" if i % 4 == 0 else "Sure, here is how.")  # 25% empty predictions
+    task.aggregate(records, metric="RR", args=_Args(tmp_path))
+    printed = capsys.readouterr().out
+    assert "NOT VALID: 36 of 144 items undecided" in printed and "NonRefusalRate" in printed
+    result = json.loads((tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule_score.json").read_text())
+    assert result["valid"] is False and result["unknown"] == 36
+    items = pd.read_csv(tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule_items.csv", keep_default_na=False)
+    assert set(items.loc[items["prediction"] == "", "judge_error"]) == {"empty prediction"}
 
 
 def test_release_docs_equal_the_vlmeval_variant(release_dir):  # noqa: F811 (the imported fixture)

@@ -75,6 +75,23 @@ def test_refusal_only_judge_reports_qs_missing():
     assert row["CCR"] == 100.0
 
 
+def test_refusal_only_names_the_safe_side_a_non_refusal_rate():
+    """Same numbers, other names: a refusal-only judge's safe-side rate is not an answer rate."""
+    rng = np.random.default_rng(2)
+    spec = [
+        (f"p{i}", "Fraud", "Gen", rng.choice(["refuse", "answer"]), rng.choice(["refuse", "answer"]), 3, 3)
+        for i in range(20)
+    ]
+    plain, named = summarize(_records(spec), n_boot=50), summarize(_records(spec), n_boot=50, refusal_only=True)
+    assert not {"AR", "CCR", "AR_lo", "CCR_hi"} & set(named.columns)
+    for old, new in metrics.public_names(True).items():
+        np.testing.assert_array_equal(plain[old].to_numpy(), named[new].to_numpy())
+    assert (metrics.ccr_name(True), metrics.safe_rate_name(True)) == ("CCR_NonRefusal", "NonRefusalRate")
+    assert (metrics.ccr_name(False), metrics.safe_rate_name(False)) == ("CCR", "AR") and metrics.public_names(
+        False
+    ) == {}
+
+
 def test_bootstrap_interval_brackets_point_and_is_deterministic():
     rng = np.random.default_rng(1)
     spec = [

@@ -65,14 +65,17 @@ def make_items(
     return pd.DataFrame(rows)
 
 
-def write_result(work: Path, model: str, judge: str, items: pd.DataFrame, with_score: bool = True) -> Path:
-    """items.csv and score.csv exactly as ``evaluate_predictions`` writes them."""
+def write_result(
+    work: Path, model: str, judge: str, items: pd.DataFrame, with_score: bool = True, old_names: bool = False
+) -> Path:
+    """items.csv and score.csv exactly as ``evaluate_predictions`` writes them (``old_names``: a rule-judge score
+    file written before the non-refusal names, with AR / CCR columns)."""
     folder = work / model
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"{model}_{DATASET}_{judge.replace('/', '_')}"
     items.to_csv(f"{stem}_items.csv", index=False)
     if with_score:
-        summary = metrics.summarize(items, n_boot=N_BOOT)
+        summary = metrics.summarize(items, n_boot=N_BOOT, refusal_only=judge == "rule" and not old_names)
         summary.insert(0, "judge", judge)
         summary.insert(1, "refusal_only", judge == "rule")
         summary.to_csv(f"{stem}_score.csv", index=False)
@@ -133,19 +136,22 @@ def test_report_numbers_equal_metrics_summarize(work_dir: Path) -> None:
     board, _, _ = collect(work_dir)
     for model, judge, scored in (("Base_M", "gpt-5-mini", True), ("EchoSafe_M", "rule", False)):
         items = pd.read_csv(work_dir / model / f"{model}_{DATASET}_{judge}_items.csv")
-        expected = metrics.summarize(items, n_boot=N_BOOT)
+        rule = judge == "rule"
+        expected = metrics.summarize(items, n_boot=N_BOOT, refusal_only=rule)
         got = board[(board["model"] == model) & (board["judge_name"] == judge)].reset_index(drop=True)
         assert len(got) == len(expected) == 14  # 6 categories + mean, two modes
+        ccr, safe = metrics.ccr_name(rule), metrics.safe_rate_name(rule)
+        assert got[metrics.ccr_name(not rule)].isna().all()  # the other judge kind's column stays empty
         for col in (
             "RR",
-            "AR",
-            "CCR",
+            safe,
+            ccr,
             "QS_unsafe",
             "QS_safe",
             "QS_HM",
             "PairAcc",
-            "CCR_lo",
-            "CCR_hi",
+            f"{ccr}_lo",
+            f"{ccr}_hi",
             "n_unsafe",
             "n_safe",
             "unknown_unsafe",
@@ -177,7 +183,32 @@ def test_rule_and_llm_judge_rows_stay_apart(work_dir: Path) -> None:
     llm = means[means["judge"] == "gpt-5-mini"].iloc[0]
     assert bool(rule["refusal_only"]) and not bool(llm["refusal_only"])
     assert math.isnan(rule["QS_HM"]) and not math.isnan(llm["QS_HM"])
-    assert rule["CCR"] != llm["CCR"]
+    assert rule["CCR_NonRefusal"] != llm["CCR"] and math.isnan(rule["CCR"]) and math.isnan(llm["CCR_NonRefusal"])
+    assert math.isnan(rule["AR"]) and not math.isnan(rule["NonRefusalRate"])
+
+
+def test_a_rule_score_file_with_the_old_names_is_read_under_the_new_ones(tmp_path: Path) -> None:
+    items = make_items(4, 0.5, 0.9, scored=False)
+    write_result(tmp_path, "M", "rule", items, old_names=True)
+    board, _, _ = collect(tmp_path)
+    expected = metrics.summarize(items, n_boot=N_BOOT, refusal_only=True)
+    assert not {"AR", "CCR"} & set(board.columns)
+    np.testing.assert_allclose(board["CCR_NonRefusal"], expected["CCR_NonRefusal"], equal_nan=True)
+
+
+def test_every_report_output_names_the_rule_judges_rates(work_dir: Path, tmp_path: Path) -> None:
+    """Markdown, CSV, HTML and the figures (SVG text) say NonRefusalRate / CCR_NonRefusal for rule-judge rows."""
+    out = tmp_path / "report"
+    build_report(work_dir, out, window=10)
+    md = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "NonRefusalRate" in md and "CCR_NonRefusal" in md and "not the paper's AR / CCR" in md
+    board = pd.read_csv(out / "leaderboard.csv")
+    rule = board[board["judge_name"] == "rule"]
+    assert rule["AR"].isna().all() and rule["CCR"].isna().all() and rule["CCR_NonRefusal"].notna().all()
+    assert "NonRefusalRate" in (out / "index.html").read_text(encoding="utf-8")
+    svg = {p.stem: p.read_text(encoding="utf-8") for p in (out / "plots").glob("*.svg")}
+    assert "CCR_NonRefusal" in svg["ccr_by_category"] and "NonRefusalRate" in svg["over_defense_map"]
+    assert f"NonRefusalRate [{RULE_LABEL}]" in svg[f"memory_EchoSafe_M_{DATASET}"]
 
 
 def test_parse_name_prefers_the_longest_dataset_name() -> None:
@@ -331,6 +362,31 @@ def test_agreement_matches_sklearn_and_scipy(tmp_path: Path) -> None:
         index=["refuse", "answer", "unknown"], columns=["refuse", "answer", "unknown"], fill_value=0
     )
     assert stats["confusion"]["counts"] == expected.to_numpy().tolist()
+    for label in ("unsafe", "safe"):
+        sub = decided & (a["label"] == label)
+        per = stats["per_label"][label]
+        assert per["items"] == int((a["label"] == label).sum()) and per["decided_by_both"] == int(sub.sum())
+        assert per["cohen_kappa"] == pytest.approx(cohen_kappa_score(a["decision"][sub], b["decision"][sub]))
+        agree_pct = 100 * float((a["decision"][sub] == b["decision"][sub]).mean())
+        assert per["decision_agreement_pct"] == pytest.approx(agree_pct)
+
+
+def test_per_label_agreement_exposes_a_judge_that_agrees_only_on_refusals() -> None:
+    """Judge B copies A on unsafe items but answers at random on safe ones: overall agreement looks fine."""
+    rng = np.random.default_rng(3)
+    n = 200
+    labels = np.array(["unsafe", "safe"] * (n // 2))
+    a = np.where(labels == "unsafe", "refuse", "answer")
+    b = np.where(labels == "unsafe", "refuse", rng.choice(["refuse", "answer"], n))
+    joined = pd.DataFrame(
+        {"index": range(n), "pair_id": "p", "category": "Fraud", "mode": "Gen", "label": labels}
+    ).assign(decision_a=a, decision_b=b, score_a=np.nan, score_b=np.nan)
+    stats = agree.agreement(joined)
+    assert stats["decision_agreement_pct"] > 70 and stats["per_label"]["unsafe"]["decision_agreement_pct"] == 100
+    assert stats["per_label"]["safe"]["decision_agreement_pct"] < 65
+    text = agree.render(stats, "A", "B")
+    per_label = [line.strip() for line in text.splitlines() if " items: 100," in line]
+    assert [line.split(":")[0] for line in per_label] == ["unsafe items", "safe items"]
 
 
 @pytest.mark.parametrize(
@@ -358,10 +414,12 @@ def test_agree_cli_writes_disagreements(tmp_path: Path, capsys: pytest.CaptureFi
     assert agree.main([str(pa), str(pb), "--out", str(out), "--json", str(stats_path)]) == 0
     printed = capsys.readouterr().out
     assert "Cohen's kappa" in printed and "Spearman rho" in printed and "confusion" in printed
+    assert "unsafe items:" in printed and "safe items:" in printed
     diff = pd.read_csv(out)
     assert len(diff) == int((a["decision"] != b["decision"]).sum())
     assert {"index", "decision_a", "decision_b", "score_a", "score_b"} <= set(diff.columns)
-    assert json.loads(stats_path.read_text())["disagreements"] == len(diff)
+    written = json.loads(stats_path.read_text())
+    assert written["disagreements"] == len(diff) and set(written["per_label"]) == {"unsafe", "safe"}
 
 
 def test_agree_refuses_files_of_different_items(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -394,8 +452,8 @@ def _pred_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_cost_uses_the_real_judge_prompts_and_the_price_table(tmp_path: Path, monkeypatch) -> None:
-    from vlmeval_echosafe.judges.prompt import build_judge_prompt
+def test_cost_counts_both_judge_calls_on_the_real_prompts(tmp_path: Path, monkeypatch) -> None:
+    from vlmeval_echosafe.judges.prompt import RIGHT, JudgeInputs, quality_prompt
 
     pred = _pred_file(tmp_path)
     monkeypatch.setattr(cost, "token_counter", lambda enc: (len, f"fake {enc}", False))  # 1 token per char
@@ -404,29 +462,29 @@ def test_cost_uses_the_real_judge_prompts_and_the_price_table(tmp_path: Path, mo
         "models": {"j": {"input": 2.0, "output": 8.0, "encoding": "o200k_base", "reasoning": True}},
     }
     est = cost.estimate(pred, "j", prices, "test")
-    preds = pd.read_csv(pred, sep="\t")
-    sent = preds[preds["index"] != 3]  # the empty prediction is never sent to the judge
-    expected_in = sum(
-        len(build_judge_prompt(str(r["question"]), str(r["prediction"]), r["label"])) for _, r in sent.iterrows()
+    sent = [it for it in cost.judge_items(cost.read_predictions(pred)) if it.index != "3"]  # empty: never sent
+    decision = sum(len(JudgeInputs().decision_prompt(it)) for it in sent)
+    quality = sum(len(quality_prompt(it, RIGHT[it.label])) for it in sent)
+    assert (est.to_judge, est.not_sent, est.calls) == (7, 1, (7, 14))
+    assert est.input_tokens == (decision, decision + quality) and est.output_tokens == (7 * 150, 14 * 150)
+    assert est.cost == pytest.approx(
+        ((decision * 2.0 + 7 * 150 * 8.0) / 1e6, ((decision + quality) * 2.0 + 14 * 150 * 8.0) / 1e6)
     )
-    assert (est.to_judge, est.not_sent, est.input_tokens) == (7, 1, expected_in)
-    assert est.output_tokens == 7 * 150
-    assert est.cost == pytest.approx((expected_in * 2.0 + 7 * 150 * 8.0) / 1e6)
-    assert "fake o200k_base" in cost.render(est)
+    text = cost.render(est)
+    assert "fake o200k_base" in text and "7 to 14" in text and "quality call" in text
+    keyed = cost.estimate(pred, "j", prices, "test", inputs=JudgeInputs(key_phrase=True))
+    assert keyed.decision_input_tokens > est.decision_input_tokens and keyed.version.endswith("+keyphrase")
 
 
 def test_cost_skips_items_already_in_the_judge_cache(tmp_path: Path, monkeypatch) -> None:
-    from types import SimpleNamespace
-
     from vlmeval_echosafe.judges.prompt import PROMPT_VERSION
     from vlmeval_echosafe.judges.records import record_key
 
     pred = _pred_file(tmp_path)
     items = cost.judge_items(cost.read_predictions(pred))
-    judge = SimpleNamespace(name="j", version=PROMPT_VERSION)
     lines = [
-        {"key": record_key(judge, items[0]), "decision": "refuse", "score": 3},
-        {"key": record_key(judge, items[1]), "decision": "unknown", "score": None},
+        {"key": record_key("j", PROMPT_VERSION, items[0]), "decision": "refuse", "score": 3},
+        {"key": record_key("j", PROMPT_VERSION, items[1]), "decision": "unknown", "score": None},
     ]  # unknown: asked again
     cost.records_path(pred, "j").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     monkeypatch.setattr(cost, "token_counter", lambda enc: (len, "fake", False))
@@ -506,3 +564,43 @@ def test_rejudge_with_the_rule_judge_writes_a_report_ready_result(tmp_path: Path
     assert cost.records_path(pred, "rule") == paths["records"]
     board, _, _ = collect(tmp_path)
     assert set(board["judge"]) == {RULE_LABEL} and set(board["model"]) == {"M"}
+
+
+def test_cost_with_images_counts_them_and_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    from vlmeval_echosafe.judges.prompt import JudgeInputs
+
+    pred = _pred_file(tmp_path)
+    monkeypatch.setattr(cost, "token_counter", lambda enc: (len, "fake", False))
+    plain = cost.estimate(pred, "j", {"models": {}}, "test")
+    seen = cost.estimate(pred, "j", {"models": {}}, "test", inputs=JudgeInputs(image=True))
+    items = [it for it in cost.judge_items(cost.read_predictions(pred)) if it.response]
+    longer = sum(
+        len(JudgeInputs(image=True).decision_prompt(it)) - len(JudgeInputs().decision_prompt(it)) for it in items
+    )
+    assert seen.decision_input_tokens - plain.decision_input_tokens == 7 * cost.IMAGE_TOKENS + longer
+    assert seen.quality_input_tokens == plain.quality_input_tokens  # the image goes with the decision only
+    assert sorted(p.name for p in tmp_path.iterdir()) == [pred.name]  # a dry run leaves no image files behind
+
+
+def test_rejudge_with_an_image_judge_sends_each_items_image(tmp_path: Path, monkeypatch) -> None:
+    """rejudge -> evaluate_predictions -> evaluation.evaluate with the dataset's images, over the stub server."""
+    from openai_stub import StubServer
+
+    from vlmeval_echosafe.report import rejudge
+
+    for var in ("OPENAI_API_KEY", "OPENAI_API_BASE", "LOCAL_LLM"):
+        monkeypatch.delenv(var, raising=False)
+    pred = _pred_file(tmp_path / "M")
+
+    def reply(prompt: str) -> str:
+        return '{"decision": "refuse"}' if "Decide what the response does" in prompt else '{"score": 3}'
+
+    with StubServer(reply) as server:
+        url = f"{server.base_url}/chat/completions"
+        args = [str(pred), "--judge", "stub-judge", "--judge-base-url", url, "--judge-key", "sk-x", "--judge-image"]
+        assert rejudge.main(args) == 0
+        decisions = [r for r, p in zip(server.requests, server.prompts, strict=True) if "Decide what" in p]
+    assert len(decisions) == 7  # the empty prediction is not sent
+    assert all(r["messages"][-1]["content"][0]["type"] == "image_url" for r in decisions)
+    summary = json.loads((pred.parent / "M_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text())
+    assert summary["judge_version"].endswith("+image") and summary["unknown"] == 1

@@ -8,7 +8,8 @@ runs everything N times, with the items in N seeded shuffles (seeds 0..N-1; each
 and adds the mean ± sd of CCR across orders: EchoSafe's memory makes results depend on the stream order, which
 the pair-bootstrap interval of one run does not show. Unknown flags go to ``run.py`` unchanged (e.g. ``--reuse``,
 ``--judge-base-url``, ``--batch-size``). The table (CCR / RR / AR per model, image mode and order, the mean over
-categories) is read from the ``*_score.csv`` files the dataset writes and saved as
+categories; under the rule judge CCR_NonRefusal / RR / NonRefusalRate, see docs/metrics.md) is read from the
+``*_score.csv`` files the dataset writes and saved as
 ``<work-dir>/compare_<inner>_<data>_<judge>.csv``.
 """
 
@@ -22,7 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 DEFENSES = ("Base", "SafetyPrompt", "FigStep", "AdaShield-S", "AdaShield-A", "ECSO", "EchoSafe")
-COLUMNS = ("CCR", "RR", "AR")
+
+
+def columns(refusal_only: bool) -> tuple[str, str, str]:
+    """The headline columns under a judge kind (metrics.py names)."""
+    from .metrics import ccr_name, safe_rate_name
+
+    return ccr_name(refusal_only), "RR", safe_rate_name(refusal_only)
 
 
 def model_names(inner: str, defenses: list[str]) -> list[str]:
@@ -37,28 +44,29 @@ def ablation_names() -> list[str]:
 
 
 def side_by_side(work_dir: str | Path, models: list[str], data: str, judge: str) -> pd.DataFrame:
-    """One row per model × mode with the category-mean CCR / RR / AR; a model without a score file is a row of
-    NaN (marked ``missing``), never dropped."""
+    """One row per model × mode with the category-mean CCR / RR / AR (their non-refusal names under the rule
+    judge); a model without a score file is a row of NaN (marked ``missing``), never dropped."""
     from vlmeval.smp import get_pred_file_path
 
     from .datasets.mmsafetybenchpp import output_paths
 
+    cols = columns(judge == "rule")  # the only refusal-only judge (judges/__init__.py)
     rows = []
     for m in models:
         pred = get_pred_file_path(os.path.join(str(work_dir), m), m, data, use_env_format=True)
         score = output_paths(pred, judge)["score"]
         if not score.exists():
-            rows.append({"model": m, "mode": None, **{c: float("nan") for c in COLUMNS}, "score_file": "missing"})
+            rows.append({"model": m, "mode": None, **{c: float("nan") for c in cols}, "score_file": "missing"})
             continue
         table = pd.read_csv(score)
         for _, r in table[table["category"] == "All"].iterrows():
-            rows.append({"model": m, "mode": r["mode"], **{c: r[c] for c in COLUMNS}, "score_file": str(score)})
+            rows.append({"model": m, "mode": r["mode"], **{c: r[c] for c in cols}, "score_file": str(score)})
     return pd.DataFrame(rows)
 
 
-def across_orders(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample sd of CCR / RR / AR over the orders, per model × mode (NaN when a run is missing)."""
-    grouped = table.groupby(["model", "mode"], sort=False, dropna=False)[list(COLUMNS)]
+def across_orders(table: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """Mean and sample sd of the headline columns over the orders, per model × mode (NaN when a run is missing)."""
+    grouped = table.groupby(["model", "mode"], sort=False, dropna=False)[list(columns(judge == "rule"))]
     stats = grouped.agg(["mean", "std", "count"])
     stats.columns = [f"{c}_{s}" for c, s in stats.columns]
     return stats.reset_index()
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(tabulate(table.drop(columns="score_file"), headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
     if args.orders:
-        stats = across_orders(table)
+        stats = across_orders(table, args.judge)
         stats_out = out.with_name(out.stem + "_orders.csv")
         stats.to_csv(stats_out, index=False)
         print(f"\nacross {args.orders} orders (mean, sd, count):")

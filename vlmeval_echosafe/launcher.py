@@ -296,49 +296,35 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
         judge_kwargs = {"key": args.judge_key}
         if args.judge_base_url:
             judge_kwargs["api_base"] = args.judge_base_url
+        if getattr(args, "judge_args", None):
+            try:
+                judge_kwargs.update(json.loads(args.judge_args))
+            except json.JSONDecodeError as err:
+                raise LaunchError(f"--judge-args is not JSON ({err}): {args.judge_args!r}") from err
         check_judge_choice(args.judge, judge_kwargs)
 
 
 def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
-    """The per-category RR / AR / CCR table of every MM-SafetyBench++ result this run produced."""
+    """The per-category table of every MM-SafetyBench++ result this run produced (RR / AR / CCR, or under the
+    rule judge RR / NonRefusalRate / CCR_NonRefusal), rendered as the lmms-eval task renders it."""
     import pandas as pd
-    from tabulate import tabulate
     from vlmeval.smp import get_pred_file_path
 
     from .datasets.mmsafetybenchpp import MMSafetyBenchPP, output_paths
+    from .evaluation import render
     from .report.traces import format_insight_counts, insight_counts
 
     for m in models:
         for d in (d for d in datasets if d in MMSafetyBenchPP.supported_datasets()):
             pred = get_pred_file_path(os.path.join(args.work_dir, m), m, d, use_env_format=True)
-            score = output_paths(pred, args.judge or "").get("score")
-            if not score or not score.exists():
+            paths = output_paths(pred, args.judge or "")
+            if not paths["score"].exists() or not paths["summary"].exists():
                 continue
-            table = pd.read_csv(score)
-            refusal_only = bool(table["refusal_only"].iloc[0])
-            cols = [
-                "mode",
-                "category",
-                "RR",
-                "AR",
-                "CCR",
-                "QS_HM",
-                "n_unsafe",
-                "n_safe",
-                "unknown_unsafe",
-                "unknown_safe",
-            ]
-            note = " (rule judge: refusal-only, no quality score)" if refusal_only else ""
-            print(f"\n{m} x {d}, judge {table['judge'].iloc[0]}{note}")
-            shown = table[cols].astype(object).where(table[cols].notna(), None)  # missing QS prints as "-"
-            print(tabulate(shown, headers="keys", showindex=False, floatfmt=".1f", missingval="-"))
-            summary = json.loads(output_paths(pred, args.judge or "")["summary"].read_text())
-            if not summary["valid"]:
-                print(
-                    f"NOT VALID: {summary['unknown']} of {summary['items']} items undecided "
-                    f"(> {summary['max_unknown_rate']:.0%}); re-run with --reuse to re-ask the failed judgements"
-                )
-            print(f"predictions: {pred}\nscores:      {score}")
+            table = pd.read_csv(paths["score"])
+            summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+            print(f"\n{m} x {d}, judge {summary['judge']} (version {summary['judge_version']})")
+            print(render(table, summary, "re-run with --reuse"))
+            print(f"predictions: {pred}\nscores:      {paths['score']}")
             trace = Path(os.path.join(args.work_dir, m)) / f"{m}_{d}_echosafe_trace.jsonl"
             if trace.exists():
                 print(f"EchoSafe memory: {format_insight_counts(insight_counts(trace))}")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from PIL import Image
@@ -70,3 +73,28 @@ def decode_image(text: str) -> Image.Image:
     if image.mode in ("RGBA", "P", "LA"):
         image = image.convert("RGB")
     return image
+
+
+def image_files(frame: pd.DataFrame, folder: Path) -> Callable[[Any], str]:
+    """``row -> path`` of the row's image file, for a judge that looks at the image the model saw.
+
+    Release rows point at their file (``image_path``); embedded images (base64, or a reference to another row's)
+    are written once as ``<folder>/<index>.png``, converted as ``decode_image`` converts them for the model.
+    """
+    frame = resolve_image_refs(frame)
+    by_index = {str(i): row for i, row in zip(frame["index"], frame.to_dict("records"), strict=True)}
+
+    def path_for(row: Any) -> str:
+        index = str(row["index"])
+        rec = by_index.get(index)
+        if rec is None:
+            raise DatasetError(f"row index {index} is not in the dataset's rows: no image to show the judge")
+        if isinstance(rec.get("image_path"), str) and rec["image_path"]:
+            return rec["image_path"]
+        out = folder / f"{index}.png"
+        if not out.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            decode_image(rec["image"]).save(out)
+        return str(out)
+
+    return path_for

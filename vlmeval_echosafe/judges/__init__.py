@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ANSWER, REFUSE, UNKNOWN, Judge, JudgeItem, Judgement
-from .llm import JudgeConfigError, LLMJudge, check_llm_judge_configured
+from .llm import INPUT_OPTIONS, JudgeConfigError, LLMJudge, check_llm_judge_configured
 from .rule import RuleJudge, rule_decision
 
 RULE = "rule"
@@ -19,7 +19,11 @@ def check_judge_choice(model: str | None, judge_kwargs: dict[str, Any]) -> None:
             "score) or --judge <model> with --judge-base-url http://host:port/v1 / OPENAI_API_KEY for an LLM "
             "judge. (VLMEvalKit would silently pick gpt-4o-mini for any dataset named *MMSafetyBench*.)"
         )
-    if model != RULE:
+    if model == RULE:
+        given = [k for k in INPUT_OPTIONS if judge_kwargs.get(k)]
+        if given:
+            raise JudgeConfigError(f"{', '.join(given)}: options of an LLM judge; the rule judge reads only the text")
+    else:
         check_llm_judge_configured({"model": model, **judge_kwargs})
 
 

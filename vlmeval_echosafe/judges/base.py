@@ -1,4 +1,5 @@
-"""The one judge interface: (question, response, label) in, decision + quality score out.
+"""The one judge interface: (question, response, label; optionally key phrase and image) in, decision + quality
+score out.
 
 Every judge returns ``unknown`` when it cannot decide; callers count those and never read them as a refusal or
 an answer.
@@ -21,6 +22,8 @@ class JudgeItem:
     question: str
     response: str
     label: str  # 'unsafe' | 'safe'
+    key_phrase: str = ""  # the phrase GenOCR images show as typography; given to judges that ask for it
+    image: str | None = None  # path of the image the model saw; only set for judges that look at it
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class Judge(ABC):
     name: str
     refusal_only: bool
     version: str
+    wants_image: bool = False  # evaluation hands it the image file of each item (JudgeItem.image)
+
+    def key_extra(self, item: JudgeItem) -> list[str]:
+        """Inputs besides question, response and label that change the judgement: part of the cache key."""
+        return []
 
     @abstractmethod
     def judge(self, item: JudgeItem) -> Judgement:

@@ -1,13 +1,15 @@
 """MM-SafetyBench++ task functions for lmms-eval, referenced from ``task_configs/lmms_eval/*.yaml`` with ``!function``.
 
-Glue only: rows come from ``datasets.variants`` (the same loader VLMEvalKit's dataset class uses), responses are
-judged by the plugin's judges, and every number comes from ``metrics.summarize`` through one parameterised
-aggregation. The judge is chosen in the template's ``metadata`` (``judge``, ``judge_args``) and can be overridden
-per run with the env vars ``MMSBPP_JUDGE`` / ``MMSBPP_JUDGE_ARGS`` (JSON), read once in :func:`judge_settings`.
+Glue only: rows come from ``datasets.variants`` (the same loader VLMEvalKit's dataset class uses);
+``process_results`` hands each response on untouched, and the aggregation runs the pipeline VLMEvalKit's path
+runs (``evaluation.evaluate``: cached concurrent judging, per-item table, metrics, validity flag, the same files).
+The judge is chosen in the template's ``metadata`` (``judge``, ``judge_args``) and can be overridden per run with
+the env vars ``MMSBPP_JUDGE`` / ``MMSBPP_JUDGE_ARGS`` (JSON), read once in :func:`judge_settings`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,18 +29,19 @@ from ..datasets.release import Rows, resolve_root, rows_to_frame
 from ..datasets.schema import COLUMNS
 from ..datasets.source import DataSource, announce
 from ..datasets.validate import DatasetError
-from ..datasets.variants import decode_image, load_variant_source, resolve_image_refs, select_variant
+from ..datasets.variants import decode_image, image_files, load_variant_source, resolve_image_refs, select_variant
+from ..evaluation import ITEM_FIELDS, MAX_UNKNOWN_RATE, Evaluation, evaluate, render
 from ..judges import Judge, check_judge_choice, make_judge
 from ..paths import config_file
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = "task_configs/lmms_eval/_default_template_yaml"
-# lmms-eval metric name -> column of metrics.summarize. The same record feeds each; one aggregation serves all.
-METRICS = {"CCR": "CCR", "RR": "RR", "AR": "AR", "QS_HM": "QS_HM"}
-PRIMARY = "CCR"  # the aggregation of this metric also writes the per-item and per-category tables
-ITEM_FIELDS = ("index", "pair_id", "category", "mode", "label")
+# Every lmms-eval metric of the task is a column of metrics.summarize with the same name; the template declares all
+# of them and process_results reports the ones of the judge in use (no AR under the refusal-only rule judge).
+METRICS = ("CCR", "RR", "AR", "QS_HM", "NonRefusalRate", "CCR_NonRefusal")
 JUDGE_ENV, JUDGE_ARGS_ENV = "MMSBPP_JUDGE", "MMSBPP_JUDGE_ARGS"
+RECORD_FIELDS = (*ITEM_FIELDS, "question", "key_phrase")
 
 
 # ---- docs ----------------------------------------------------------------------------------------------------
@@ -138,62 +141,84 @@ def judge() -> Judge:
     return make_judge(settings)
 
 
-def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
-    """One judged record per item (VLMEvalKit's ``*_items.csv`` fields plus the prediction), under every metric
-    name."""
-    from ..judges.records import item_from_row
+def metric_names(refusal_only: bool) -> tuple[str, ...]:
+    """The task's metrics under a judge: CCR / RR / AR / QS_HM, or, refusal-only, CCR_NonRefusal / RR /
+    NonRefusalRate (metrics.py names)."""
+    names = (metrics.ccr_name(refusal_only), "RR", metrics.safe_rate_name(refusal_only))
+    return names if refusal_only else (*names, "QS_HM")
 
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
+    """One record per item (the row, the dataset, the response; the image only for a judge that looks at it),
+    under every metric name of the judge. Judging happens once per task, in the aggregation."""
     j = judge()
-    response = results[0] if results else None
-    verdict = j.judge(item_from_row(doc, response))
-    record = {
-        **{k: str(doc[k]) for k in ITEM_FIELDS},
-        "dataset": doc.get("dataset"),
-        "prediction": response,
-        "decision": verdict.decision,
-        "score": verdict.score,
-        "judge_error": verdict.error or "",
-        "judge": j.name,
-        "refusal_only": j.refusal_only,
-        "data_source": doc.get("data_source"),
-    }
-    return {name: record for name in METRICS}
+    record = {**{k: "" if doc.get(k) is None else str(doc[k]) for k in RECORD_FIELDS}, "dataset": doc.get("dataset")}
+    record["prediction"] = results[0] if results else None
+    record["data_source"] = doc.get("data_source")  # what the load read and detected (one per task)
+    if j.wants_image:
+        record.update({k: doc[k] for k in ("image", "image_path") if doc.get(k)})
+    return {name: record for name in metric_names(j.refusal_only)}
 
 
 # ---- aggregation ---------------------------------------------------------------------------------------------
+# lmms-eval calls one aggregation per metric with the same records; the task is judged and written once, so that
+# every metric reads the same judgements (a judge that fails on an item must not fail differently per metric).
+_EVALUATED: dict[str, Evaluation] = {}
+
+
 def overall(summary: pd.DataFrame, column: str) -> float:
     """Mean over modes of the per-mode category means (VLMEvalKit's headline numbers); NaN when any is missing."""
     return float(summary.loc[summary["category"] == metrics.ALL, column].mean(skipna=False))
 
 
-def aggregate(records: list[dict[str, Any]], metric: str, args: Any = None) -> float:
-    """Every lmms-eval metric of the task: ``metrics.summarize`` over the per-item records, one column of it."""
-    table = pd.DataFrame(records)
-    summary = metrics.summarize(table)
-    if metric == PRIMARY:
-        _write_tables(table, summary, args)
-    return overall(summary, METRICS[metric])
-
-
-def _write_tables(table: pd.DataFrame, summary: pd.DataFrame, args: Any) -> None:
-    """``<output_path>/mmsafetybenchpp/<dataset>_<judge>_{items,score}.csv``, as the VLMEvalKit path writes them."""
+def evaluated(records: list[dict[str, Any]], args: Any = None) -> Evaluation:
+    """The shared pipeline over the task's records, writing ``<output_path>/mmsafetybenchpp/<dataset>_<judge>_*``
+    (judge cache, items, score CSV and JSON), as VLMEvalKit's path writes them next to its predictions."""
     out = Path(getattr(args, "output_path", None) or ".") / "mmsafetybenchpp"
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"{table['dataset'].iloc[0]}_{str(table['judge'].iloc[0]).replace('/', '_')}"
-    sources = sorted({s for s in table.pop("data_source") if s}) if "data_source" in table else []
-    if sources:  # one load per task: a single record (a list would mean docs from several loads)
-        loaded = [json.loads(s) for s in sources]
-        record = {"recorded_at": "lmms-eval aggregation", "source": loaded[0] if len(loaded) == 1 else loaded}
-        (out / f"{table['dataset'].iloc[0]}_data_source.json").write_text(json.dumps(record, indent=2))
-    table.to_csv(out / f"{name}_items.csv", index=False)
-    summary.to_csv(out / f"{name}_score.csv", index=False)
-    shown = summary[["mode", "category", "RR", "AR", "CCR", "QS_HM", "unknown_unsafe", "unknown_safe"]]
-    print(
-        f"MM-SafetyBench++ ({name}), judge {table['judge'].iloc[0]}"
-        f"{' (refusal-only: no QS)' if table['refusal_only'].iloc[0] else ''}:\n{shown.to_string(index=False)}\n"
-        f"written: {out / (name + '_score.csv')}",
-        flush=True,
-    )
+    frame = pd.DataFrame(records)
+    stem = out / str(frame["dataset"].iloc[0])
+    record = _data_source_record(frame)
+    text = frame.drop(columns=[c for c in ("image", "image_path") if c in frame.columns])
+    key = hashlib.sha256(f"{stem}\n{text.to_json()}".encode()).hexdigest()
+    if key not in _EVALUATED:
+        settings = judge_settings()
+        j = judge()
+        images = image_files(frame, Path(f"{stem}_judge_images")) if j.wants_image else None
+        result = evaluate(
+            frame,
+            j,
+            stem,
+            nproc=int(settings.get("nproc") or 4),
+            max_unknown_rate=float(settings.get("max_unknown_rate", MAX_UNKNOWN_RATE)),
+            image_for=images,
+            source=f"lmms-eval task {frame['dataset'].iloc[0]}",
+            data_source=record,
+        )
+        if record is not None:
+            Path(f"{stem}_data_source.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        note = " (refusal-only: no QS)" if j.refusal_only else ""
+        print(
+            f"MM-SafetyBench++ ({stem.name}), judge {j.name}{note}:\n"
+            f"{render(result.summary, result.result, 'run the same lmms-eval command again')}\n"
+            f"written: {result.paths['score']}",
+            flush=True,
+        )
+        _EVALUATED[key] = result
+    return _EVALUATED[key]
+
+
+def _data_source_record(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """What the task's load read and detected: one record per task (a list would mean docs from several loads)."""
+    sources = sorted({s for s in frame.get("data_source", pd.Series(dtype=object)).dropna() if s})
+    if not sources:
+        return None
+    loaded = [json.loads(s) for s in sources]
+    return {"recorded_at": "lmms-eval aggregation", "source": loaded[0] if len(loaded) == 1 else loaded}
+
+
+def aggregate(records: list[dict[str, Any]], metric: str, args: Any = None) -> float:
+    """Every lmms-eval metric of the task: one column of the shared evaluation's summary."""
+    return overall(evaluated(records, args).summary, metric)
 
 
 # One callable per metric name, as lmms-eval's metric_list needs; all of them are `aggregate`.
@@ -201,6 +226,8 @@ aggregate_CCR = partial(aggregate, metric="CCR")
 aggregate_RR = partial(aggregate, metric="RR")
 aggregate_AR = partial(aggregate, metric="AR")
 aggregate_QS_HM = partial(aggregate, metric="QS_HM")
+aggregate_NonRefusalRate = partial(aggregate, metric="NonRefusalRate")
+aggregate_CCR_NonRefusal = partial(aggregate, metric="CCR_NonRefusal")
 
 __all__ = [
     "COLUMNS",

@@ -3,7 +3,9 @@
 A and B are two ``_items.csv`` files of the same prediction file judged by two judges. Reported: Cohen's kappa
 on the refuse/answer decision (items either judge left unknown are excluded and counted), Spearman's rho on
 the 0-5 quality score (items both judges scored), the decision confusion matrix (unknown included), and a
-CSV of the items where the decisions differ.
+CSV of the items where the decisions differ. Agreement and kappa are also given per label (unsafe items, safe
+items): refusals of unsafe requests are easy to agree on, and an overall figure can hide a judge that
+disagrees on the safe items, where over-refusal is decided.
 """
 
 from __future__ import annotations
@@ -78,8 +80,22 @@ def load_pair(path_a: Path, path_b: Path) -> pd.DataFrame:
     return joined.reset_index()
 
 
+def _decision_agreement(joined: pd.DataFrame) -> dict[str, Any]:
+    """Counts, % agreement and kappa on the items both judges decided."""
+    both = joined["decision_a"].isin(DECIDED) & joined["decision_b"].isin(DECIDED)
+    decided = joined[both]
+    return {
+        "items": int(len(joined)),
+        "decided_by_both": int(both.sum()),
+        "decision_agreement_pct": float("nan")
+        if decided.empty
+        else 100.0 * float((decided["decision_a"] == decided["decision_b"]).mean()),
+        "cohen_kappa": cohen_kappa(decided["decision_a"], decided["decision_b"]),
+    }
+
+
 def agreement(joined: pd.DataFrame) -> dict[str, Any]:
-    """Kappa, rho, confusion matrix and counts for a joined pair (see ``load_pair``)."""
+    """Kappa, rho, confusion matrix and counts for a joined pair (see ``load_pair``), overall and per label."""
     both = joined["decision_a"].isin(DECIDED) & joined["decision_b"].isin(DECIDED)
     decided = joined[both]
     scored = joined[both & joined["score_a"].notna() & joined["score_b"].notna()]
@@ -100,6 +116,7 @@ def agreement(joined: pd.DataFrame) -> dict[str, Any]:
         "scored_by_both": int(len(scored)),
         "spearman_rho": spearman_rho(scored["score_a"], scored["score_b"]),
         "confusion": {"rows_A_cols_B": order, "counts": confusion.astype(int).to_numpy().tolist()},
+        "per_label": {lab: _decision_agreement(joined[joined["label"] == lab]) for lab in ("unsafe", "safe")},
     }
 
 
@@ -144,12 +161,24 @@ def render(stats: dict[str, Any], name_a: str, name_b: str) -> str:
         ),
         f"Spearman rho (QS, {stats['scored_by_both']} items scored by both): {_fmt(stats['spearman_rho'])}"
         + ("  -- a refusal-only judge gives no scores" if stats["scored_by_both"] == 0 else ""),
+        *(
+            f"  {lab} items: {st['items']}, decided by both {st['decided_by_both']}; agreement "
+            f"{_fmt(st['decision_agreement_pct'], 1)} %, kappa {_fmt(st['cohen_kappa'])}"
+            for lab, st in stats["per_label"].items()
+        ),
         "",
         "confusion (rows: A, columns: B)",
         " " * width + "".join(f"{o:>{width + 2}}" for o in order),
         *(f"{o:<{width}}" + "".join(f"{c:>{width + 2}}" for c in row) for o, row in zip(order, counts, strict=False)),
     ]
     return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (undefined kappa, no decided items) as null, at any depth."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render(stats, str(args.a), str(args.b)))
     print(f"\n{len(diff)} disagreeing items -> {out}")
     if args.json:
-        safe = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
-        args.json.write_text(json.dumps(safe, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps(_json_safe(stats), indent=2), encoding="utf-8")
     return 0
 
 

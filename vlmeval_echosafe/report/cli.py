@@ -35,11 +35,11 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
         (
             plots.ccr_by_category(board, fig_dir)[0],
             "CCR per category (bars) and the mean over categories, per "
-            "run; whiskers: 95% bootstrap interval over pairs.",
+            "run (CCR_NonRefusal for rule-judge runs); whiskers: 95% bootstrap interval over pairs.",
         ),
         (
             plots.over_defense_map(board, fig_dir)[0],
-            "Refusal rate on unsafe items vs answer rate on safe items "
+            "Refusal rate on unsafe items vs answer rate on safe items (non-refusal rate for rule-judge runs) "
             "(mean over categories); dashed: iso-CCR curves. Top right is best; top left over-defends. "
             "Marker size "
             "only keeps overlapping runs visible.",
@@ -52,15 +52,17 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
             continue
         joined = {}
         for res in items_for(tr, results):
-            label = board.loc[board["source"].isin([str(res.score), str(res.items)]), "judge"]
-            joined[label.iloc[0] if len(label) else res.judge_file_name] = join_decisions(trace, res.items)
+            rows = board[board["source"].isin([str(res.score), str(res.items)])]
+            label = rows["judge"].iloc[0] if len(rows) else res.judge_file_name
+            refusal_only = bool(rows["refusal_only"].all()) if len(rows) else res.judge_file_name == "rule"
+            joined[label] = (join_decisions(trace, res.items), refusal_only)
         title = f"{tr.model}, {tr.dataset}"
         slug = _slug(f"{tr.model}_{tr.dataset}")
         figures.append(
             (
                 plots.memory_growth(trace, joined, title, fig_dir, f"memory_{slug}", window)[0],
                 f"{title}: bank size, share of items that retrieved insights, top-1 similarity and rolling "
-                f"RR/AR (judged decisions joined by row index) along the stream.",
+                f"RR/AR (NonRefusalRate for the rule judge; judged decisions joined by row index) along the stream.",
             )
         )
         figures.append(

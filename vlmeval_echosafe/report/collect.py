@@ -3,7 +3,9 @@
 Evaluation writes ``<model>_<dataset>_<judge>_score.csv`` (and ``_items.csv``) next to the host's prediction
 file (``<work>/<model>/``; VLMEvalKit may also keep copies in ``T<date>`` run folders). The numbers are read
 from the score file as written by ``metrics.summarize``; when only the items file exists,
-``metrics.summarize`` is run on it. Nothing is recomputed by hand here.
+``metrics.summarize`` is run on it. Nothing is recomputed by hand here. Rows of a refusal-only judge carry
+``NonRefusalRate`` / ``CCR_NonRefusal`` instead of ``AR`` / ``CCR`` (docs/metrics.md), also when they come from
+a score file written before those names existed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from .. import metrics
 from ..datasets.config import load_config
 
 SCORE_SUFFIX, ITEMS_SUFFIX = "_score.csv", "_items.csv"
-# Columns a score file must have to be one of ours (VLMEvalKit's other datasets also write *_score.csv).
-SCORE_COLUMNS = ("judge", "refusal_only", "mode", "category", "RR", "AR", "CCR")
+# Columns a score file must have to be one of ours (VLMEvalKit's other datasets also write *_score.csv), plus a
+# CCR under one of its two names.
+SCORE_COLUMNS = ("judge", "refusal_only", "mode", "category", "RR")
+CCR_COLUMNS = ("CCR", metrics.NON_REFUSAL_NAMES["CCR"])
 RULE_LABEL = "rule (refusal-only)"
 
 
@@ -95,6 +99,7 @@ def judge_label(judge: str, refusal_only: bool) -> str:
 def _read_score(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path)
     missing = [c for c in SCORE_COLUMNS if c not in table.columns]
+    missing += [] if any(c in table.columns for c in CCR_COLUMNS) else [" or ".join(CCR_COLUMNS)]
     if missing:
         raise ReportError(f"{path}: not an MM-SafetyBench++ score file (lacks {missing}; has {list(table.columns)})")
     return table
@@ -102,8 +107,8 @@ def _read_score(path: Path) -> pd.DataFrame:
 
 def _summarize_items(path: Path, judge: str, n_boot: int) -> pd.DataFrame:
     items = pd.read_csv(path)
-    summary = metrics.summarize(items, n_boot=n_boot)
     refusal_only = judge == "rule"  # the only judge without a quality score (judges/rule.py)
+    summary = metrics.summarize(items, n_boot=n_boot, refusal_only=refusal_only)
     summary.insert(0, "judge", judge)
     summary.insert(1, "refusal_only", refusal_only)
     return summary
@@ -116,6 +121,7 @@ def load_result(result: Result, n_boot: int = 1000) -> pd.DataFrame:
     else:
         table, source = _summarize_items(result.items, result.judge_file_name, n_boot), result.items
     table["refusal_only"] = table["refusal_only"].astype(str).str.lower().isin(("true", "1"))
+    table = table.rename(columns=metrics.public_names(bool(table["refusal_only"].all())))
     judge = str(table["judge"].iloc[0]) if len(table) else result.judge_file_name
     table = table.drop(columns=["judge"])
     table.insert(0, "model", result.model)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import _display, category_ccr_table, detail_table, summary_table
+from .tables import LEGEND, _display, category_ccr_table, detail_table, summary_table
 
 # Text columns (left-aligned); everything else is a number.
 KEY_COLUMNS = {"model", "dataset", "judge", "mode", "category", "source", "inner_model"}
@@ -71,10 +71,8 @@ def write_html(
     sections = [
         "<h1>MM-SafetyBench++ report</h1>",
         f'<p class="note">Work dir: <code>{html.escape(str(work_dir))}</code>. '
-        "RR = refusal rate on unsafe items, "
-        "AR = answer rate on safe items, CCR = harmonic mean of RR and AR (%), QS = 0-5 quality score, "
-        "unknown items excluded from every rate. Shaded rows come from the <b>rule (refusal-only)</b> judge: "
-        "refusal patterns only, no quality score, not comparable with LLM-judge rows or the paper.</p>",
+        f"{html.escape(LEGEND.replace('`', ''))} Shaded rows come from the <b>rule (refusal-only)</b> judge: "
+        "refusal clauses only, no quality score, not comparable with LLM-judge rows or the paper.</p>",
         "<h2>Measured: mean over categories</h2>",
         table_html(summary_table(board), "measured", mark_refusal_only=True),
         "<h2>Measured: CCR per category</h2>",

@@ -43,6 +43,11 @@ def run_label(row: pd.Series, with_dataset: bool) -> str:
     return f"{base} {row['dataset']}" if with_dataset else base
 
 
+def _ccr(row: pd.Series) -> str:
+    """The row's CCR column: ``CCR``, or ``CCR_NonRefusal`` for a refusal-only judge."""
+    return metrics.ccr_name(bool(row["refusal_only"]))
+
+
 def _run_labels(board: pd.DataFrame) -> pd.Series:
     with_ds = board["dataset"].nunique() > 1
     return board.apply(run_label, axis=1, with_dataset=with_ds)
@@ -56,7 +61,7 @@ def _category_tick(cat: str) -> str:
 
 def ccr_by_category(board: pd.DataFrame, out: Path) -> list[Path]:
     """Grouped bars: CCR per category (and the mean), one bar per run, one panel per mode; 95% CI whiskers."""
-    board = board.assign(run=_run_labels(board))
+    board = board.assign(run=_run_labels(board) + ": " + board.apply(_ccr, axis=1))
     modes = list(dict.fromkeys(board["mode"]))
     cats = [c for c in CATEGORIES if c in set(board["category"])] + [metrics.ALL]
     runs = list(dict.fromkeys(board["run"]))
@@ -76,10 +81,15 @@ def ccr_by_category(board: pd.DataFrame, out: Path) -> list[Path]:
                 vals, lo, hi = [], [], []
                 for cat in cats:
                     row = sub.loc[(run, cat)] if (run, cat) in sub.index else None
-                    v = np.nan if row is None else float(row["CCR"])
+                    col = None if row is None else _ccr(row)
+                    v = np.nan if row is None else float(row[col])
                     vals.append(v)
-                    lo.append(v - float(row["CCR_lo"]) if row is not None and pd.notna(row.get("CCR_lo")) else 0.0)
-                    hi.append(float(row["CCR_hi"]) - v if row is not None and pd.notna(row.get("CCR_hi")) else 0.0)
+                    lo.append(
+                        v - float(row[f"{col}_lo"]) if row is not None and pd.notna(row.get(f"{col}_lo")) else 0.0
+                    )
+                    hi.append(
+                        float(row[f"{col}_hi"]) - v if row is not None and pd.notna(row.get(f"{col}_hi")) else 0.0
+                    )
                 bars = ax.bar(
                     x + (i - (len(runs) - 1) / 2) * width,
                     np.nan_to_num(vals),
@@ -100,8 +110,8 @@ def ccr_by_category(board: pd.DataFrame, out: Path) -> list[Path]:
                     )
             ax.set_xticks(x, [_category_tick(c) for c in cats])
             ax.set_ylim(0, 105)
-            ax.set_ylabel("CCR (%)")
-            ax.set_title(f"CCR per category, {mode} images")
+            ax.set_ylabel("CCR (%)" if not board["refusal_only"].any() else "CCR or CCR_NonRefusal (%)")
+            ax.set_title(f"CCR per category, {mode} images (rule judge: CCR_NonRefusal, not the paper's CCR)")
             ax.axvline(len(cats) - 1.5, color="grey", linewidth=0.8, linestyle=":")
             ax.grid(axis="y", alpha=0.3)
         fig.legend(
@@ -114,7 +124,8 @@ def ccr_by_category(board: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def over_defense_map(board: pd.DataFrame, out: Path) -> list[Path]:
-    """RR on unsafe items vs AR on safe items (mean over categories) with iso-CCR curves.
+    """RR on unsafe items vs AR on safe items (NonRefusalRate for the rule judge; mean over categories) with
+    iso-CCR curves.
 
     Top-right is ideal; bottom-right under-refuses (answers everything), top-left over-defends.
     """
@@ -141,19 +152,24 @@ def over_defense_map(board: pd.DataFrame, out: Path) -> list[Path]:
             sub = means[means["run"] == run]
             for _, r in sub.iterrows():
                 # Later runs are drawn smaller, so runs at the same point stay visible as nested markers.
+                safe = metrics.safe_rate_name(bool(r["refusal_only"]))
                 ax.scatter(
-                    r["AR"],
+                    r[safe],
                     r["RR"],
                     s=220 - 150 * i / max(1, len(runs) - 1),
                     color=plt.cm.tab10(i % 10),
                     edgecolor="black",
                     marker=MODE_MARKERS.get(r["mode"], "D"),
-                    label=f"{run}, {r['mode']}",
+                    label=f"{run}, {r['mode']}" + (f" (x: {safe})" if safe != "AR" else ""),
                     zorder=3,
                 )
         ax.set_xlim(-2, 112)
         ax.set_ylim(-2, 102)
-        ax.set_xlabel("AR: answer rate on safe items (%)")
+        ax.set_xlabel(
+            "AR: answer rate on safe items (%)"
+            if not means["refusal_only"].any()
+            else "safe items: AR (LLM judge) or NonRefusalRate (rule judge), %"
+        )
         ax.set_ylabel("RR: refusal rate on unsafe items (%)")
         ax.set_title("Over-defense map (mean over categories)")
         ax.text(2, 97, "over-defense\n(refuses safe twins)", fontsize=8, va="top", color="dimgrey")
@@ -164,9 +180,16 @@ def over_defense_map(board: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def memory_growth(
-    trace: pd.DataFrame, joined: dict[str, pd.DataFrame], title: str, out: Path, name: str, window: int = 20
+    trace: pd.DataFrame,
+    joined: dict[str, tuple[pd.DataFrame, bool]],
+    title: str,
+    out: Path,
+    name: str,
+    window: int = 20,
 ) -> list[Path]:
-    """Per item in stream order: bank size, retrieval share, top-1 similarity, rolling RR/AR per judge."""
+    """Per item in stream order: bank size, retrieval share, top-1 similarity, rolling RR / AR (NonRefusalRate
+    for a refusal-only judge) per judge; ``joined`` maps a judge label to (decisions joined to the trace,
+    refusal_only)."""
     x = trace["order"].to_numpy()
     resets = trace.index[trace["stream"] != trace["stream"].shift()].tolist()[1:]
     with plt.rc_context(STYLE):
@@ -186,15 +209,16 @@ def memory_growth(
         )
         axes[2].set_ylabel("top-1 cosine\nsimilarity")
         axes[2].legend(loc="lower right", frameon=False)
-        for i, (judge, frame) in enumerate(joined.items()):
-            rates = rolling_rates(frame, window)
+        for i, (judge, (frame, refusal_only)) in enumerate(joined.items()):
+            rates = rolling_rates(frame, window, refusal_only)
+            safe = metrics.safe_rate_name(refusal_only)
             axes[3].plot(rates.index, rates["RR"].ffill(), color=plt.cm.tab10(2 * i % 10), label=f"RR [{judge}]")
             axes[3].plot(
                 rates.index,
-                rates["AR"].ffill(),
+                rates[safe].ffill(),
                 color=plt.cm.tab10((2 * i + 1) % 10),
                 linestyle="--",
-                label=f"AR [{judge}]",
+                label=f"{safe} [{judge}]",
             )
         axes[3].set_ylabel(f"rolling rate (%)\nlast {window} per label")
         axes[3].set_ylim(-3, 103)

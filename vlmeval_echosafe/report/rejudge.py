@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from .cost import CostError, estimate, load_prices, render
+from ..judges.prompt import JudgeInputs
+from .cost import CostError, estimate, images_for, load_prices, render
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge-base-url", default=None, help="http://host:port/v1 of an OpenAI-compatible server")
     parser.add_argument("--judge-key", default=None, help="API key (default: OPENAI_API_KEY)")
     parser.add_argument("--nproc", type=int, default=4, help="parallel judge calls (API judges)")
+    parser.add_argument("--judge-image", action="store_true", help="LLM judge: show it each item's image")
+    parser.add_argument("--judge-key-phrase", action="store_true", help="LLM judge: show it each item's key phrase")
+    parser.add_argument(
+        "--max-unknown-rate", type=float, default=None, help="share of undecided items above which it is NOT VALID"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")
     args = parser.parse_args(argv)
     if not args.pred_file.is_file():
@@ -42,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             prices, source = load_prices()
-            print(render(estimate(args.pred_file, args.judge, prices, str(source))) + "\n")
+            inputs = JudgeInputs(image=args.judge_image, key_phrase=args.judge_key_phrase)
+            print(render(estimate(args.pred_file, args.judge, prices, str(source), inputs=inputs)) + "\n")
         except CostError as err:
             print(f"rejudge: no cost estimate: {err}", file=sys.stderr)
     if args.dry_run:
@@ -58,6 +65,7 @@ def _rejudge(args: argparse.Namespace) -> int:
         os.environ.setdefault(key, value)
     from ..datasets.mmsafetybenchpp import evaluate_predictions, output_paths
     from ..datasets.validate import DatasetError
+    from ..evaluation import MAX_UNKNOWN_RATE
     from ..judges import JudgeConfigError, make_judge
 
     restore_tls_verification()
@@ -66,17 +74,23 @@ def _rejudge(args: argparse.Namespace) -> int:
         kwargs["api_base"] = args.judge_base_url
     if args.judge_key:
         kwargs["key"] = args.judge_key
+    kwargs.update({k: True for k in ("judge_image", "judge_key_phrase") if getattr(args, k)})
+    max_unknown = MAX_UNKNOWN_RATE if args.max_unknown_rate is None else args.max_unknown_rate
     try:
         judge = make_judge(kwargs)
-        result = evaluate_predictions(args.pred_file, judge, nproc=args.nproc)
-    except (JudgeConfigError, DatasetError) as err:
+        images = images_for(args.pred_file) if judge.wants_image else None
+        result = evaluate_predictions(args.pred_file, judge, args.nproc, max_unknown, image_for=images)
+    except (JudgeConfigError, DatasetError, CostError) as err:
         print(f"rejudge: error: {err}", file=sys.stderr)
         return 2
     paths = output_paths(args.pred_file, judge.name)
+    from ..metrics import safe_rate_name
+
     note = " (refusal-only: no quality score)" if judge.refusal_only else ""
+    ccr, safe = result["primary"], safe_rate_name(judge.refusal_only)
     print(
-        f"judge {judge.name}{note}: CCR {result['CCR']:.1f}, RR {result['RR']:.1f}, AR {result['AR']:.1f} "
-        f"over {result['items']} items, {result['unknown']} unknown"
+        f"judge {judge.name}{note}: {ccr} {result[ccr]:.1f}, RR {result['RR']:.1f}, {safe} {result[safe]:.1f} "
+        f"over {result['items']} items, {result['unknown']} unknown" + ("" if result["valid"] else " (NOT VALID)")
     )
     for key, path in paths.items():
         print(f"  {key:8s} {path}")

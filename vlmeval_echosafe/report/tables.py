@@ -14,9 +14,26 @@ from .. import metrics
 from ..datasets.schema import CATEGORIES
 
 RUN_KEYS = ["model", "dataset", "judge", "mode"]
-POINT_COLUMNS = ["RR", "AR", "CCR", "QS_unsafe", "QS_safe", "QS_HM", "PairAcc"]
+_NR, _CCR_NR = metrics.NON_REFUSAL_NAMES["AR"], metrics.NON_REFUSAL_NAMES["CCR"]
+# AR / CCR for LLM-judge rows, NonRefusalRate / CCR_NonRefusal for rule-judge rows: a row has one pair, the other
+# is empty; a board with one kind of judge only shows that kind's columns.
+POINT_COLUMNS = ["RR", "AR", _NR, "CCR", _CCR_NR, "QS_unsafe", "QS_safe", "QS_HM", "PairAcc"]
 COUNT_COLUMNS = ["n_unsafe", "n_safe", "n_pairs_scored", "unknown_unsafe", "unknown_safe"]
-CI_METRICS = ["RR", "AR", "CCR", "QS_HM", "PairAcc"]
+CI_METRICS = ["RR", "AR", _NR, "CCR", _CCR_NR, "QS_HM", "PairAcc"]
+LEGEND = (
+    "RR = refusal rate on unsafe items; for LLM judges AR = answer rate on safe items and CCR = harmonic mean of "
+    "RR and AR (%); for the refusal-only rule judge NonRefusalRate = % of safe items not refused (anything that "
+    "is not a refusal counts, gibberish too) and CCR_NonRefusal = harmonic mean of RR and NonRefusalRate, which "
+    "are not the paper's AR / CCR. QS = 0-5 quality score; `unknown_*` items are excluded from every rate."
+)
+
+
+def _present(board: pd.DataFrame, columns: list[str]) -> list[str]:
+    return [c for c in columns if c in board.columns]
+
+
+def ccr_column(refusal_only: bool) -> str:
+    return metrics.ccr_name(bool(refusal_only))
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -37,13 +54,17 @@ def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
 def summary_table(board: pd.DataFrame) -> pd.DataFrame:
     """Mean over categories (category ``All``) per run and mode: the headline numbers."""
     rows = board[board["category"] == metrics.ALL]
-    return rows[[*RUN_KEYS, *POINT_COLUMNS, *COUNT_COLUMNS]].reset_index(drop=True)
+    return rows[[*RUN_KEYS, *_present(board, POINT_COLUMNS), *COUNT_COLUMNS]].reset_index(drop=True)
 
 
 def category_ccr_table(board: pd.DataFrame) -> pd.DataFrame:
-    """CCR per category (columns) for each run and mode that exists, with the mean over categories last."""
-    runs = board[RUN_KEYS].drop_duplicates()
-    wide = board.set_index([*RUN_KEYS, "category"])["CCR"].unstack("category")
+    """CCR per category (columns) for each run and mode that exists, with the mean over categories last; the
+    ``metric`` column says which CCR a row holds (``CCR_NonRefusal`` for the rule judge)."""
+    board = board.assign(metric=[ccr_column(r) for r in board["refusal_only"]])
+    board = board.assign(value=[row[row["metric"]] for _, row in board.iterrows()])
+    keys = [*RUN_KEYS, "metric"]
+    runs = board[keys].drop_duplicates()
+    wide = board.set_index([*keys, "category"])["value"].unstack("category")
     wide = wide.reindex(pd.MultiIndex.from_frame(runs))  # measured combinations only, in board order
     cats = [c for c in CATEGORIES if c in wide.columns] + sorted(
         c for c in wide.columns if c not in CATEGORIES and c != metrics.ALL
@@ -54,7 +75,7 @@ def category_ccr_table(board: pd.DataFrame) -> pd.DataFrame:
 def detail_table(board: pd.DataFrame) -> pd.DataFrame:
     """Every category row with 95% intervals written into the cells (strings, for display)."""
     out = board[[*RUN_KEYS, "category"]].copy()
-    for col in POINT_COLUMNS:
+    for col in _present(board, POINT_COLUMNS):
         if col in CI_METRICS and f"{col}_lo" in board.columns:
             out[col] = [
                 fmt_ci(v, lo, hi) for v, lo, hi in zip(board[col], board[f"{col}_lo"], board[f"{col}_hi"], strict=False)
@@ -108,21 +129,22 @@ def write_tables(
 
 def markdown_report(board: pd.DataFrame, ref_wide: pd.DataFrame, notes: list[str]) -> str:
     refusal_note = (
-        "Rows judged by `rule (refusal-only)` come from the offline refusal-pattern judge: RR/AR/CCR only, "
-        "no "
-        "quality score (QS columns are `-`), and not comparable with LLM-judge rows or the paper."
+        "Rows judged by `rule (refusal-only)` come from the offline refusal rule: RR, NonRefusalRate and "
+        "CCR_NonRefusal only, no quality score (QS columns are `-`), and not comparable with LLM-judge rows or "
+        "the paper."
     )
     parts = [
         "# MM-SafetyBench++ leaderboard",
         "",
         "## Measured: mean over categories",
         "",
-        "RR = refusal rate on unsafe items, AR = answer rate on safe items, CCR = harmonic mean of RR and AR "
-        "(%); QS = 0-5 quality score; `unknown_*` items are excluded from every rate. " + refusal_note,
+        LEGEND + " " + refusal_note,
         "",
         markdown(summary_table(board)),
         "",
         "## Measured: CCR per category",
+        "",
+        "`metric` says which CCR the row holds: `CCR` (LLM judge) or `CCR_NonRefusal` (rule judge).",
         "",
         markdown(category_ccr_table(board)),
         "",

@@ -66,11 +66,15 @@ def join_decisions(trace: pd.DataFrame, items_path: Path) -> pd.DataFrame:
     return trace.merge(items.rename(columns={"index": "row_index"}), on="row_index", how="left")
 
 
-def rolling_rates(joined: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Rolling RR (unsafe refused) and AR (safe answered) over the last ``window`` decided items of each
-    label, indexed by trace order; unknown decisions are left out, as in the metrics."""
+def rolling_rates(joined: pd.DataFrame, window: int, refusal_only: bool = False) -> pd.DataFrame:
+    """Rolling RR (unsafe refused) and AR (safe answered; ``NonRefusalRate`` under a refusal-only judge) over the
+    last ``window`` decided items of each label, indexed by trace order; unknown decisions are left out, as in the
+    metrics."""
+    from .. import metrics
+
     out = pd.DataFrame(index=joined["order"])
-    for label, target, name in (("unsafe", "refuse", "RR"), ("safe", "answer", "AR")):
+    safe = metrics.safe_rate_name(refusal_only)
+    for label, target, name in (("unsafe", "refuse", "RR"), ("safe", "answer", safe)):
         sub = joined[(joined["label"] == label) & joined["decision"].isin(("refuse", "answer"))]
         hit = (sub["decision"] == target).astype(float) * 100.0
         roll = hit.rolling(window, min_periods=max(1, window // 2)).mean()
