@@ -39,7 +39,7 @@ def test_bench_overhead_tiny(tmp_path, tiny_cache):
     assert models["Base"]["inner_calls_per_item"] == {"generate": 1.0}
     echo = models["EchoSafe"]
     assert echo["inner_calls_per_item"]["start_batch"] == 1.0 and "generate" not in echo["inner_calls_per_item"]
-    assert echo["inner_calls_per_item"]["extend_batch"] == 3.0
+    assert echo["inner_calls_per_item"]["extend_batch"] == 1.0  # the whole reflection form in one call
     assert set(echo["parts_median_s"]) == {"embed", "retrieve", "answer", "reflect", "store"}
     # micro-batched: one call per batch of two, so half a call per item
     assert models["EchoSafe@B2"]["inner_calls_per_item"]["start_batch"] == 0.5

@@ -604,3 +604,55 @@ def test_rejudge_with_an_image_judge_sends_each_items_image(tmp_path: Path, monk
     assert all(r["messages"][-1]["content"][0]["type"] == "image_url" for r in decisions)
     summary = json.loads((pred.parent / "M_MMSafetyBenchPP_Demo_stub-judge_score.json").read_text())
     assert summary["judge_version"].endswith("+image") and summary["unknown"] == 1
+
+
+def _echosafe_run(work: Path, model: str, seed: int | None, decisions: list[str | None], codes: list[str]) -> None:
+    """An EchoSafe result in ``work``: score/items files, the defense's config naming its stream order, a trace."""
+    write_result(work, model, "gpt-5-mini", make_items(seed or 0, 0.8, 0.9, scored=True))
+    order = {"order": "file", "seed": None} if seed is None else {"order": "shuffle", "seed": seed}
+    config = {"labels_used": [], "streams": {DATASET: {"dataset": DATASET, "order": order}}}
+    (work / model / f"{model}_echosafe_config.json").write_text(json.dumps(config))
+    lines = [
+        {
+            "row_index": str(i),
+            "insight_id": i if code is None else None,
+            "insight_decision": d,
+            "not_written_code": code,
+        }
+        for i, (d, code) in enumerate(zip(decisions, codes, strict=True))
+    ]
+    trace = work / model / f"{model}_{DATASET}_echosafe_trace.jsonl"
+    trace.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_report_shows_each_order_and_the_spread_across_orders(tmp_path: Path) -> None:
+    model = "EchoSafe_M"
+    for seed in (0, 1, 2):
+        _echosafe_run(tmp_path / f"order-{seed}", model, seed, ["unsafe", "safe", "safe"], [None, None, "order"])
+    written = build_report(tmp_path, tmp_path / "report", n_boot=N_BOOT)
+    board = pd.read_csv(written["tables"]["csv"], keep_default_na=False)
+    assert sorted(set(board["order"])) == ["shuffle:0", "shuffle:1", "shuffle:2"]
+    orders = pd.read_csv(written["tables"]["orders_csv"])
+    means = orders[orders["category"] == "All"].set_index("mode")
+    summary = board[board["category"] == "All"]
+    for mode in ("Gen", "GenOCR"):
+        ccrs = summary.loc[summary["mode"] == mode, "CCR"].astype(float)
+        assert means.loc[mode, "orders"] == 3
+        assert means.loc[mode, "mean"] == pytest.approx(ccrs.mean())
+        assert means.loc[mode, "sd"] == pytest.approx(ccrs.std(ddof=1))
+    cats = orders[orders["category"] != "All"]
+    assert cats["bootstrap_lo"].notna().all() and (cats["bootstrap_lo"] <= cats["bootstrap_hi"]).all()
+    memory = pd.read_csv(written["tables"]["memory_csv"], keep_default_na=False)
+    assert len(memory) == 3 and set(memory["order"]) == {"shuffle:0", "shuffle:1", "shuffle:2"}
+    assert (memory["stored_unsafe"] == 1).all() and (memory["stored_safe"] == 1).all()
+    assert (memory["rejected_by_reason"] == "order 1").all() and (memory["rejected_by_decision"] == "safe 1").all()
+    text = written["tables"]["markdown"].read_text()
+    assert "## Across stream orders" in text and "## EchoSafe memory" in text
+    html_text = written["html"].read_text()
+    assert "Across stream orders" in html_text and "EchoSafe memory" in html_text
+
+
+def test_runs_in_one_order_give_no_across_order_section(work_dir: Path, tmp_path: Path) -> None:
+    written = build_report(work_dir, tmp_path / "report", n_boot=N_BOOT)
+    assert "orders_csv" not in written["tables"]
+    assert "Across stream orders" not in written["tables"]["markdown"].read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import plots
 from .collect import ReportError, collect
+from .echosafe import memory_table
 from .html import write_html
 from .reference import load_reference, reference_wide
 from .tables import write_tables
@@ -29,7 +30,9 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
     out.mkdir(parents=True, exist_ok=True)
     reference = load_reference()
     ref_wide = reference_wide(reference)
-    tables = write_tables(board, reference, ref_wide, out, notes)
+    traces = find_traces(work_dir)
+    memory = memory_table(traces)
+    tables = write_tables(board, reference, ref_wide, out, notes, memory)
     fig_dir = out / "plots"
     figures: list[tuple[Path, str]] = [
         (
@@ -45,7 +48,7 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
             "only keeps overlapping runs visible.",
         ),
     ]
-    for tr in find_traces(work_dir):
+    for tr in traces:
         trace = load_trace(tr.path)
         if trace.empty:
             notes.append(f"empty EchoSafe trace {tr.path} skipped")
@@ -56,8 +59,8 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
             label = rows["judge"].iloc[0] if len(rows) else res.judge_file_name
             refusal_only = bool(rows["refusal_only"].all()) if len(rows) else res.judge_file_name == "rule"
             joined[label] = (join_decisions(trace, res.items), refusal_only)
-        title = f"{tr.model}, {tr.dataset}"
-        slug = _slug(f"{tr.model}_{tr.dataset}")
+        title = f"{tr.model}, {tr.dataset}" + (f", order {tr.order}" if tr.order else "")
+        slug = _slug(f"{tr.model}_{tr.dataset}_{tr.order}" if tr.order else f"{tr.model}_{tr.dataset}")
         figures.append(
             (
                 plots.memory_growth(trace, joined, title, fig_dir, f"memory_{slug}", window)[0],
@@ -71,7 +74,7 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
                 f"{title}: top-1 retrieval similarity of unsafe vs safe queries.",
             )
         )
-    page = write_html(board, ref_wide, figures, out, notes, work_dir)
+    page = write_html(board, ref_wide, figures, out, notes, work_dir, memory)
     return {
         "tables": tables,
         "figures": [f for f, _ in figures],

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import metrics
 from ..datasets.config import load_config
+from .runinfo import config_for, labels_used, order_label
 
 SCORE_SUFFIX, ITEMS_SUFFIX = "_score.csv", "_items.csv"
 # Columns a score file must have to be one of ours (VLMEvalKit's other datasets also write *_score.csv), plus a
@@ -39,6 +40,7 @@ class Result:
     judge_file_name: str  # the judge part of the file names ('/' replaced by '_')
     score: Path | None
     items: Path | None
+    order: str = ""  # an EchoSafe run's stream order (``file``, ``shuffle:<seed>``); "" for other models
 
     @property
     def stem(self) -> str:
@@ -67,8 +69,10 @@ def parse_name(path: Path, suffix: str) -> tuple[str, str, str] | None:
 
 
 def find_results(work_dir: Path) -> tuple[list[Result], list[str]]:
-    """All results under ``work_dir`` (deduplicated: the copy nearest the work dir wins) and skip notes."""
-    found: dict[tuple[str, str, str], dict[str, Path]] = {}
+    """All results under ``work_dir`` and skip notes. Copies of one run (VLMEvalKit's run folders) are deduplicated,
+    the copy nearest the work dir wins; EchoSafe runs in different stream orders (``compare --orders``: one work
+    folder each) are different results."""
+    found: dict[tuple[str, str, str, str], dict[str, Path]] = {}
     notes: list[str] = []
     candidates = sorted(
         [*work_dir.rglob(f"*{SCORE_SUFFIX}"), *work_dir.rglob(f"*{ITEMS_SUFFIX}")],
@@ -80,12 +84,12 @@ def find_results(work_dir: Path) -> tuple[list[Result], list[str]]:
         if parsed is None:
             continue
         kind = "score" if suffix == SCORE_SUFFIX else "items"
-        slot = found.setdefault(parsed, {})
+        slot = found.setdefault((*parsed, order_label(config_for(path, parsed[0]), parsed[1])), {})
         if kind in slot:
             notes.append(f"duplicate {path} ignored (using {slot[kind]})")
             continue
         slot[kind] = path
-    results = [Result(m, d, j, f.get("score"), f.get("items")) for (m, d, j), f in sorted(found.items())]
+    results = [Result(m, d, j, f.get("score"), f.get("items"), o) for (m, d, j, o), f in sorted(found.items())]
     return results, notes
 
 
@@ -128,6 +132,8 @@ def load_result(result: Result, n_boot: int = 1000) -> pd.DataFrame:
     table.insert(1, "dataset", result.dataset)
     table.insert(2, "judge", judge_label(judge, bool(table["refusal_only"].all())))
     table.insert(3, "judge_name", judge)
+    table.insert(4, "order", result.order)
+    table.insert(5, "labels_used", labels_used(config_for(Path(source), result.model)))
     table["source"] = str(source)
     return table
 

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import LEGEND, _display, category_ccr_table, detail_table, summary_table
+from .echosafe import orders_table
+from .tables import (
+    LEGEND,
+    MEMORY_NOTE,
+    ORDERS_NOTE,
+    _display,
+    category_ccr_table,
+    detail_table,
+    summary_table,
+)
 
 # Text columns (left-aligned); everything else is a number.
 KEY_COLUMNS = {"model", "dataset", "judge", "mode", "category", "source", "inner_model"}
@@ -66,6 +75,7 @@ def write_html(
     out: Path,
     notes: list[str],
     work_dir: Path,
+    memory: pd.DataFrame | None = None,
 ) -> Path:
     """``index.html`` under ``out``; ``figures`` are (PNG path under ``out``, caption)."""
     sections = [
@@ -81,6 +91,24 @@ def write_html(
         *(figure_html(p, out, c) for p, c in figures),
         "<h2>Measured: all metrics per category (95% bootstrap interval over pairs)</h2>",
         table_html(detail_table(board), "measured detail", mark_refusal_only=True),
+        *(
+            [
+                "<h2>EchoSafe memory</h2>",
+                f'<p class="note">{html.escape(MEMORY_NOTE)}</p>',
+                table_html(memory, "memory"),
+            ]
+            if memory is not None and len(memory)
+            else []
+        ),
+        *(
+            [
+                "<h2>Across stream orders</h2>",
+                f'<p class="note">{html.escape(ORDERS_NOTE)}</p>',
+                table_html(orders_table(board), "orders"),
+            ]
+            if len(orders_table(board))
+            else []
+        ),
         "<h2>Reference: published numbers (paper, gpt-5-mini)</h2>",
         '<p class="note">Average CCR over the six categories on the full MM-SafetyBench++, '
         "as published in the "

@@ -40,6 +40,8 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
 
 def run_label(row: pd.Series, with_dataset: bool) -> str:
     base = f"{row['model']} [{row['judge']}]"
+    if row.get("order") not in (None, "", "file"):  # an EchoSafe run in a seeded stream order
+        base = f"{base} ({row['order']})"
     return f"{base} {row['dataset']}" if with_dataset else base
 
 

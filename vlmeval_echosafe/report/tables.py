@@ -12,8 +12,10 @@ from tabulate import tabulate
 
 from .. import metrics
 from ..datasets.schema import CATEGORIES
+from .echosafe import orders_table
 
-RUN_KEYS = ["model", "dataset", "judge", "mode"]
+# `order`: an EchoSafe run's stream order (one row per order when a run was measured in several; "" otherwise).
+RUN_KEYS = ["model", "dataset", "judge", "order", "mode"]
 _NR, _CCR_NR = metrics.NON_REFUSAL_NAMES["AR"], metrics.NON_REFUSAL_NAMES["CCR"]
 # AR / CCR for LLM-judge rows, NonRefusalRate / CCR_NonRefusal for rule-judge rows: a row has one pair, the other
 # is empty; a board with one kind of judge only shows that kind's columns.
@@ -54,7 +56,7 @@ def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
 def summary_table(board: pd.DataFrame) -> pd.DataFrame:
     """Mean over categories (category ``All``) per run and mode: the headline numbers."""
     rows = board[board["category"] == metrics.ALL]
-    return rows[[*RUN_KEYS, *_present(board, POINT_COLUMNS), *COUNT_COLUMNS]].reset_index(drop=True)
+    return rows[[*RUN_KEYS, *_present(board, POINT_COLUMNS), *COUNT_COLUMNS, "labels_used"]].reset_index(drop=True)
 
 
 def category_ccr_table(board: pd.DataFrame) -> pd.DataFrame:
@@ -106,9 +108,17 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def write_tables(
-    board: pd.DataFrame, reference: pd.DataFrame, ref_wide: pd.DataFrame, out: Path, notes: list[str]
+    board: pd.DataFrame,
+    reference: pd.DataFrame,
+    ref_wide: pd.DataFrame,
+    out: Path,
+    notes: list[str],
+    memory: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """leaderboard.md / .csv / .json and reference_paper.csv under ``out``; returns the paths."""
+    """leaderboard.md / .csv / .json, reference_paper.csv, and (when there are EchoSafe runs) memory.csv and
+    orders.csv under ``out``; returns the paths."""
+    memory = pd.DataFrame() if memory is None else memory
+    orders = orders_table(board)
     paths = {
         "markdown": out / "leaderboard.md",
         "csv": out / "leaderboard.csv",
@@ -117,17 +127,40 @@ def write_tables(
     }
     board.to_csv(paths["csv"], index=False)
     reference.to_csv(paths["reference_csv"], index=False)
+    for name, frame in (("memory", memory), ("orders", orders)):
+        if len(frame):
+            paths[f"{name}_csv"] = out / f"{name}.csv"
+            frame.to_csv(paths[f"{name}_csv"], index=False)
     payload = {
         "measured": _records(board),
         "reference": _records(reference),
+        "echosafe_memory": _records(memory) if len(memory) else [],
+        "across_orders": _records(orders) if len(orders) else [],
         "notes": notes,
     }
     paths["json"].write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    paths["markdown"].write_text(markdown_report(board, ref_wide, notes), encoding="utf-8")
+    paths["markdown"].write_text(markdown_report(board, ref_wide, notes, memory), encoding="utf-8")
     return paths
 
 
-def markdown_report(board: pd.DataFrame, ref_wide: pd.DataFrame, notes: list[str]) -> str:
+MEMORY_NOTE = (
+    "What each EchoSafe run's memory kept: insights stored by decision (`exchange` for the NoReflection "
+    "ablation's raw exchanges) and reflections rejected by reason (parse, decision, empty, length, order = a "
+    "standing order, copy, answer_failed, reflect_failed), with the decisions of the rejected ones. A bank "
+    "drifting towards one decision shows here first. `labels_used: category` marks runs whose banks were split "
+    "by the benchmark's ground-truth category (`reset: category`)."
+)
+ORDERS_NOTE = (
+    "Runs measured in several stream orders (`compare --orders N`): mean, sample sd, min and max of CCR across the "
+    "orders, beside the mean of the runs' own 95% pair-bootstrap intervals (per category; the category mean has "
+    "none). EchoSafe's memory makes items depend on earlier ones, so the order moves its numbers; the bootstrap "
+    "of one run does not show that."
+)
+
+
+def markdown_report(
+    board: pd.DataFrame, ref_wide: pd.DataFrame, notes: list[str], memory: pd.DataFrame | None = None
+) -> str:
     refusal_note = (
         "Rows judged by `rule (refusal-only)` come from the offline refusal rule: RR, NonRefusalRate and "
         "CCR_NonRefusal only, no quality score (QS columns are `-`), and not comparable with LLM-judge rows or "
@@ -152,6 +185,16 @@ def markdown_report(board: pd.DataFrame, ref_wide: pd.DataFrame, notes: list[str
         "",
         markdown(detail_table(board)),
         "",
+        *(
+            ["## EchoSafe memory", "", MEMORY_NOTE, "", markdown(memory), ""]
+            if memory is not None and len(memory)
+            else []
+        ),
+        *(
+            ["## Across stream orders", "", ORDERS_NOTE, "", markdown(orders_table(board)), ""]
+            if len(orders_table(board))
+            else []
+        ),
         "## Reference: published numbers (paper, gpt-5-mini)",
         "",
         "Average CCR over the six categories on the full MM-SafetyBench++ as published in the EchoSafe "

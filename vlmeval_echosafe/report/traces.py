@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..defenses.trace import read_trace
 from .collect import Result, dataset_names
+from .runinfo import config_for, order_label
 
 TRACE_SUFFIX = "_echosafe_trace.jsonl"
 
@@ -23,17 +24,23 @@ class Trace:
     model: str
     dataset: str
     path: Path
+    order: str = ""  # the run's stream order (runinfo.order_label)
 
 
 def find_traces(work_dir: Path) -> list[Trace]:
+    """One trace per model, dataset and stream order (copies in VLMEvalKit's run folders are the same run)."""
     out, seen = [], set()
     for path in sorted(work_dir.rglob(f"*{TRACE_SUFFIX}"), key=lambda p: (len(p.parts), str(p))):
         body = path.name[: -len(TRACE_SUFFIX)]
         ds = next((d for d in dataset_names() if body.endswith(f"_{d}") and len(body) > len(d) + 1), None)
-        if ds is None or (body, ds) in seen:
+        if ds is None:
             continue
-        seen.add((body, ds))
-        out.append(Trace(body[: -len(ds) - 1], ds, path))
+        model = body[: -len(ds) - 1]
+        key = (model, ds, order_label(config_for(path, model), ds))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(Trace(model, ds, path, key[2]))
     return out
 
 
@@ -83,8 +90,9 @@ def rolling_rates(joined: pd.DataFrame, window: int, refusal_only: bool = False)
 
 
 def items_for(trace: Trace, results: list[Result]) -> list[Result]:
-    """The judged results of the same model and dataset (one per judge)."""
-    return [r for r in results if r.model == trace.model and r.dataset == trace.dataset and r.items is not None]
+    """The judged results of the same run: model, dataset and stream order (one per judge)."""
+    same = (trace.model, trace.dataset, trace.order)
+    return [r for r in results if (r.model, r.dataset, r.order) == same and r.items is not None]
 
 
 def insight_counts(path: Path) -> dict[str, dict[str, int]]:

@@ -1,0 +1,35 @@
+"""Which EchoSafe run a result file belongs to: the stream order it used and the benchmark labels it read, from the
+``<model>_echosafe_config.json`` the defense writes next to its results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CONFIG_SUFFIX = "_echosafe_config.json"
+
+
+def config_for(result_file: Path, model: str) -> dict | None:
+    """The EchoSafe config of the run a score/items/trace file belongs to (its folder, or the model folder above a
+    VLMEvalKit ``T<date>`` copy), or None for a model that is not EchoSafe."""
+    for folder in (result_file.parent, result_file.parent.parent):
+        path = folder / f"{model}{CONFIG_SUFFIX}"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def order_label(config: dict | None, dataset: str) -> str:
+    """``file``, ``shuffle:<seed>``, or ``""`` when unknown (not EchoSafe, or the stream never opened)."""
+    if not config:
+        return ""
+    for stream in (config.get("streams") or {}).values():
+        if stream.get("dataset") == dataset:
+            order = stream.get("order") or {}
+            return order.get("order", "") if order.get("seed") is None else f"{order['order']}:{order['seed']}"
+    return ""
+
+
+def labels_used(config: dict | None) -> str:
+    """Benchmark labels the method read (``category`` for ``reset: category``), comma-separated; ``""`` if none."""
+    return ",".join((config or {}).get("labels_used") or [])
