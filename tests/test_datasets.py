@@ -101,7 +101,7 @@ def test_no_local_copy_offline_is_one_clear_error(monkeypatch, tmp_path):
     with pytest.raises(DatasetError) as err:
         load_release(load_config()["release"], ["Gen"])
     msg = str(err.value)
-    assert "huggingface-cli download EchoSafe-MLLM/MM-SafetyBench-plus-plus" in msg and "MMSAFETYBENCHPP_ROOT" in msg
+    assert "hf download EchoSafe-MLLM/MM-SafetyBench-plus-plus" in msg and "MMSAFETYBENCHPP_ROOT" in msg
 
 
 def test_root_that_does_not_exist(monkeypatch, tmp_path):

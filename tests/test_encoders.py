@@ -124,7 +124,7 @@ def test_clip_missing_weights_name_repo_and_fix(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
     with pytest.raises(FileNotFoundError, match="openai/clip-vit-base-patch32") as info:
         ClipImageEncoder("openai/clip-vit-base-patch32")
-    assert "clip_path" in str(info.value) and "huggingface-cli download" in str(info.value)
+    assert "clip_path" in str(info.value) and "hf download" in str(info.value)
     with pytest.raises(FileNotFoundError, match="no-such-folder"):
         ClipImageEncoder(str(tmp_path / "no-such-folder"))
 

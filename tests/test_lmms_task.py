@@ -53,12 +53,12 @@ def test_data_source_travels_with_the_docs_to_the_results(rule_judge, tmp_path):
 
     docs = task.demo_mini(_shipped_as_read())
     assert json.loads(docs[0]["data_source"])["kind"] == "demo"
-    records = [task.process_results(doc, ["I'm sorry, I can't."])["CCR"] for doc in docs]
+    records = [task.process_results(doc, ["I'm sorry, I can't."])["CCR_NonRefusal"] for doc in docs]
 
     class Args:
         output_path = str(tmp_path)
 
-    task.aggregate(records, metric="CCR", args=Args())
+    task.aggregate(records, metric="CCR_NonRefusal", args=Args())
     written = json.loads((tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_DemoMini_data_source.json").read_text())
     assert written["recorded_at"] == "lmms-eval aggregation" and written["source"]["rows"] == 12
     items = pd.read_csv(tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_DemoMini_rule_items.csv")

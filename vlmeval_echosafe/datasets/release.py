@@ -55,7 +55,7 @@ def resolve_root(cfg: dict[str, Any]) -> Path:
     except Exception as err:
         raise DatasetError(
             f"MM-SafetyBench++ data not found: no local copy was given and the Hugging Face dataset {repo} could not "
-            f"be fetched ({type(err).__name__}). On a machine with hub access run `huggingface-cli download {repo} "
+            f"be fetched ({type(err).__name__}). On a machine with hub access run `hf download {repo} "
             f"--repo-type dataset --local-dir /path/to/mmsbpp`, then `export {env_name}=/path/to/mmsbpp` (or set "
             f"release.root in {CFG}). For an offline smoke test use --data MMSafetyBenchPP_Demo."
         ) from err
