@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The three benches on a CUDA machine: EchoSafe's cost at real answer lengths (bench_overhead), micro-batching
-# throughput (bench_batching) and memory retrieval (bench_retrieval, on GPU faiss where a GPU build is installed).
+# The benches on a CUDA machine: EchoSafe's cost at real answer lengths (bench_overhead), its reflection decoded one
+# token per pass against jump-forward (bench_reflection), micro-batching throughput (bench_batching) and memory
+# retrieval (bench_retrieval, on GPU faiss where a GPU build is installed).
 # The tiny random-weight models are built on the machine itself; nothing is downloaded. JSON lands in $OUT.
 #
 #   bash benchmarks/gpu_check.sh             # on the GPU; refuses to start without one
@@ -58,6 +59,8 @@ EOF
 set -x
 "$PYTHON" benchmarks/bench_overhead.py --inner "$INNER" --items "$ITEMS" --answer-tokens "$ANSWER_TOKENS" \
   "${OVERHEAD_EXTRA[@]}" --out "$OUT/overhead_${TAG}_${ANSWER_TOKENS}.json"
+"$PYTHON" benchmarks/bench_reflection.py --inner "$INNER" --items "$ITEMS" --answer-tokens "$ANSWER_TOKENS" \
+  "${OVERHEAD_EXTRA[@]}" --out "$OUT/reflection_${TAG}_${ANSWER_TOKENS}.json"
 "$PYTHON" benchmarks/bench_batching.py --inner "$INNER" --items "$BATCH_ITEMS" \
   "${BATCHING_EXTRA[@]}" --out "$OUT/batching_${TAG}_tiny.json"
 # shellcheck disable=SC2086  # SIZES is a list

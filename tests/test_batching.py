@@ -37,7 +37,7 @@ def conversations(tmp_path_factory):
     return convs
 
 
-def _reflect_script(vlm, session, rows):
+def _reflect_script(vlm, session, rows, jump_forward=True):
     """The shape of EchoSafe's reflection: a free continuation, then one grammar-constrained form."""
     from vlmeval_echosafe.defenses.echosafe_prompts import form_budget, form_grammar
     from vlmeval_echosafe.models.constrained import Constraint
@@ -46,17 +46,17 @@ def _reflect_script(vlm, session, rows):
     first = vlm.extend_batch(session, asks, max_new_tokens=8)
     asks = ["\n" for _ in range(rows)]
     form = Constraint(form_grammar(), line_tokens=4, max_new_tokens=form_budget(4))
-    form = vlm.extend_batch(session, asks, max_new_tokens=None, stop=None, constraint=form)
+    form = vlm.extend_batch(session, asks, max_new_tokens=None, stop=None, constraint=form, jump_forward=jump_forward)
     return list(zip(first, form, strict=True))
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_batched_rows_equal_one_row_sessions(tiny_vlms, kind, conversations):
     vlm = tiny_vlms(kind)
-    alone = []
+    alone = []  # each row on its own, its form decoded one token per forward pass
     for conv in conversations:
         answer, session = vlm.start(conv)
-        alone.append((answer, *_reflect_script(vlm, session, 1)[0], session.real_ids(0)))
+        alone.append((answer, *_reflect_script(vlm, session, 1, jump_forward=False)[0], session.real_ids(0)))
     answers, session = vlm.start_batch(conversations)
     assert session.mask[:, 0].tolist().count(0) >= 1  # the rows really were left-padded
     together = [(a, *r) for a, r in zip(answers, _reflect_script(vlm, session, len(conversations)), strict=True)]

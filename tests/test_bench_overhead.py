@@ -1,4 +1,4 @@
-"""The overhead bench runs at a toy size and writes what it promises (not a timed test)."""
+"""The overhead and reflection benches run at a toy size and write what they promise (not timed tests)."""
 
 import json
 import os
@@ -55,3 +55,24 @@ def test_bench_overhead_every_defense_at_its_own_length(tmp_path, tiny_cache):
     assert set(models) == {"Base", "EchoSafe", "ECSO", "Base@B2", "EchoSafe@B2"}
     assert models["ECSO"]["inner_calls_per_item"]["generate"] >= 2
     assert all(m["per_item"]["answer_tokens"] > 0 for m in models.values())
+
+
+def test_bench_reflection_same_tokens_fewer_passes(tmp_path, tiny_cache):
+    """bench_reflection: both decodings of the reflection write the same text, jump-forward in fewer passes."""
+    out = tmp_path / "reflection.json"
+    env = dict(os.environ, LMUData=str(tmp_path), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/bench_reflection.py"), "--items", "2", "--block", "2"]
+        + ["--answer-tokens", "6", "--threads", "1", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["reflections_equal"] == "2/2"
+    ways = result["ways"]
+    assert ways["jump-forward"]["tokens_per_item"] == ways["one token per pass"]["tokens_per_item"] > 0
+    assert ways["jump-forward"]["forwards_per_block"] < ways["one token per pass"]["forwards_per_block"]

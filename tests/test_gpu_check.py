@@ -20,7 +20,7 @@ def test_script_parses_and_refuses_unknown_arguments():
 
 
 @pytest.mark.slow
-def test_dry_run_writes_the_three_results(tmp_path, tiny_cache):
+def test_dry_run_writes_every_result(tmp_path, tiny_cache):
     out = tmp_path / "results"
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), LMUData=str(tmp_path), HF_HUB_OFFLINE="1")
     proc = subprocess.run(
@@ -28,7 +28,7 @@ def test_dry_run_writes_the_three_results(tmp_path, tiny_cache):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = sorted(p.name for p in out.glob("*.json"))
-    assert files == ["batching_dry_tiny.json", "overhead_dry_8.json", "retrieval_dry.json"]
+    assert files == ["batching_dry_tiny.json", "overhead_dry_8.json", "reflection_dry_8.json", "retrieval_dry.json"]
     overhead = json.loads((out / "overhead_dry_8.json").read_text())
     assert overhead["answer_tokens"] == 8 and "EchoSafe@B2" in overhead["models"]
     assert json.loads((out / "retrieval_dry.json").read_text())["config"]["gpu_requested"] is True

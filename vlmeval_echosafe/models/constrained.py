@@ -94,20 +94,24 @@ class FormRows:
                 raise RuntimeError(f"vlmeval-echosafe: form row {row}: token {token} where the literal has {jump[0]}")
             jump.pop(0)
 
+    def literal(self, row: int) -> int | None:
+        """The row's next token when the grammar forces a literal (its next jump-forward token), else None."""
+        if not self._jump[row] and self._matchers[row].find_jump_forward_string():
+            self._jump[row] = self._matchers[row].find_jump_forward_tokens()  # the literal's pieces, taken once
+        return self._jump[row][0] if self._jump[row] else None
+
     def allowed(self, row: int) -> Any:
-        """The tokens the row may write next, as a (vocab,) bool tensor: the jump-forward token where the grammar
-        forces a literal, otherwise the grammar's mask, narrowed to newline-bearing tokens once the line is at its
-        cap (where the grammar allows any; otherwise the grammar's mask stands, so the cap can never make a row
-        unparseable)."""
+        """The tokens the row may write next, as a (vocab,) bool tensor: the `literal` token where there is one,
+        otherwise the grammar's mask, narrowed to newline-bearing tokens once the line is at its cap (where the
+        grammar allows any; otherwise the grammar's mask stands, so the cap can never make a row unparseable)."""
         import torch
 
-        matcher = self._matchers[row]
-        if not self._jump[row] and matcher.find_jump_forward_string():
-            self._jump[row] = matcher.find_jump_forward_tokens()  # the literal's pieces, taken once per literal
-        if self._jump[row]:
+        token = self.literal(row)
+        if token is not None:
             only = torch.zeros(self._vocab, dtype=torch.bool)
-            only[self._jump[row][0]] = True
+            only[token] = True
             return only
+        matcher = self._matchers[row]
         matcher.fill_next_token_bitmask(self._bitmask, 0)
         words = self._bitmask[0].to(torch.int64) & 0xFFFFFFFF
         allowed = ((words[:, None] & self._bits) != 0).flatten()[: self._vocab]

@@ -60,17 +60,21 @@ def decode_form(
     choice: list[Any] = [None] * rows  # the allowed set of the row's next chosen token; None once the row ended
     forwards = 0
 
+    usable = ~banned  # what the processors never suppress
+
     def advance(row: int) -> None:
         """Append the row's forced tokens; leave its next free choice in ``choice`` or end the row."""
         while not forms.done(row) and len(new[row]) < budget:
-            allowed = forms.allowed(row) & ~banned
-            count = int(allowed.sum())
-            if count == 0:
-                raise RuntimeError(f"vlmeval-echosafe: form row {row}: no token is allowed next")
-            if count > 1:
-                choice[row] = allowed
-                return
-            token = int(allowed.nonzero()[0, 0])
+            token = forms.literal(row)
+            if token is None or bool(banned[token]):
+                allowed = forms.allowed(row) & usable
+                count = int(allowed.sum())
+                if count == 0:
+                    raise RuntimeError(f"vlmeval-echosafe: form row {row}: no token is allowed next")
+                if count > 1:
+                    choice[row] = allowed
+                    return
+                token = int(allowed.nonzero()[0, 0])
             forms.accept(row, token)
             new[row].append(token)
             pending[row].append(token)

@@ -365,21 +365,29 @@ class TransformersVLM(BaseModel):
         return self.start_batch(conversations, max_new_tokens)[0]
 
     def _decode(
-        self, inputs: dict, cache: Any, max_new_tokens: int | None, stop: str | None, answer: bool
+        self,
+        inputs: dict,
+        cache: Any,
+        max_new_tokens: int | None,
+        stop: str | None,
+        answer: bool,
+        form: FormRows | None = None,
     ) -> tuple[list[str], Any, Any, Any]:
         """Greedy `generate` on a batch; returns each row's new text, the full ids and mask (a row's tokens after
-        its own end are padding) and the cache."""
+        its own end are padding) and the cache. With ``form``, every row follows it (`FormProcessor`)."""
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         ends = _RowEnds(ids.shape[1], self.eos_token_ids, self._stop_criteria(stop))
+        processors = [FormProcessor(form, list(range(ids.shape[0])), ended=ends.is_ended)] if form else []
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
                 cache=cache,
                 return_dict_in_generate=True,
                 stopping_criteria=StoppingCriteriaList([ends]),
+                logits_processor=LogitsProcessorList(processors),
                 **self.generation_kwargs(max_new_tokens, answer=answer),
             )
         new = out.sequences[:, ids.shape[1] :]
@@ -505,18 +513,24 @@ class TransformersVLM(BaseModel):
         max_new_tokens: int | None = 48,
         stop: str | None = "\n",
         constraint: Constraint | None = None,
+        jump_forward: bool = True,
     ) -> list[str]:
         """`extend` for every row of a session at once, each row with its own text and its own stopping.
 
-        With a ``constraint`` (no ``stop``: the form ends with its grammar), the reply is decoded under it with
-        jump-forward (`decode.decode_form`), and ``max_new_tokens=None`` takes the constraint's budget."""
+        With a ``constraint`` (no ``stop``: the form ends with its grammar), the reply is decoded under it, with
+        jump-forward (`decode.decode_form`) or, with ``jump_forward=False``, one token per forward pass in
+        `generate` (the same tokens: a reference and a baseline for the benches); ``max_new_tokens=None`` takes the
+        constraint's budget."""
         if constraint is not None and stop is not None:
             raise ValueError("vlmeval-echosafe: a constrained reply ends with its grammar; pass stop=None")
-        if constraint is None:
+        if constraint is None or not jump_forward:
             ids, mask = self._segment(session, self._follow_up_tokens(session, texts))
+            form = self.form_rows(constraint, len(session)) if constraint else None
+            if constraint is not None:
+                max_new_tokens = max_new_tokens or constraint.max_new_tokens
             self._set_rope_state(session.rope_deltas)
             replies, session.ids, session.mask, session.cache = self._decode(
-                {"input_ids": ids, "attention_mask": mask}, session.cache, max_new_tokens, stop, answer=False
+                {"input_ids": ids, "attention_mask": mask}, session.cache, max_new_tokens, stop, False, form
             )
         else:
             out, _ = self._decode_form(session, texts, constraint, max_new_tokens or constraint.max_new_tokens)
