@@ -215,7 +215,7 @@ class _Item:
     key: np.ndarray | None
     times: dict[str, float]
     stream: _Stream | None = None
-    bank_size: int = 0
+    bank_size: int | None = 0  # None: not known (a row whose pipelined reflection was lost in a stop)
     hits: list = field(default_factory=list)
     answer: str = ""
     insight: dict | None = None
@@ -338,7 +338,7 @@ class EchoSafe(Defense):
                 continue
             row = {k: (index if k == "index" else data_row[k]) for k in RowLookup.META if k in data_row}
             stream = f"{self.name}::{self._namespace(dataset, row)}"
-            item = _Item([], "", row, None, times={})
+            item = _Item([], "", row, None, times={}, bank_size=None)
             item.stream_pos = trace.count(stream)
             item.reason = "the run stopped before this finished row's pipelined reflection (staleness 1) was decoded"
             item.code = "lost"
