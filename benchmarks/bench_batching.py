@@ -32,10 +32,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--inner", default="TinyQwen2VL", help="a model name from wrappers/models.yaml")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="benchmarks/results/batching_cpu_tiny.json")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
     from vlmeval_echosafe.registry import defense_entries, defense_settings
@@ -92,6 +96,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "machine": {
             "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },

@@ -1,12 +1,26 @@
-"""Every defense's per-item cost against the bare inner model, measured side by side in one process.
+"""EchoSafe's cost against the bare inner model (and every defense's), measured side by side in one process.
 
-One inner model object, the same items for all: blocks of items go round Base and each defense in turn, so
-machine noise hits all of them. With ``--batch B`` (default 8) Base and EchoSafe also run micro-batched, one
-block of B items per call (rows ``Base@B8``, ``EchoSafe@B8``). Writes JSON with per-item wall times, the ratio to
-Base (one at a time), the inner-model calls and generated tokens per item, and EchoSafe's time split from its
-trace.
+One inner model object and the same items for all. Blocks of ``--block`` items go round every configuration in
+turn, starting with a different one each block, so machine noise hits all of them alike; every ratio is of total
+times within this one run.
 
-    python benchmarks/bench_overhead.py --items 49 --out benchmarks/results/overhead_cpu_tiny.json
+Rows: ``Base`` and each defense one item at a time (B = 1, as the host's loop runs them); with batching,
+``Base@B8`` and ``EchoSafe@B8`` take each block as one micro-batch (`generate_batch`, what `run.py --batch-size 8`
+calls) and ``EchoSafe@B8/s1`` is EchoSafe with ``staleness: 1`` (a micro-batch's reflections decode with the next
+one's answers). Batched rows give each item an equal share of the block's time.
+
+``--answer-tokens N`` makes every answer N tokens long (end-of-turn suppressed until then): a random-weight model
+stops at random, while real answers run to hundreds of tokens. Follow-up turns (EchoSafe's reflection) keep their
+own budget. In that mode the defenses default to EchoSafe alone: ECSO's yes/no self-check or AdaShield's answer
+stretched to N tokens would time nothing real.
+
+Written per row: wall and CPU seconds per item, the ratio of total time to Base at the same batch size (wall and
+CPU), inner-model calls, and per item the generated tokens and forward passes of answers and of follow-ups; for
+EchoSafe rows the time split from its trace (embed / retrieve / answer / reflect / store, mean per item). The last
+line printed is ``EchoSafe@B8 / Base@B8: R`` (wall time).
+
+    python benchmarks/bench_overhead.py --items 32 --answer-tokens 256 --out benchmarks/results/overhead_cpu_256.json
+    python benchmarks/bench_overhead.py --items 48 --out benchmarks/results/overhead_cpu_tiny.json
 """
 
 from __future__ import annotations
@@ -23,10 +37,12 @@ from pathlib import Path
 
 from demo_items import inner_and_items
 
-COUNTED = ("generate", "start_batch", "extend_batch")
+COUNTED = ("generate", "start_batch", "extend_batch", "start_and_extend")  # inner-model entry points
+DECODED = ("answer_prompt_tokens", "answer_tokens", "follow_up_tokens", "forwards", "follow_up_forwards")
+PARTS = ("embed", "retrieve", "answer", "reflect", "store")
 
 
-def count_calls(model, counter: Counter) -> None:
+def count_calls(model, calls: Counter) -> None:
     """Wrap the inner model's entry points so every call is counted under the active label."""
     for name in COUNTED:
         method = getattr(model, name, None)
@@ -34,102 +50,196 @@ def count_calls(model, counter: Counter) -> None:
             continue
 
         def wrapped(*args, _m=method, _n=name, **kwargs):
-            counter[(counter["_active"], _n)] += 1
+            calls[(calls["_active"], _n)] += 1
             return _m(*args, **kwargs)
 
         setattr(model, name, wrapped)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=49)
-    ap.add_argument("--block", type=int, default=8, help="items per block; also the micro-batch size")
-    ap.add_argument("--no-batch", action="store_true", help="leave out the micro-batched rows")
-    ap.add_argument("--inner", default="TinyQwen2VL", help="a model name from wrappers/models.yaml")
-    ap.add_argument("--defenses", nargs="*", default=None, help="names from wrappers/defenses.yaml (default: all)")
-    ap.add_argument("--out", default="benchmarks/results/overhead_cpu_tiny.json")
-    args = ap.parse_args()
-
+def build(args: argparse.Namespace):
+    """(inner, dataset, messages, models, batched labels, run dir, EchoSafe labels)."""
     from vlmeval_echosafe.registry import _class, defense_entries, defense_settings
 
-    inner, dataset, messages = inner_and_items(args.inner, args.items)
+    forced = args.answer_tokens
+    overrides = {"max_new_tokens": forced, "min_new_tokens": forced} if forced else {}
+    inner, dataset, messages = inner_and_items(args.inner, args.items + 1, **overrides)
     entries, extra = defense_entries()
-    names = args.defenses or [n for n in entries if "-" not in n or n.startswith("AdaShield")]
+    if args.defenses is not None:
+        names = args.defenses
+    elif args.answer_tokens:
+        names = ["EchoSafe"]
+    else:
+        names = [n for n in entries if "-" not in n or n.startswith("AdaShield")]
     run_dir = Path(tempfile.mkdtemp())
     models = {"Base": inner}
-    batched: set[str] = set()
+    batched: dict[str, int] = {}
+    echo: dict[str, str] = {}  # label -> registry name, for the rows with an EchoSafe trace
+    can_batch = not args.no_batch and getattr(inner, "supports_batch", False)
     for name in names:
         cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
         settings = defense_settings(cls, entries[name], extra, args.inner, plugin=True)
-        models[name] = cls(inner, name=f"{name}_{args.inner}", run_dir=run_dir / name, settings=settings)
-        if name == "EchoSafe" and not args.no_batch:
+
+        def make(label: str, changes: dict | None = None, _cls=cls, _settings=settings, _name=name):
+            run = run_dir / label
+            return _cls(inner, name=f"{_name}_{args.inner}", run_dir=run, settings={**_settings, **(changes or {})})
+
+        models[name] = make(name)
+        if entries[name]["class"] == "EchoSafe":
+            echo[name] = name
+        if name == "EchoSafe" and can_batch:
             label = f"EchoSafe@B{args.block}"
-            models[label] = cls(inner, name=f"{name}_{args.inner}", run_dir=run_dir / label, settings=settings)
-            batched.add(label)
-    if not args.no_batch and getattr(inner, "supports_batch", False):
+            models[label], batched[label], echo[label] = make(label), args.block, name
+            if not args.no_staleness:
+                label = f"EchoSafe@B{args.block}/s1"
+                models[label], batched[label], echo[label] = make(label, {"staleness": 1}), args.block, name
+    if can_batch:
         models[f"Base@B{args.block}"] = inner
-        batched.add(f"Base@B{args.block}")
-    calls: Counter = Counter()
-    count_calls(inner, calls)
+        batched[f"Base@B{args.block}"] = args.block
+    return inner, dataset, messages, models, batched, run_dir, echo
+
+
+def warm_up(models: dict, batched: dict, echo: dict, messages: list, dataset) -> None:
+    """Weights, encoders, grammars and first allocations, on the first messages (not timed, not in the results):
+    each EchoSafe row warms up on a twin writing to a scratch folder, so its timed bank starts empty."""
+    from dataclasses import asdict
+
+    for label, model in models.items():
+        if label in echo:
+            model = type(model)(
+                model.inner, name=model.name, run_dir=Path(tempfile.mkdtemp()), settings=asdict(model.settings)
+            )
+            model.set_dump_image(dataset.dump_image)
+        if label in batched:
+            model.generate_batch(messages[:2], dataset=dataset.dataset_name)
+            getattr(model, "flush", lambda: None)()
+        else:
+            model.generate(messages[0], dataset=dataset.dataset_name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=48, help="items timed (message 0 is the warm-up, timed items follow)")
+    ap.add_argument("--block", type=int, default=8, help="items per block; also the micro-batch size")
+    ap.add_argument("--answer-tokens", type=int, default=0, help="every answer exactly this long (0: the model's own)")
+    ap.add_argument("--no-batch", action="store_true", help="leave out the micro-batched rows")
+    ap.add_argument("--no-staleness", action="store_true", help="leave out the EchoSafe staleness: 1 row")
+    ap.add_argument("--inner", default="TinyQwen2VL", help="a model name from wrappers/models.yaml")
+    ap.add_argument("--defenses", nargs="*", default=None, help="names from wrappers/defenses.yaml")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default="benchmarks/results/overhead_cpu_tiny.json")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    inner, dataset, messages, models, batched, run_dir, echo = build(args)
     for model in models.values():
         model.set_dump_image(dataset.dump_image)
-        calls["_active"] = "warmup"
-        model.generate(messages[0], dataset=dataset.dataset_name)  # model load, encoders, first allocations
+    calls: Counter = Counter()
+    work: Counter = Counter()
+    count_calls(inner, calls)
+    decoded = getattr(inner, "decoded", Counter())  # what the backend decoded (other inner models: nothing)
+    calls["_active"] = "warmup"
+    warm_up(models, batched, echo, messages, dataset)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
-    times: dict[str, list[float]] = {label: [] for label in models}
-    tokens: Counter = Counter()
-    for start in range(1, len(messages), args.block):
-        for label, model in models.items():
-            calls["_active"] = label
-            block = messages[start : start + args.block]
-            before = getattr(inner, "tokens_generated", 0)
-            if label in batched:  # one call for the block; each item gets an equal share of its time
-                t = time.perf_counter()
-                model.generate_batch(block, dataset=dataset.dataset_name)
-                times[label] += [(time.perf_counter() - t) / len(block)] * len(block)
-            else:
-                for msg in block:
-                    t = time.perf_counter()
-                    model.generate(msg, dataset=dataset.dataset_name)
-                    times[label].append(time.perf_counter() - t)
-            tokens[label] += getattr(inner, "tokens_generated", 0) - before
+    wall: dict[str, list[float]] = {label: [] for label in models}
+    cpu: dict[str, list[float]] = {label: [] for label in models}
+    blocks: dict[str, list[float]] = {label: [] for label in batched}  # wall s of each micro-batch call
+    flushed: dict[str, float] = {label: 0.0 for label in batched}  # wall s of the end-of-stream flush
+    load_before = os.getloadavg()
+    labels = list(models)
+    timed = messages[1:]
+    for b, start in enumerate(range(0, len(timed), args.block)):
+        block = timed[start : start + args.block]
+        last = start + args.block >= len(timed)
+        for label in labels[b % len(labels) :] + labels[: b % len(labels)]:
+            model, calls["_active"] = models[label], label
+            chunks = [block] if label in batched else [[m] for m in block]
+            for chunk in chunks:
+                before = Counter(decoded)
+                sync()
+                t, c = time.perf_counter(), time.process_time()
+                if label in batched:
+                    model.generate_batch(chunk, dataset=dataset.dataset_name)
+                    sync()
+                    blocks[label].append(time.perf_counter() - t)
+                    if last:  # a pipelined row's last reflections decode here, on their own (timed with the rest)
+                        getattr(model, "flush", lambda: None)()
+                        sync()
+                        flushed[label] = time.perf_counter() - t - blocks[label][-1]
+                else:
+                    model.generate(chunk[0], dataset=dataset.dataset_name)
+                sync()
+                wall[label] += [(time.perf_counter() - t) / len(chunk)] * len(chunk)
+                cpu[label] += [(time.process_time() - c) / len(chunk)] * len(chunk)
+                work.update({(label, k): decoded[k] - before[k] for k in DECODED})
+    load_after = os.getloadavg()
 
-    n = len(times["Base"])
-    base_total = sum(times["Base"])
-    per_model = {
-        label: {
-            "s_per_item_median": statistics.median(ts),
-            "ratio_total_vs_base": sum(ts) / base_total,
-            "inner_calls_per_item": {c: calls[(label, c)] / n for c in COUNTED if calls[(label, c)]},
-            "generated_tokens_per_item": tokens[label] / n,
-        }
-        for label, ts in times.items()
-    }
-    echo = [m for m in names if entries[m]["class"] == "EchoSafe"]
-    for label in (*echo[:1], *(b for b in batched if b.startswith("EchoSafe"))):
-        trace_path = run_dir / label / f"{echo[0]}_{args.inner}_{dataset.dataset_name}_echosafe_trace.jsonl"
-        trace = [json.loads(x) for x in trace_path.read_text().splitlines()][1:]
-        # batched parts are each item's equal share of the batch's call
-        per_model[label]["parts_median_s"] = {
-            k: statistics.median(t["timings"].get(k, 0.0) for t in trace)
-            for k in ("embed", "retrieve", "answer", "reflect", "store")
-        }
-        per_model[label]["insights_written"] = sum(t["insight_id"] is not None for t in trace)
+    n = len(timed)
     result = {
         "bench": "overhead",
         "inner": args.inner,
         "items": n,
         "block": args.block,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "models": per_model,
+        "answer_tokens": args.answer_tokens or None,
+        "device": str(getattr(getattr(inner, "model", None), "device", "n/a")),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "loadavg_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        },
+        "models": {},
     }
+    for label in models:
+        base = f"Base@B{batched[label]}" if label in batched else "Base"
+        row = {
+            "batch": batched.get(label, 1),
+            "s_per_item_wall_mean": sum(wall[label]) / n,
+            "s_per_item_cpu_mean": sum(cpu[label]) / n,
+            "s_per_item_wall_median": statistics.median(wall[label]),
+            "ratio_vs_base_same_batch_wall": sum(wall[label]) / sum(wall[base]),
+            "ratio_vs_base_same_batch_cpu": sum(cpu[label]) / sum(cpu[base]),
+            "ratio_vs_base_one_at_a_time_wall": sum(wall[label]) / sum(wall["Base"]),
+            "inner_calls_per_item": {c: calls[(label, c)] / n for c in COUNTED if calls[(label, c)]},
+            # tokens per item; forward passes per item (a batched pass serves every row: 1/B of it per item)
+            "per_item": {k: work[(label, k)] / n for k in DECODED},
+        }
+        if label in batched:
+            row["block_wall_s"] = blocks[label]
+            row["flush_wall_s"] = flushed[label]
+            # from the second block on, a pipelined row's every call carries the previous block's reflections; the
+            # first block carries none and the last block's are flushed alone (both are in the totals above)
+            if len(blocks[label]) > 1:
+                row["steady_ratio_vs_base_same_batch_wall"] = sum(blocks[label][1:]) / sum(blocks[base][1:])
+        if label in echo:
+            settings = models[label].settings
+            trace_path = run_dir / label / f"{echo[label]}_{args.inner}_{dataset.dataset_name}_echosafe_trace.jsonl"
+            trace = [json.loads(x) for x in trace_path.read_text().splitlines()]
+            # batched parts are each item's equal share of the batch's calls
+            row["parts_mean_s"] = {k: sum(t["timings"].get(k, 0.0) for t in trace) / len(trace) for k in PARTS}
+            row["insights_written"] = sum(t["insight_id"] is not None for t in trace)
+            row["reflect_tokens"] = settings.reflect_tokens
+            row["staleness"] = getattr(settings, "staleness", 0)
+        result["models"][label] = row
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    for label, r in per_model.items():
+    print(f"load average (1 min) before/after: {result['machine']['loadavg_1min_before_after']}")
+    for label, r in result["models"].items():
+        p, steady = r["per_item"], r.get("steady_ratio_vs_base_same_batch_wall")
         print(
-            f"{label:14s} {r['s_per_item_median']:.4f} s/item  x{r['ratio_total_vs_base']:.2f}  "
-            f"tokens/item {r['generated_tokens_per_item']:.1f}  calls/item {r['inner_calls_per_item']}"
+            f"{label:16s} {r['s_per_item_wall_mean']:.4f} s/item  x{r['ratio_vs_base_same_batch_wall']:.2f} wall "
+            f"x{r['ratio_vs_base_same_batch_cpu']:.2f} cpu vs Base@B{r['batch']}  tokens/item answer "
+            f"{p['answer_tokens']:.1f} follow-up {p['follow_up_tokens']:.1f}; forwards/item {p['forwards']:.1f} "
+            f"(follow-up only {p['follow_up_forwards']:.1f})"
+            + (f"; steady state x{steady:.2f}" if r.get("staleness") and steady is not None else "")
         )
+    head = f"EchoSafe@B{args.block}"
+    if head in result["models"]:
+        print(f"{head} / Base@B{args.block}: {result['models'][head]['ratio_vs_base_same_batch_wall']:.2f}")
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray) -> dict:
     inserts = args.inserts
     queries = clustered(rng, centres, args.queries, args.spread)
     extra = clustered(rng, centres, 2 * inserts, args.spread)
-    bank = MemoryBank(args.dim, ENC, use_gpu=False, approx_threshold=None, nprobe=args.nprobe[0])
+    bank = MemoryBank(args.dim, ENC, use_gpu=None if args.gpu else False, approx_threshold=None, nprobe=args.nprobe[0])
     t = time.perf_counter()
     for lo in range(0, n, 100_000):
         for j, v in enumerate(clustered(rng, centres, min(100_000, n - lo), args.spread)):
@@ -193,6 +193,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray) -> dict:
     result = {
         "n": n,
         "dim": args.dim,
+        "on_gpu": bank.on_gpu,
         "fill_s": fill_s,
         "exact": {"index": "IndexFlatIP", **exact_lat, "insert_per_s": exact_ins},
         "approx": {
@@ -245,6 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--spread", type=float, default=0.5, help="expected noise norm around a cluster centre")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hnsw", action="store_true", help="also time IndexHNSWFlat (the alternative to IVF)")
+    ap.add_argument(
+        "--gpu", action="store_true", help="let the bank use GPU faiss where faiss is a GPU build that sees a GPU"
+    )
     ap.add_argument("--out", default="benchmarks/results/retrieval.json")
     args = ap.parse_args(argv)
 
@@ -268,11 +272,13 @@ def main(argv: list[str] | None = None) -> dict:
             "spread": args.spread,
             "seed": args.seed,
             "measure_threads": 1,
+            "gpu_requested": args.gpu,
         },
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
             "faiss": faiss.__version__,
+            "faiss_gpus": faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0,
             "numpy": np.__version__,
             "cpus": os.cpu_count(),
         },

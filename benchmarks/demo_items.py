@@ -7,8 +7,9 @@ import tempfile
 from typing import Any
 
 
-def inner_and_items(inner_name: str, items: int) -> tuple[Any, Any, list]:
-    """(inner model, demo dataset, the first ``items`` prompts as the host builds them)."""
+def inner_and_items(inner_name: str, items: int, **model_kwargs: Any) -> tuple[Any, Any, list]:
+    """(inner model, demo dataset, the first ``items`` prompts as the host builds them); ``model_kwargs`` change
+    the registered model's settings (e.g. ``max_new_tokens``)."""
     os.environ.setdefault("VLMEVALKIT_USE_MODELSCOPE", "0")
     os.environ.setdefault("LMUData", tempfile.mkdtemp())
     from vlmeval.config import supported_VLM
@@ -17,7 +18,7 @@ def inner_and_items(inner_name: str, items: int) -> tuple[Any, Any, list]:
     from vlmeval_echosafe import register
 
     register()
-    inner = supported_VLM[inner_name]()
+    inner = supported_VLM[inner_name](**model_kwargs)
     dataset = build_dataset("MMSafetyBenchPP_Demo")
     prompts = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(min(items, len(dataset.data)))]
     return inner, dataset, prompts

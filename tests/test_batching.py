@@ -37,7 +37,7 @@ def conversations(tmp_path_factory):
     return convs
 
 
-def _reflect_script(vlm, session, rows):
+def _reflect_script(vlm, session, rows, jump_forward=True):
     """The shape of EchoSafe's reflection: a free continuation, then one grammar-constrained form."""
     from vlmeval_echosafe.defenses.echosafe_prompts import form_budget, form_grammar
     from vlmeval_echosafe.models.constrained import Constraint
@@ -46,17 +46,17 @@ def _reflect_script(vlm, session, rows):
     first = vlm.extend_batch(session, asks, max_new_tokens=8)
     asks = ["\n" for _ in range(rows)]
     form = Constraint(form_grammar(), line_tokens=4, max_new_tokens=form_budget(4))
-    form = vlm.extend_batch(session, asks, max_new_tokens=None, stop=None, constraint=form)
+    form = vlm.extend_batch(session, asks, max_new_tokens=None, stop=None, constraint=form, jump_forward=jump_forward)
     return list(zip(first, form, strict=True))
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_batched_rows_equal_one_row_sessions(tiny_vlms, kind, conversations):
     vlm = tiny_vlms(kind)
-    alone = []
+    alone = []  # each row on its own, its form decoded one token per forward pass
     for conv in conversations:
         answer, session = vlm.start(conv)
-        alone.append((answer, *_reflect_script(vlm, session, 1)[0], session.real_ids(0)))
+        alone.append((answer, *_reflect_script(vlm, session, 1, jump_forward=False)[0], session.real_ids(0)))
     answers, session = vlm.start_batch(conversations)
     assert session.mask[:, 0].tolist().count(0) >= 1  # the rows really were left-padded
     together = [(a, *r) for a, r in zip(answers, _reflect_script(vlm, session, len(conversations)), strict=True)]
@@ -66,6 +66,52 @@ def test_batched_rows_equal_one_row_sessions(tiny_vlms, kind, conversations):
         assert torch.equal(session.real_ids(row), one[-1])
     messages = [c[0]["content"] for c in conversations]
     assert vlm.generate_batch(messages) == [vlm.generate(m) for m in messages]
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_answers_and_follow_ups_in_one_batch_equal_separate_calls(tiny_vlms, kind, conversations):
+    """EchoSafe's `staleness: 1` step: one batch's answers decoded together with an earlier batch's constrained
+    follow-ups give every row the tokens of the separate calls, and the new session continues as a separate one."""
+    from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_budget, form_grammar
+    from vlmeval_echosafe.models.constrained import Constraint
+
+    vlm = tiny_vlms(kind)
+    form = Constraint(form_grammar(), line_tokens=4, max_new_tokens=form_budget(4))
+    earlier, later = conversations[:2], conversations[2:]
+    _, old = vlm.start_batch(earlier)
+    texts = [vlm.next_turn_text(old, REFLECT_TEMPLATE, row) for row in range(2)]
+    alone_follow_ups = vlm.extend_batch(old, texts, max_new_tokens=None, stop=None, constraint=form)
+    alone_answers, alone = vlm.start_batch(later)
+    _, old = vlm.start_batch(earlier)
+    answers, session, follow_ups = vlm.start_and_extend(later, old, texts, form)
+    assert answers == alone_answers and follow_ups == alone_follow_ups
+    assert all(torch.equal(session.real_ids(row), alone.real_ids(row)) for row in range(2))
+    asks = [vlm.next_turn_text(alone, "Reflect.", row) for row in range(2)]
+    assert vlm.extend_batch(session, asks, max_new_tokens=4) == vlm.extend_batch(alone, asks, max_new_tokens=4)
+
+
+def test_forced_answer_length_holds_in_a_mixed_batch(tiny_qwen2vl_vlm, conversations):
+    """`min_new_tokens` (the benches' forced answer length) applies to the answer rows of a mixed batch only: the
+    answers run to their length, the follow-ups still end with their form."""
+    from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_budget, form_grammar
+    from vlmeval_echosafe.defenses.insight import parse_reflection
+    from vlmeval_echosafe.models.constrained import Constraint
+
+    vlm = tiny_qwen2vl_vlm
+    form = Constraint(form_grammar(), line_tokens=4, max_new_tokens=form_budget(4))
+    vlm.min_new_tokens = vlm.max_new_tokens
+    try:
+        _, old = vlm.start_batch(conversations[:2])
+        texts = [vlm.next_turn_text(old, REFLECT_TEMPLATE, row) for row in range(2)]
+        _, session, follow_ups = vlm.start_and_extend(conversations[2:], old, texts, form)
+        _, alone = vlm.start_batch(conversations[2:])
+    finally:
+        vlm.min_new_tokens = 0
+    for row, conv in enumerate(conversations[2:]):
+        prompt = int(vlm.prepare_inputs(conv[0:1])["attention_mask"].sum())
+        assert session.real_ids(row).shape[1] == prompt + vlm.max_new_tokens
+        assert torch.equal(session.real_ids(row), alone.real_ids(row))
+    assert all(parse_reflection(f)["decision"] in ("safe", "unsafe") for f in follow_ups)
 
 
 def test_session_argument_checks(tiny_llava_vlm, conversations):
@@ -98,16 +144,22 @@ def demo_mini(tmp_path, monkeypatch, tiny_cache):
 
 
 def _run(
-    make_dataset, inner, work: Path, batch_size: int | None, fail_on_batch: int | None = None, limit: int | None = None
+    make_dataset,
+    inner,
+    work: Path,
+    batch_size: int | None,
+    fail_on_batch: int | None = None,
+    limit: int | None = None,
+    **settings,
 ):
     """EchoSafe on ``inner`` through the host's `infer_data_job` (its first ``limit`` rows), with the host's loop
-    (None) or the batched one."""
+    (None) or the batched one; ``settings`` on top of a 6-token reflection line."""
     import vlmeval.inference as host
 
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
 
     name = "EchoSafe_TinyB"
-    model = EchoSafe(inner, name=name, run_dir=work, settings={"reflect_tokens": 6})
+    model = EchoSafe(inner, name=name, run_dir=work, settings={"reflect_tokens": 6, **settings})
     original = getattr(host, "_echosafe_host_infer_data", host.infer_data)
     if fail_on_batch is not None:
         calls = []
@@ -154,7 +206,7 @@ def test_batch_size_one_equals_the_host_loop(demo_mini, tiny_vlms, kind, tmp_pat
     vlm = tiny_vlms(kind)
     limit = None if kind == "qwen2vl" else 4
     name = _run(demo_mini, vlm, tmp_path / "host", None, limit=limit)
-    _run(demo_mini, vlm, tmp_path / "b1", 1, limit=limit)
+    _run(demo_mini, vlm, tmp_path / "b1", 1, limit=limit, staleness=0)  # the exact algorithm, named
     host, ours = _outputs(tmp_path / "host", name), _outputs(tmp_path / "b1", name)
     assert len(host[0]) == (limit or 12) and len(host[2]) >= 1  # the later items retrieved from a bank
     assert host[:3] == ours[:3]
@@ -187,6 +239,56 @@ def test_batched_run_resumes_from_the_hosts_checkpoint(demo_mini, tiny_qwen2vl_v
     assert [t["stream_pos"] for t in trace] == list(range(12))
     rows = [m["row_index"] for _, m in entries]
     assert len(rows) == len(set(rows))  # nothing the crash left behind was written twice
+
+
+def _written_before(trace):
+    return np.cumsum([0] + [t["insight_id"] is not None for t in trace])
+
+
+def test_staleness_one_lags_the_bank_one_micro_batch(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    """Each batch retrieves from the bank as it stood before the batch before it; the reflections of the first
+    batch (decoded with the second batch's answers) are the ones staleness 0 stores; the runner's flush stores the
+    last batch's; everything is recorded."""
+    name = _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "s1", 4, staleness=1)
+    _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "s0", 4, staleness=0)
+    preds, trace, entries, _ = _outputs(tmp_path / "s1", name)
+    exact_preds, exact_trace, exact_entries, _ = _outputs(tmp_path / "s0", name)
+    assert len(preds) == 12 and [t["stream_pos"] for t in trace] == list(range(12))
+    assert all(t["staleness"] == 1 for t in trace) and all(t["staleness"] == 0 for t in exact_trace)
+    written = _written_before(trace)
+    for pos, t in enumerate(trace):
+        start = pos - pos % 4
+        assert t["bank_size"] == (written[start - 4] if start >= 4 else 0)  # lags one micro-batch
+        assert all(hit["id"] < t["bank_size"] for hit in t["retrieved"])
+    # batch 1 saw an empty bank either way: same answers, same reflections, same insights
+    first = [str(i) for i in demo_mini().data["index"][:4]]
+    assert [preds[int(i)] for i in first] == [exact_preds[int(i)] for i in first]
+    assert [t["insight_decision"] for t in trace[:4]] == [t["insight_decision"] for t in exact_trace[:4]]
+    ours = [e for e in entries if e[1]["row_index"] in first]
+    assert ours == [e for e in exact_entries if e[1]["row_index"] in first]
+    assert all(t["insight_decision"] in ("safe", "unsafe") for t in trace[-4:])  # the flush reflected the last batch
+    config = json.loads((tmp_path / "s1" / f"{name}_echosafe_config.json").read_text())
+    assert config["settings"]["staleness"] == 1
+
+
+def test_staleness_one_needs_the_batched_runner(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    with pytest.raises(RuntimeError, match="staleness=1"):
+        _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "loop", None, limit=2, staleness=1)
+
+
+def test_staleness_one_resume_records_the_reflections_lost_in_the_stop(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    """A run that dies while a batch's reflections are pending: on resume those finished rows get a trace line
+    that says so (no insight), and the stream goes on from there."""
+    work = tmp_path / "crash"
+    with pytest.raises(KeyboardInterrupt):
+        _run(demo_mini, tiny_qwen2vl_vlm, work, 4, fail_on_batch=2, staleness=1)
+    name = _run(demo_mini, tiny_qwen2vl_vlm, work, 4, staleness=1)
+    preds, trace, entries, _ = _outputs(work, name)
+    assert len(preds) == 12 and [t["stream_pos"] for t in trace] == list(range(12))
+    assert [t["not_written_code"] for t in trace[:4]] == ["lost"] * 4
+    assert all(t["insight_id"] is None for t in trace[:4])
+    first = {t["row_index"] for t in trace[:4]}
+    assert not first & {m["row_index"] for _, m in entries} and len(entries) >= 1
 
 
 def test_models_without_batching_go_to_the_host_loop(monkeypatch):

@@ -272,13 +272,35 @@ def test_settings_are_validated_and_recorded(tmp_path):
         _defense(tmp_path, store="none")
     with pytest.raises(ValueError, match="retrieval"):
         _defense(tmp_path, retrieval="nearest-ish")
+    with pytest.raises(ValueError, match="staleness"):
+        _defense(tmp_path, staleness=2)
+    with pytest.raises(ValueError, match="staleness=1 .* no reflection"):
+        _defense(tmp_path, staleness=1, store="exchange")
     _defense(tmp_path, k=3)
     cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
-    assert cfg["settings"]["k"] == 3 and cfg["encoders"]["image"] == "none"
+    assert cfg["settings"]["k"] == 3 and cfg["settings"]["staleness"] == 0 and cfg["encoders"]["image"] == "none"
     assert cfg["reflection"] == {"path": "one-message", "decoding": "free"} and cfg["labels_used"] == []
     _defense(tmp_path, reset="category")
     cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
     assert cfg["labels_used"] == ["category"]
+
+
+def test_staleness_one_is_the_same_algorithm_on_a_host_model(tmp_path, ds):
+    """A model that answers one request per call pipelines the same way: each batch reflects on the one before it
+    after answering, the bank lags one batch, the flush stores the last batch's insights."""
+    inner = ScriptedVLM()
+    d = _defense(tmp_path, inner, staleness=1, twin_guard=False)
+    d.set_dump_image(ds.dump_image)
+    assert d.supports_batch
+    for start in (0, 2, 4):
+        d.generate_batch([ds.message(i) for i in range(start, start + 2)], dataset=ds.dataset_name)
+    assert len(_trace(tmp_path)) == 4  # the last batch is still pending
+    d.flush()
+    trace = _trace(tmp_path)
+    assert [t["bank_size"] for t in trace] == [0, 0, 0, 0, 2, 2] and all(t["staleness"] == 1 for t in trace)
+    assert [t["insight_id"] for t in trace] == list(range(6))
+    with pytest.raises(RuntimeError, match="staleness=1"):
+        d.generate(ds.message(0), dataset=ds.dataset_name)
 
 
 def test_refuses_multiple_ranks(tmp_path, monkeypatch):

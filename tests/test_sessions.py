@@ -63,11 +63,11 @@ def test_extend_equals_full_prefill(tiny_vlms, kind, tiny_image, tmp_path):
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_constrained_extend_equals_full_prefill_and_parses(tiny_vlms, kind, tiny_image):
-    """The reflection form decoded under its grammar from the cache is what a cold prefill decodes under the same
-    grammar, and it always has the form's four lines."""
+    """The reflection form decoded with jump-forward from the cache is what `generate` decodes one token per step
+    from a cold prefill under the same masks, and it always has the form's four lines."""
     from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_budget, form_grammar
     from vlmeval_echosafe.defenses.insight import parse_reflection
-    from vlmeval_echosafe.models.constrained import Constraint
+    from vlmeval_echosafe.models.constrained import Constraint, FormProcessor
 
     vlm = tiny_vlms(kind)
     turns = [
@@ -77,17 +77,24 @@ def test_constrained_extend_equals_full_prefill_and_parses(tiny_vlms, kind, tiny
     _, session = vlm.start(turns, max_new_tokens=6)
     text = vlm.next_turn_text(session, REFLECT_TEMPLATE)
     ids = _continued_ids(vlm, session, text)
+    before = dict(vlm.decoded)
     got = vlm.extend(session, text, max_new_tokens=None, stop=None, constraint=form)
+    tokens, forwards = (vlm.decoded[k] - before.get(k, 0) for k in ("follow_up_tokens", "follow_up_forwards"))
     parsed = parse_reflection(got)  # raises unless all four fields are there
     assert parsed["decision"] in ("safe", "unsafe")
     assert all(len(line) > 0 for line in got.splitlines())
     vlm._set_rope_state(None)
     inputs = _reference_inputs(vlm, turns, ids)
+    reference = FormProcessor(vlm.form_rows(form, 1), [0])
     with torch.inference_mode():
         ref = vlm.model.generate(
-            **inputs, logits_processor=vlm._constrained(form, 1), **vlm.generation_kwargs(form.max_new_tokens)
+            **inputs,
+            logits_processor=[reference],
+            **vlm.generation_kwargs(form.max_new_tokens, answer=False),
         )
     assert got == vlm.processor.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    # jump-forward: fewer forward passes than tokens (the labels are written without one each)
+    assert forwards < tokens
 
 
 def vision_tower(vlm):

@@ -119,6 +119,9 @@ def infer_data_batched(
             res[idx] = response
         atomic_dump(res, out_file)  # after every batch: a crash loses at most the batch in flight
         bar.update(len(chunk))
+    flush = getattr(model, "flush", None)
+    if callable(flush):  # a pipelined model's work still pending for this dataset (EchoSafe staleness: 1)
+        flush()
     bar.close()
     res = {k: res[k] for k in data_indices}
     atomic_dump(res, out_file)

@@ -27,11 +27,13 @@ from ..memory import MemoryBank
 from ..models.constrained import Constraint
 from . import echosafe_prompts as prompts
 from .base import Defense, split_message
-from .inner import Answered, adapt, adapter_class
+from .inner import Answered, Reply, adapt, adapter_class
 from .insight import InsightError, format_insight, parse_reflection, validate_insight
-from .rows import done_rows
+from .rows import RowLookup, done_rows
+from .trace import TraceWriter
 
 RESETS = ("dataset", "category", "never")
+STALENESS = (0, 1)
 RETRIEVALS = ("nearest", "random", "none")
 STORES = ("insight", "exchange", "none")
 EXCHANGE_CHARS = 300  # the NoReflection ablation keeps this much of the question and of the answer
@@ -63,6 +65,10 @@ class EchoSafeSettings:
     encoders: dict[str, Any] = field(default_factory=lambda: {"text": "minilm", "image": "inner"})
     reflect_tokens: int = 48  # cap per line of the reflection form (the plugin's backend enforces it)
     seed: int = 0  # for `retrieval: random`
+    # 0: the exact algorithm (a micro-batch's insights are stored before the next micro-batch retrieves). 1: a
+    # micro-batch's reflections decode in one batch with the next micro-batch's answers, so the bank lags one
+    # micro-batch; needs the micro-batched runner (run.py --batch-size N >= 2), which flushes the last one
+    staleness: int = 0
 
     def __post_init__(self) -> None:
         for name, value, valid in (
@@ -76,6 +82,13 @@ class EchoSafeSettings:
             raise ValueError(f"EchoSafe k={self.k!r}; must be a whole number >= 1")
         if type(self.reflect_tokens) is not int or self.reflect_tokens < 1:
             raise ValueError(f"EchoSafe reflect_tokens={self.reflect_tokens!r}; must be a whole number >= 1")
+        if self.staleness not in STALENESS or type(self.staleness) is not int:
+            raise ValueError(f"EchoSafe staleness={self.staleness!r}; expected one of {STALENESS}")
+        if self.staleness and not self.reflects:
+            raise ValueError(
+                "EchoSafe staleness=1 overlaps the self-reflection with the next answers; with "
+                f"retrieval={self.retrieval!r} and store={self.store!r} there is no reflection: use staleness 0"
+            )
         if self.store == "none" and not self.memory:
             raise ValueError("EchoSafe store=none reads a saved bank and never writes: set memory: /path/to/bank")
         if self.retrieval == "none" and self.memory:
@@ -202,7 +215,7 @@ class _Item:
     key: np.ndarray | None
     times: dict[str, float]
     stream: _Stream | None = None
-    bank_size: int = 0
+    bank_size: int | None = 0  # None: not known (a row whose pipelined reflection was lost in a stop)
     hits: list = field(default_factory=list)
     answer: str = ""
     insight: dict | None = None
@@ -211,6 +224,15 @@ class _Item:
     code: str | None = None
     written: int | None = None
     stream_pos: int = 0
+
+
+@dataclass
+class _Pending:
+    """A micro-batch answered but not yet reflected on (``staleness: 1``)."""
+
+    items: list[_Item]
+    answered: Answered
+    dataset: str
 
 
 class EchoSafe(Defense):
@@ -232,6 +254,8 @@ class EchoSafe(Defense):
         self.encoder_ids = self.keys.ids if self.keys else {}
         self._rng = np.random.default_rng(self.settings.seed)
         self._streams: dict[str, _Stream] = {}
+        self._pending: _Pending | None = None  # staleness 1: the micro-batch whose reflections decode next
+        self._checked_lost: set[str] = set()  # datasets whose trace was checked for reflections lost in a stop
         self._config = {
             "name": self.name,
             "inner": self.inner_name,
@@ -280,6 +304,9 @@ class EchoSafe(Defense):
         else:
             bank = MemoryBank(dim, self.encoder_ids, index_meta=TWIN_KEYS)
         trace = self.trace_for(dataset, "echosafe", done)
+        if s.staleness and dataset not in self._checked_lost:
+            self._checked_lost.add(dataset)
+            self._record_lost(dataset, done, trace)
         if path is not None:
             # Resume: keep warm-start entries and entries of finished rows; drop what the host will redo.
             bank.truncate(
@@ -297,17 +324,46 @@ class EchoSafe(Defense):
         stream = self._streams[ns] = _Stream(stream_id, bank, path, trace.count(stream_id))
         return stream
 
+    def _record_lost(self, dataset: str, done: set[str], trace: TraceWriter) -> None:
+        """A resumed ``staleness: 1`` run: rows the host finished whose reflection was still pending when the run
+        stopped have no trace line and no insight. Each gets a trace line saying so (code ``lost``), in the order
+        the host ran them, so every finished row is accounted for and stream positions stay in step."""
+        traced = {str(r.get("row_index")) for r in trace.records}
+        frame = getattr(self.dataset, "data", None)
+        if frame is None or not done - traced:
+            return
+        for _, data_row in frame.iterrows():
+            index = str(data_row["index"])
+            if index not in done or index in traced:
+                continue
+            row = {k: (index if k == "index" else data_row[k]) for k in RowLookup.META if k in data_row}
+            stream = f"{self.name}::{self._namespace(dataset, row)}"
+            item = _Item([], "", row, None, times={}, bank_size=None)
+            item.stream_pos = trace.count(stream)
+            item.reason = "the run stopped before this finished row's pipelined reflection (staleness 1) was decoded"
+            item.code = "lost"
+            self._write_trace(item, dataset, 0, 0, stream)
+
     # ---- the loop ----------------------------------------------------------------------------------------
     # One item is a micro-batch of one. A batch of B items retrieves from the bank as it stood before the batch,
     # answers and reflects as one batch on the inner model, then writes the B insights in stream order; B = 1
-    # is the sequential algorithm, through the same code.
+    # is the sequential algorithm, through the same code. With `staleness: 1` a batch's reflections decode
+    # together with the next batch's answers and are stored after that batch has retrieved: the bank lags one
+    # micro-batch, and whoever drives the stream calls `flush` at its end.
 
     @property
     def supports_batch(self) -> bool:
-        """Whether the inner model decodes several rows at once (the plugin's transformers backend does)."""
-        return self.model.batched
+        """Whether micro-batches are worth handing over: the inner model decodes several rows at once (the plugin's
+        transformers backend), or the stream is pipelined (``staleness: 1``, which needs the batched runner)."""
+        return self.model.batched or self.settings.staleness > 0
 
     def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
+        if self.settings.staleness:
+            raise RuntimeError(
+                f"{self.name}: staleness=1 leaves each micro-batch's reflections for the next call, and a "
+                "one-at-a-time loop never flushes the last ones; run it micro-batched (run.py --batch-size N with "
+                "N >= 2, lmms-eval batch_size >= 2)"
+            )
         return self.defend_batch([message], dataset)[0]
 
     def generate_batch(self, messages: list[list[dict[str, str]]], dataset: str | None = None) -> list[str]:
@@ -316,19 +372,49 @@ class EchoSafe(Defense):
 
     def defend_batch(self, messages: list[list[dict[str, str]]], dataset: str | None) -> list[str]:
         dataset = dataset or "unknown"
+        items = self._prepare(messages, dataset)
+        if self.settings.staleness:
+            earlier, self._pending = self._pending, None
+            try:
+                answered = self._answer_all(items, dataset, earlier)
+            except Exception as err:  # the earlier batch's answers are in the host's hands: record its loss
+                if earlier is not None:
+                    self._fail_reflections(earlier.items, f"pipelined reflection failed: {type(err).__name__}: {err}")
+                    self._commit(earlier.items, earlier.dataset)
+                raise
+            self._pending = _Pending(items, answered, dataset)
+            if earlier is not None:
+                self._commit(earlier.items, earlier.dataset)
+        else:
+            answered = self._answer_all(items, dataset)
+            if self.settings.reflects:
+                self._reflect_all(items, answered, dataset)
+            elif self.settings.store == "exchange":
+                self._exchange_all(items)
+            self._commit(items, dataset)
+        return [item.answer for item in items]
+
+    def flush(self) -> None:
+        """Reflect on and store the micro-batch still pending (``staleness: 1``), on its own; otherwise nothing.
+        The batched runners call it at the end of every dataset."""
+        earlier, self._pending = self._pending, None
+        if earlier is not None:
+            self._reflect_all(earlier.items, earlier.answered, earlier.dataset)
+            self._commit(earlier.items, earlier.dataset)
+
+    def _prepare(self, messages: list[list[dict[str, str]]], dataset: str) -> list[_Item]:
+        """Embed the batch (one call) and retrieve for each item from the bank as it stands."""
         parts = [split_message(message) for message in messages]
         t = time.perf_counter()
         keys = self.keys.keys(parts) if self.keys else [None] * len(parts)
         embed_share = (time.perf_counter() - t) / len(parts)
-        items = [
+        return [
             self._retrieve(images, question, key, embed_share, dataset)
             for (images, question), key in zip(parts, keys, strict=True)
         ]
-        answered = self._answer_all(items, dataset)
-        if self.settings.reflects:
-            self._reflect_all(items, answered, dataset)
-        elif self.settings.store == "exchange":
-            self._exchange_all(items)
+
+    def _commit(self, items: list[_Item], dataset: str) -> None:
+        """Store the batch's insights in stream order, save each touched bank once, write the trace lines."""
         touched: dict[str, _Stream] = {}
         for item in items:
             self._store(item, dataset)
@@ -343,7 +429,6 @@ class EchoSafe(Defense):
             if item.written is not None:
                 item.times["store"] += save_share
             self._write_trace(item, dataset, len(items), position)
-        return [item.answer for item in items]
 
     def _retrieve(self, images: list[str], question: str, key: Any, embed_s: float, dataset: str) -> _Item:
         s = self.settings
@@ -367,24 +452,37 @@ class EchoSafe(Defense):
         item.times["retrieve"] = time.perf_counter() - t
         return item
 
-    def _answer_all(self, items: list[_Item], dataset: str) -> Answered:
-        """Answers every item; keeps what the reflection continues when there is one."""
+    def _answer_all(self, items: list[_Item], dataset: str, earlier: _Pending | None = None) -> Answered:
+        """Answers every item; keeps what the reflection continues when there is one. With ``earlier``, the
+        earlier batch's reflections decode in the same step (their time is inside this batch's answer time)."""
         turns = [self.answer_message(i.images, i.question, [h.insight for h in i.hits]) for i in items]
         t = time.perf_counter()
-        answered = self.model.answer(turns, dataset, keep=self.settings.reflects)
+        if earlier is None:
+            answered = self.model.answer(turns, dataset, keep=self.settings.reflects)
+        else:
+            answered, replies = self.model.answer_and_follow_up(
+                turns, dataset, earlier.answered, earlier.dataset, prompts.REFLECT_TEMPLATE, self._form()
+            )
         share = (time.perf_counter() - t) / len(items)
         for item, answer in zip(items, answered.answers, strict=True):
             item.answer, item.times["answer"] = answer, share
+        if earlier is not None:
+            self._take_reflections(earlier.items, replies, 0.0)
         return answered
+
+    def _form(self) -> Constraint:
+        cap = self.settings.reflect_tokens
+        return Constraint(prompts.form_grammar(), line_tokens=cap, max_new_tokens=prompts.form_budget(cap))
 
     def _reflect_all(self, items: list[_Item], answered: Answered, dataset: str) -> None:
         """One reflection turn per item, continuing its answer's conversation (one call per micro-batch on the
-        plugin's backend); the form is parsed and validated strictly. A failed answer is not reflected on."""
-        cap = self.settings.reflect_tokens
-        form = Constraint(prompts.form_grammar(), line_tokens=cap, max_new_tokens=prompts.form_budget(cap))
+        plugin's backend)."""
         t = time.perf_counter()
-        replies = self.model.follow_up(answered, prompts.REFLECT_TEMPLATE, dataset, form)
-        share = (time.perf_counter() - t) / len(items)
+        replies = self.model.follow_up(answered, prompts.REFLECT_TEMPLATE, dataset, self._form())
+        self._take_reflections(items, replies, (time.perf_counter() - t) / len(items))
+
+    def _take_reflections(self, items: list[_Item], replies: list[Reply], share: float) -> None:
+        """Each item's reflection, parsed and validated strictly. A failed answer is not reflected on."""
         for item, reply in zip(items, replies, strict=True):
             item.times["reflect"] = share
             failure = answer_failure(item.answer)
@@ -394,6 +492,15 @@ class EchoSafe(Defense):
                 item.reason, item.code = reply.error, "reflect_failed"
             else:
                 self._validate(item, reply.text)
+
+    @staticmethod
+    def _fail_reflections(items: list[_Item], reason: str) -> None:
+        for item in items:
+            failure = answer_failure(item.answer)
+            if failure:
+                item.reason, item.code = f"answer failed ({failure}): nothing to reflect on", "answer_failed"
+            else:
+                item.reason, item.code = reason, "reflect_failed"
 
     @staticmethod
     def _validate(item: _Item, raw: str) -> None:
@@ -441,7 +548,9 @@ class EchoSafe(Defense):
         item.written = stream.bank.add(item.key, item.insight, meta)
         item.times["store"] = time.perf_counter() - t
 
-    def _write_trace(self, item: _Item, dataset: str, batch_size: int, position: int) -> None:
+    def _write_trace(
+        self, item: _Item, dataset: str, batch_size: int, position: int, stream: str | None = None
+    ) -> None:
         row = item.row
         self._traces[dataset].write(
             {
@@ -450,7 +559,7 @@ class EchoSafe(Defense):
                 "category": row.get("category"),
                 "mode": row.get("mode"),
                 "label": row.get("label"),
-                "stream": item.stream.id if item.stream else None,
+                "stream": item.stream.id if item.stream else stream,
                 "stream_pos": item.stream_pos,
                 "bank_size": item.bank_size,
                 "retrieved": [
@@ -462,7 +571,8 @@ class EchoSafe(Defense):
                 "not_written": item.reason,
                 "not_written_code": item.code,
                 "reflection": self._config["reflection"],
-                "batch": {"size": batch_size, "position": position},
+                "batch": {"size": batch_size, "position": position} if batch_size else None,
+                "staleness": self.settings.staleness,
                 # embed / answer / reflect (and the bank save in store) run once per batch: each item gets an
                 # equal share
                 "timings": {k: round(v, 6) for k, v in item.times.items()},

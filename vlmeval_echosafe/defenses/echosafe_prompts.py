@@ -3,7 +3,10 @@ results can say which wording produced them (the version is part of every run's 
 
 from .insight import DECISIONS, FIELDS
 
-PROMPT_VERSION = "echosafe-prompts-v2"  # v2: the reflection is one turn, its form decoded or parsed as a whole
+# v2: the reflection is one turn, its form decoded or parsed as a whole. v3: same words; on the plugin's backend the
+# form's labels are written in xgrammar's jump-forward tokens instead of pieces the model picks (models/constrained.py),
+# which changes a random-weight model's reflections, so banks built with v2 are not continued.
+PROMPT_VERSION = "echosafe-prompts-v3"
 
 INSIGHTS_HEADER = "Safety insights from earlier, similar requests (they may not all apply):"
 

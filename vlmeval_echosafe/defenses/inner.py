@@ -72,6 +72,21 @@ class Inner(ABC):
     def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
         """Continue every answered conversation with the user turn ``text``; ``form`` is the reply's grammar."""
 
+    def answer_and_follow_up(
+        self,
+        turns: list[Content],
+        dataset: str | None,
+        earlier: Answered,
+        earlier_dataset: str | None,
+        text: str,
+        form: Constraint,
+    ) -> tuple[Answered, list[Reply]]:
+        """`answer` ``turns`` (kept for a follow-up) and `follow_up` ``earlier`` with ``text``, as one step (a
+        pipelined method overlaps one batch's follow-ups with the next batch's answers). Here the two run in
+        turn; a backend that decodes both in one batch overrides it. Both give what the separate calls give."""
+        replies = self.follow_up(earlier, text, earlier_dataset, form)
+        return self.answer(turns, dataset, keep=True), replies
+
 
 class SessionInner(Inner):
     """The plugin's transformers backend: batched decoding, KV-cache sessions, grammar-constrained forms."""
@@ -90,6 +105,22 @@ class SessionInner(Inner):
         texts = [self.model.next_turn_text(session, text, row) for row in range(len(session))]
         replies = self.model.extend_batch(session, texts, max_new_tokens=None, stop=None, constraint=form)
         return [Reply(r) for r in replies]
+
+    def answer_and_follow_up(
+        self,
+        turns: list[Content],
+        dataset: str | None,
+        earlier: Answered,
+        earlier_dataset: str | None,
+        text: str,
+        form: Constraint,
+    ) -> tuple[Answered, list[Reply]]:
+        """One decoding batch: the new turns' answers and ``earlier``'s follow-ups share every forward pass."""
+        old = earlier.state
+        texts = [self.model.next_turn_text(old, text, row) for row in range(len(old))]
+        conversations = [[{"role": "user", "content": t}] for t in turns]
+        answers, session, replies = self.model.start_and_extend(conversations, old, texts, form)
+        return Answered(turns, answers, session), [Reply(r) for r in replies]
 
 
 class _HostInner(Inner):

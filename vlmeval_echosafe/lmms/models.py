@@ -135,7 +135,7 @@ class VLMEvalKitModel(lmms):
             context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             rows = self._rows_for(task, split)
             if chunk and (rows is not chunk_rows or len(chunk) == size):
-                answers += self._answer(chunk, chunk_rows)
+                answers += self._answer(chunk, chunk_rows, size > 1)
                 bar.update(len(chunk))
                 chunk = []
             visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
@@ -147,14 +147,17 @@ class VLMEvalKitModel(lmms):
             )
             chunk_rows = rows
         if chunk:
-            answers += self._answer(chunk, chunk_rows)
+            answers += self._answer(chunk, chunk_rows, size > 1)
             bar.update(len(chunk))
+        flush = getattr(self.model, "flush", None)
+        if size > 1 and callable(flush):  # a pipelined model's pending work (EchoSafe staleness: 1)
+            flush()
         bar.close()
         return answers
 
-    def _answer(self, messages: list[list[dict[str, str]]], rows: TaskRows) -> list[str]:
+    def _answer(self, messages: list[list[dict[str, str]]], rows: TaskRows, batched: bool) -> list[str]:
         self.model.set_dump_image(rows.dump_image)  # as VLMEvalKit does: tells a defense which rows it runs
-        if len(messages) == 1:
+        if not batched:
             return [self.model.generate(message=messages[0], dataset=rows.dataset_name)]
         return self.model.generate_batch(messages, dataset=rows.dataset_name)
 
