@@ -60,7 +60,7 @@ def main() -> None:
     batched: set[str] = set()
     for name in names:
         cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
-        settings = defense_settings(cls, entries[name], extra, args.inner, plugin=True)
+        settings = defense_settings(cls, entries[name], extra, args.inner, "plugin")
         models[name] = cls(inner, name=f"{name}_{args.inner}", run_dir=run_dir / name, settings=settings)
         if name == "EchoSafe" and not args.no_batch:
             label = f"EchoSafe@B{args.block}"

@@ -14,8 +14,10 @@ from typing import Any
 
 
 class TraceWriter:
-    def __init__(self, path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
-        self.path = path
+    """``write=False``: the records are read and kept in memory only (a torchrun rank that does not persist)."""
+
+    def __init__(self, path: Path, keep: Callable[[dict[str, Any]], bool], write: bool = True) -> None:
+        self.path, self.writes = path, write
         self.records: list[dict[str, Any]] = []
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -25,6 +27,8 @@ class TraceWriter:
                     continue
                 if keep(rec):
                     self.records.append(rec)
+        if not write:
+            return
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
         os.replace(tmp, path)
@@ -34,5 +38,7 @@ class TraceWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+        if not self.writes:
+            return
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
