@@ -10,8 +10,10 @@ every other model goes to the host's own function, untouched. The files are the 
 Under torchrun, a model whose ranks share one stream (``shares_stream``: EchoSafe) runs in global steps whatever
 the batch size: the rows still to do, in stream order, are cut into steps of W·B, and rank r answers the step's
 items r, r + W, … (`defenses/sync.py`), which for a fresh run is the host's own split (rows r::W). Every rank
-enters every step, also with nothing of its own (the last step may be short), and each rank writes the rows it
-answered to its own checkpoint, which the host merges as usual.
+enters every step, also with nothing of its own (the last step may be short). After each step every rank writes
+all of the step's answers to its own checkpoint, so each checkpoint ends at a step boundary and a run killed
+between two ranks' writes resumes from whole steps, exactly as one process at batch size W·B would; the host
+merges the checkpoints as usual.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import os
 import os.path as osp
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +169,7 @@ def _infer_in_steps(
     from vlmeval.smp import dump, get_rank_and_world_size
 
     from .defenses.rows import done_predictions
-    from .defenses.sync import owned
+    from .defenses.sync import StreamSync, owned
 
     rank, world = get_rank_and_world_size()
     name = dataset.dataset_name
@@ -177,17 +180,19 @@ def _infer_in_steps(
     if len(todo):
         model = _build_model(model, model_name, use_vllm)
         model.set_dump_image(dataset.dump_image)
+        sync = StreamSync.from_process_group()
         step = world * batch_size
         bar = tqdm(total=len(todo), desc=f"Infer {model_name}/{name} (steps of {world}x{batch_size}), Rank {rank}")
         for start in range(0, len(todo), step):
             chunk = todo.iloc[start : start + step]
             mine = chunk.iloc[owned(len(chunk), rank, world)]
-            _answer_chunk(model, model.generate_step, model_name, dataset, mine, res, verbose)
-            dump(res, out_file)  # after every step
+            answers: dict = {}
+            _answer_chunk(model, model.generate_step, model_name, dataset, mine, answers, verbose)
+            res.update(sync.exchange(partial(list, answers.items())))
+            dump(res, out_file)  # every rank: the whole step
             bar.update(len(chunk))
         bar.close()
-    # Every row this rank answered (after a resume, not only its r::W share) and the reused ones; the host merges
-    # all ranks' checkpoints.
+    # The rows of every finished step and the reused ones; the host merges all ranks' checkpoints.
     dump({k: v for k, v in res.items() if k in indices}, out_file)
     return model
 
