@@ -36,9 +36,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -52,42 +53,60 @@ REFLECTION = (
 # ---- endpoints ----------------------------------------------------------------------------------------------
 
 
-class FixedLatency:
-    """An OpenAI-style chat endpoint whose every call takes ``latency`` seconds, concurrently."""
+def _serve_fixed_latency(port: int, latency: float) -> None:
+    """An OpenAI-style chat endpoint whose every call takes ``latency`` seconds, concurrently (its own process, so
+    its threads do not share the client's interpreter lock)."""
 
-    def __init__(self, latency: float) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                last = body["messages"][-1]["content"]
-                last = last if isinstance(last, str) else " ".join(c.get("text", "") for c in last)
-                text = REFLECTION if "Reflect on the request" in last else "Here is a careful reply."
-                time.sleep(latency)
-                payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload.encode())
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            last = body["messages"][-1]["content"]
+            last = last if isinstance(last, str) else " ".join(c.get("text", "") for c in last)
+            text = REFLECTION if "Reflect on the request" in last else "Here is a careful reply."
+            time.sleep(latency)
+            payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload.encode())
 
-            def log_message(self, *args: object) -> None:
-                pass
+        def log_message(self, *args: object) -> None:
+            pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, alive: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:  # it answers (the fixed-latency endpoint has no GET route)
+            return
+        except OSError:
+            if not alive():
+                raise RuntimeError(f"{what} did not start") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start within 180 s") from None
+            time.sleep(0.5)
 
 
 def start_transformers_serve(where: Path, threads: int) -> tuple[subprocess.Popen, str]:
     """`transformers serve` on a free loopback port, serving the tiny Qwen2-VL as ``tinyvlm``."""
-    import socket
-
     from vlmeval_echosafe.models.tiny import build_tiny_qwen2vl
 
     build_tiny_qwen2vl(where / "tinyvlm")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     cli = Path(sys.executable).with_name("transformers")
     log = (where / "serve.log").open("w")
     proc = subprocess.Popen(
@@ -97,15 +116,22 @@ def start_transformers_serve(where: Path, threads: int) -> tuple[subprocess.Pope
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"transformers serve did not start; see {where / 'serve.log'}") from None
-            time.sleep(0.5)
+    _wait_until_up(
+        f"http://127.0.0.1:{port}/health",
+        lambda: proc.poll() is None,
+        f"transformers serve (log: {where / 'serve.log'})",
+    )
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def start_fixed_latency(latency: float) -> tuple[object, str]:
+    import multiprocessing
+
+    port = _free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=_serve_fixed_latency, args=(port, latency), daemon=True)
+    proc.start()
+    _wait_until_up(f"http://127.0.0.1:{port}/", proc.is_alive, "the fixed-latency endpoint")
+    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 # ---- served -------------------------------------------------------------------------------------------------
@@ -286,11 +312,12 @@ def main() -> None:
                 "max_tokens": args.max_tokens,
                 **bench_endpoint(url, "tinyvlm", max_tokens=args.max_tokens, **common),
             }
-            stub = FixedLatency(args.latency)
+            stub, stub_url = start_fixed_latency(args.latency)
             result["fixed_latency_endpoint"] = {
                 "latency_s": args.latency,
-                **bench_endpoint(stub.url, "stub", max_tokens=args.max_tokens, **common),
+                **bench_endpoint(stub_url, "stub", max_tokens=args.max_tokens, **common),
             }
+            stub.terminate()
         finally:
             serve.terminate()
             serve.wait(timeout=30)
