@@ -128,6 +128,23 @@ def test_micro_batch_goes_out_concurrently_and_the_reflection_repeats_the_first_
     assert [e[0] for e in entries] == [INSIGHT] * 4
 
 
+def test_a_later_micro_batch_reads_what_earlier_ones_stored(tmp_path):
+    from vlmeval_echosafe.defenses.echosafe_prompts import INSIGHTS_HEADER
+
+    (tmp_path / "img").mkdir()
+    ds6 = FakeDataset(tmp_path / "img", _rows(3))
+    with StubServer(endpoint("enforce"), full=True) as server:
+        d = _echosafe(tmp_path, server)
+        d.set_dump_image(ds6.dump_image)
+        d.generate_batch([ds6.message(i) for i in range(4)], dataset=ds6.dataset_name)
+        seen = len(server.requests)
+        d.generate_batch([ds6.message(i) for i in range(4, 6)], dataset=ds6.dataset_name)
+    later = [r for r in server.requests[seen:] if _kind(r) == "answer"]
+    assert len(later) == 2 and all(INSIGHTS_HEADER in _text(r["messages"][0]) for r in later)
+    assert all(INSIGHT["scenario"] in _text(r["messages"][0]) for r in later)
+    assert [len(t["retrieved"]) for t in _trace(tmp_path)] == [0, 0, 0, 0, 4, 4]
+
+
 def test_rate_limits_are_retried(tmp_path, ds):
     seen = []
 
@@ -198,6 +215,24 @@ def test_baselines_and_chat_turns_over_the_endpoint(tmp_path, ds):
     assert [m["role"] for m in server.requests[1]["messages"]] == ["user", "assistant", "user"]
     assert server.requests[1]["messages"][1]["content"] == "Hello"
     assert "sk-" not in repr(inner)
+
+
+def test_resume_check_waits_for_the_endpoint_to_say_its_decoding(tmp_path):
+    """Before the model is built, a served bank's decoding is unknown: only the other settings are compared; once
+    built, the endpoint's decoding must match the bank's."""
+    from vlmeval_echosafe.defenses.echosafe import RUN_CONFIG, ResumeMismatchError, check_resume
+    from vlmeval_echosafe.defenses.inner import ServedInner
+
+    saved = {"k": 5, "reflection": {"path": "served-chat", "decoding": "json-schema"}}
+    (tmp_path / RUN_CONFIG).write_text(json.dumps(saved))
+    planned = {"k": 5, "reflection": ServedInner.planned()}
+    assert planned["reflection"] == {"path": "served-chat", "decoding": None}
+    later = ("reflection.decoding",)
+    check_resume(tmp_path, planned, decided_later=later)
+    with pytest.raises(ResumeMismatchError, match="k: 5 -> 3"):
+        check_resume(tmp_path, {**planned, "k": 3}, decided_later=later)
+    with pytest.raises(ResumeMismatchError, match="reflection.decoding: 'json-schema' -> 'free'"):
+        check_resume(tmp_path, {"k": 5, "reflection": {"path": "served-chat", "decoding": "free"}})
 
 
 # ---- the launcher's --base-url ------------------------------------------------------------------------------
@@ -349,6 +384,7 @@ def served_config(tmp_path_factory, tiny_clip_dir):
 
 SECRET = "sk-served-secret-4242"
 ECHO = "EchoSafe_tinyvlm"
+NO_REFLECTION = "EchoSafe-NoReflection_tinyvlm"  # stores the exchange: a bank the tiny model's gibberish can fill
 DATA = "MMSafetyBenchPP_DemoMini"
 
 
@@ -391,11 +427,12 @@ def _served_env(tmp: Path, config: Path, cache: Path) -> dict[str, str]:
 
 
 def _outputs(run_dir: Path) -> tuple[list[str], list[dict], list[dict]]:
-    pred = pd.read_csv(run_dir / f"{ECHO}_{DATA}.tsv", sep="\t", keep_default_na=False)
+    name = run_dir.name
+    pred = pd.read_csv(run_dir / f"{name}_{DATA}.tsv", sep="\t", keep_default_na=False)
     bank = run_dir / "echosafe_bank" / DATA
     snap = (bank / "CURRENT").read_text().strip()
     entries = [json.loads(x) for x in (bank / snap / "insights.jsonl").read_text().splitlines()]
-    trace = [json.loads(x) for x in (run_dir / f"{ECHO}_{DATA}_echosafe_trace.jsonl").read_text().splitlines()]
+    trace = [json.loads(x) for x in (run_dir / f"{name}_{DATA}_echosafe_trace.jsonl").read_text().splitlines()]
     for t in trace:
         t.pop("timings")
     return pred["prediction"].tolist(), entries, trace
@@ -407,7 +444,7 @@ def served_run(tmp_path_factory, transformers_serve, served_config, tiny_cache):
     tmp = tmp_path_factory.mktemp("served-run")
     before = _calls(log)
     proc = subprocess.run(
-        _served_cmd(tmp, url, [ECHO, "Base_tinyvlm"]),
+        _served_cmd(tmp, url, [ECHO, NO_REFLECTION, "Base_tinyvlm"]),
         cwd=tmp,
         env=_served_env(tmp, served_config, tiny_cache),
         capture_output=True,
@@ -427,6 +464,9 @@ def _calls(log: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_echosafe_and_a_baseline_through_transformers_serve(served_run):
+    """The issue's command (EchoSafe, --batch-size 4, the endpoint's own name), the NoReflection ablation and the
+    base row, in one run.py against `transformers serve`: predictions, scores and banks, and the server log holds
+    exactly the calls the traces account for."""
     tmp, proc, calls = served_run
     run_dir = tmp / "out" / ECHO
     preds, bank, trace = _outputs(run_dir)
@@ -437,14 +477,19 @@ def test_echosafe_and_a_baseline_through_transformers_serve(served_run):
     # transformers serve accepts response_format and ignores it: the probe sees that, the reflection is free text
     assert all(t["reflection"] == {"path": "served-chat", "decoding": "free"} for t in trace)
     assert [t["batch"]["size"] for t in trace] == [4] * 12
-    # The probe, EchoSafe's answers and reflections, the baseline's answers. A tiny random model can write a
-    # special-token string (<|video_pad|>) that the server then refuses to read back in the reflection turn (500):
-    # each such reflection is tried 1 + --retry times and counted as reflect_failed, never stored.
+    # One probe per EchoSafe row, its answers and reflections, NoReflection's answers, the baseline's answers. A
+    # tiny random model can write a special-token string (<|video_pad|>) that the server then refuses to read back
+    # in the reflection turn (500): each such reflection is tried 1 + --retry times and counted as reflect_failed.
     codes = [t["not_written_code"] for t in trace]
     assert "answer_failed" not in codes
-    assert calls["200 OK"] == 1 + 12 + (12 - codes.count("reflect_failed")) + 12
+    assert calls["200 OK"] == 2 + 12 + (12 - codes.count("reflect_failed")) + 12 + 12
     assert calls["500 Internal Server Error"] == 3 * codes.count("reflect_failed")
-    assert len(bank) == sum(t["insight_id"] is not None for t in trace)
+    assert len(bank) == sum(t["insight_id"] is not None for t in trace)  # free-text gibberish rarely parses
+    # The memory through the endpoint: every exchange stored, and each micro-batch retrieves what earlier ones
+    # stored (never its own pair's).
+    _, kept, steps = _outputs(tmp / "out" / NO_REFLECTION)
+    assert len(kept) == 12 and [t["bank_size"] for t in steps] == [4 * (i // 4) for i in range(12)]
+    assert all(t["retrieved"] for t in steps[4:]) and not any(t["retrieved"] for t in steps[:4])
     leaked = [p for p in (tmp / "out").rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert SECRET not in proc.stdout + proc.stderr and not leaked
 
