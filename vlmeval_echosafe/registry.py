@@ -107,9 +107,7 @@ def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inn
     own always do."""
     if runner not in RUNNERS:
         raise ValueError(f"runner {runner!r}; expected one of {RUNNERS}")
-    if runner not in extra["encoders"]:
-        raise KeyError(f"wrappers/defenses.yaml: `encoders` has no {runner!r} entry (the key encoders for {inner})")
-    encoders = extra["encoders"][runner]
+    encoders = extra["encoders"].get(runner, {})
     return {
         **_accepted(cls, {"encoders": encoders}),
         **spec["settings"],

@@ -380,7 +380,7 @@ class EchoSafe(Defense):
         return [item.answer for item in mine]
 
     def _embed(self, messages: list[list[dict[str, str]]]) -> list[_Embedded]:
-        """Keys and dataset rows of this rank's items (one text batch, one vision pass)."""
+        """Keys and dataset rows of this rank's items (the texts one at a time, the images in one vision pass)."""
         if not messages:
             return []
         parts = [split_message(message) for message in messages]
