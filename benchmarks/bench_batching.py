@@ -48,7 +48,7 @@ def main() -> None:
     if not getattr(inner, "supports_batch", False):
         raise SystemExit(f"{args.inner} does not decode in batches; pick a model the plugin runs itself")
     entries, extra = defense_entries()
-    settings = defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, plugin=True)
+    settings = defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, "plugin")
     root = Path(tempfile.mkdtemp())
     configs = [("host loop", None)] + [(f"B={b}", b) for b in args.sizes]
 

@@ -77,7 +77,7 @@ def build(args: argparse.Namespace):
     can_batch = not args.no_batch and getattr(inner, "supports_batch", False)
     for name in names:
         cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
-        settings = defense_settings(cls, entries[name], extra, args.inner, plugin=True)
+        settings = defense_settings(cls, entries[name], extra, args.inner, "plugin")
 
         def make(label: str, changes: dict | None = None, _cls=cls, _settings=settings, _name=name):
             run = run_dir / label

@@ -53,7 +53,7 @@ def main() -> None:
     entries, extra = defense_entries()
     cap = (
         args.reflect_tokens
-        or defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, plugin=True)["reflect_tokens"]
+        or defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, "plugin")["reflect_tokens"]
     )
     form = Constraint(prompts.form_grammar(), line_tokens=cap, max_new_tokens=prompts.form_budget(cap))
     inner.set_dump_image(dataset.dump_image)

@@ -1,4 +1,7 @@
-"""A tiny OpenAI-compatible chat server on 127.0.0.1 for judge tests; replies come from a function."""
+"""A tiny OpenAI-compatible chat server on 127.0.0.1 for fault injection; replies come from a function.
+
+``reply(prompt)`` gets the last user turn's text; with ``full=True`` it gets the whole request body instead. Every
+body is kept in ``requests`` and the most requests in flight at once in ``max_in_flight``."""
 
 from __future__ import annotations
 
@@ -17,23 +20,37 @@ class Fault:
     status: int = 200
     body: str = "{}"
     delay: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class StubServer:
-    def __init__(self, reply: Callable[[str], str | Fault]) -> None:
-        self.reply = reply
-        self.prompts: list[str] = []  # the text of each request's last message
-        self.requests: list[dict] = []  # each request body as sent (messages with image parts, model, ...)
+    def __init__(self, reply: Callable[..., str | Fault], full: bool = False) -> None:
+        self.reply, self.full = reply, full
+        self.prompts: list[str] = []
+        self.requests: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                with stub._lock:
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with stub._lock:
+                        stub.in_flight -= 1
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 content = body["messages"][-1]["content"]
                 prompt = content if isinstance(content, str) else " ".join(c.get("text", "") for c in content)
-                stub.prompts.append(prompt)
-                stub.requests.append(body)
-                text = stub.reply(prompt)
+                with stub._lock:
+                    stub.prompts.append(prompt)
+                    stub.requests.append(body)
+                text = stub.reply(body if stub.full else prompt)
                 if isinstance(text, Fault):
                     self._fault(text)
                     return
@@ -61,6 +78,8 @@ class StubServer:
                 body = fault.body.encode()
                 try:
                     self.send_response(fault.status)
+                    for name, value in fault.headers:
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()

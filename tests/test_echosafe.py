@@ -303,13 +303,20 @@ def test_staleness_one_is_the_same_algorithm_on_a_host_model(tmp_path, ds):
         d.generate(ds.message(0), dataset=ds.dataset_name)
 
 
-def test_refuses_multiple_ranks(tmp_path, monkeypatch):
-    import torch.distributed as dist
+def test_under_several_ranks_only_the_step_loop_drives_it(tmp_path, ds, monkeypatch):
+    """Each rank would answer its own items one at a time: the host's loop and a plain batch are refused, and
+    only `generate_step` (the launcher's step loop, tests/test_sync.py) runs."""
+    from vlmeval_echosafe.defenses import sync
 
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    with pytest.raises(RuntimeError, match="torchrun"):
-        _defense(tmp_path)
+    monkeypatch.setattr(sync.StreamSync, "from_process_group", classmethod(lambda cls: cls(1, 2)))
+    d = _defense(tmp_path)
+    d.set_dump_image(ds.dump_image)
+    for call in (lambda: d.generate(ds.message(0), dataset=ds.dataset_name), lambda: d.generate_batch([ds.message(0)])):
+        with pytest.raises(RuntimeError, match="torchrun"):
+            call()
+    assert not (tmp_path / "run" / "EchoSafe_Scripted_echosafe_config.json").exists()  # rank 1 writes no files
+    with pytest.raises(RuntimeError, match="staleness=1 is not supported under torchrun"):
+        _defense(tmp_path, staleness=1)
 
 
 def test_wraps_a_host_api_model_over_a_local_openai_server(tmp_path, ds, monkeypatch):

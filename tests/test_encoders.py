@@ -42,33 +42,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return paths
 
 
-@pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight CLIP (32x32 images, 12-d projection) in a local folder, with no tokenizer."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
-    config = CLIPConfig(
-        text_config={
-            **small,
-            "vocab_size": 64,
-            "max_position_embeddings": 16,
-            "bos_token_id": 0,
-            "eos_token_id": 1,
-            "pad_token_id": 1,
-        },
-        vision_config={**small, "image_size": 32, "patch_size": 8, "initializer_range": 0.15},
-        projection_dim=12,
-    )
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 def test_l2_normalize_keeps_zero_rows() -> None:
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float64))
     assert out.dtype == np.float32 and not np.isnan(out).any()

@@ -7,6 +7,14 @@ every other model goes to the host's own function, untouched. The files are the 
 ``{rank}{world}_{dataset}.pkl`` (a dict of index → prediction, written after every batch), the same
 ``{model}_{dataset}_PREV.pkl`` reuse and the same final dump, so ``--reuse``, resume and evaluation do not change.
 The checkpoint is written atomically (:mod:`.checkpoint`), like the host's own once the launcher has run.
+
+Under torchrun, a model whose ranks share one stream (``shares_stream``: EchoSafe) runs in global steps whatever
+the batch size: the rows still to do, in stream order, are cut into steps of W·B, and rank r answers the step's
+items r, r + W, … (`defenses/sync.py`), which for a fresh run is the host's own split (rows r::W). Every rank
+enters every step, also with nothing of its own (the last step may be short). After each step every rank writes
+all of the step's answers to its own checkpoint, so each checkpoint ends at a step boundary and a run killed
+between two ranks' writes resumes from whole steps, exactly as one process at batch size W·B would; the host
+merges the checkpoints as usual.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import logging
 import os
 import os.path as osp
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_dump
@@ -38,6 +48,16 @@ def checked_message(model: Any, message: Any) -> list[dict[str, str]]:
 
 def supports_batch(model: Any) -> bool:
     return callable(getattr(model, "generate_batch", None)) and bool(getattr(model, "supports_batch", False))
+
+
+def shares_stream(model: Any, model_name: str) -> bool:
+    """Whether the model (an object, or the registry entry of its name) keeps one stream across ranks."""
+    if isinstance(model, str):
+        from vlmeval.config import supported_VLM
+
+        factory = supported_VLM.get(model_name)
+        model = getattr(factory, "func", factory)
+    return bool(getattr(model, "shares_stream", False))
 
 
 def _build_model(model: Any, model_name: str, use_vllm: bool) -> Any:
@@ -72,17 +92,20 @@ def infer_data_batched(
     host_infer_data: Callable[..., Any],
 ) -> Any:
     """Drop-in for `vlmeval.inference.infer_data` (same arguments and files), batching where the model can."""
-    import torch
     from tqdm import tqdm
     from vlmeval.smp import get_rank_and_world_size, load
 
     host_args = dict(verbose=verbose, api_nproc=api_nproc, use_vllm=use_vllm, retry_failed=retry_failed)
     dataset_name = dataset.dataset_name
+    rank, world_size = get_rank_and_world_size()
+    if world_size > 1 and shares_stream(model, model_name):
+        return _infer_in_steps(model, model_name, work_dir, dataset, out_file, batch_size, use_vllm, verbose)
+    if batch_size <= 1:
+        return host_infer_data(model, model_name, work_dir, dataset, out_file, **host_args)
     prev_file = f"{work_dir}/{model_name}_{dataset_name}_PREV.pkl"
     res = load(prev_file) if osp.exists(prev_file) else {}
     if osp.exists(out_file):
         res.update(load(out_file))
-    rank, world_size = get_rank_and_world_size()
     data = dataset.data.iloc[list(range(rank, len(dataset), world_size))]
     data_indices = list(data["index"])
     if all(idx in res for idx in data_indices):  # finished: the host's path, which builds no model
@@ -100,23 +123,7 @@ def infer_data_batched(
     )
     for start in range(0, len(todo), batch_size):
         chunk = todo.iloc[start : start + batch_size]
-        structs = [_prompt(model, dataset, dataset_name, chunk.iloc[i]) for i in range(len(chunk))]
-        if os.environ.get("SKIP_ERR", False) == "1":  # the host's switch: record the error, go on
-            try:
-                responses = model.generate_batch(structs, dataset=dataset_name)
-            except RuntimeError as err:
-                log.warning("%s: batch failed: %s", model_name, err)
-                responses = [f"Failed to obtain answer: {type(err)} {err}"] * len(structs)
-        else:
-            responses = model.generate_batch(structs, dataset=dataset_name)
-        if len(responses) != len(structs):
-            raise RuntimeError(f"{model_name}: generate_batch gave {len(responses)} answers for {len(structs)}")
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        for idx, response in zip(chunk["index"], responses, strict=True):
-            if verbose:
-                print(response, flush=True)
-            res[idx] = response
+        _answer_chunk(model, model.generate_batch, model_name, dataset, chunk, res, verbose)
         atomic_dump(res, out_file)  # after every batch: a crash loses at most the batch in flight
         bar.update(len(chunk))
     flush = getattr(model, "flush", None)
@@ -125,6 +132,74 @@ def infer_data_batched(
     bar.close()
     res = {k: res[k] for k in data_indices}
     atomic_dump(res, out_file)
+    return model
+
+
+def _answer_chunk(
+    model: Any, call: Callable[..., list[str]], model_name: str, dataset: Any, chunk: Any, res: dict, verbose: bool
+) -> None:
+    """Prompts for the chunk's rows, one ``call``, the answers into ``res``."""
+    import torch
+
+    structs = [_prompt(model, dataset, dataset.dataset_name, chunk.iloc[i]) for i in range(len(chunk))]
+    if os.environ.get("SKIP_ERR", False) == "1":  # the host's switch: record the error, go on
+        try:
+            responses = call(structs, dataset=dataset.dataset_name)
+        except RuntimeError as err:
+            log.warning("%s: batch failed: %s", model_name, err)
+            responses = [f"Failed to obtain answer: {type(err)} {err}"] * len(structs)
+    else:
+        responses = call(structs, dataset=dataset.dataset_name)
+    if len(responses) != len(structs):
+        raise RuntimeError(f"{model_name}: {len(responses)} answers for {len(structs)} prompts")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    for idx, response in zip(chunk["index"], responses, strict=True):
+        if verbose:
+            print(response, flush=True)
+        res[idx] = response
+
+
+def _infer_in_steps(
+    model: Any,
+    model_name: str,
+    work_dir: str,
+    dataset: Any,
+    out_file: str,
+    batch_size: int,
+    use_vllm: bool,
+    verbose: bool,
+) -> Any:
+    """The torchrun loop of a model whose ranks share one stream (see the module docstring)."""
+    from tqdm import tqdm
+    from vlmeval.smp import get_rank_and_world_size
+
+    from .defenses.rows import done_predictions
+    from .defenses.sync import StreamSync, owned
+
+    rank, world = get_rank_and_world_size()
+    name = dataset.dataset_name
+    res = done_predictions(Path(work_dir), model_name, name)  # this rank's checkpoint and the reused rows
+    done = done_predictions(Path(work_dir), model_name, name, all_ranks=True)  # what any rank finished
+    todo = dataset.data[~dataset.data["index"].isin(done)]  # the same on every rank: files, not local state
+    indices = set(dataset.data["index"])
+    if len(todo):
+        model = _build_model(model, model_name, use_vllm)
+        model.set_dump_image(dataset.dump_image)
+        sync = StreamSync.from_process_group()
+        step = world * batch_size
+        bar = tqdm(total=len(todo), desc=f"Infer {model_name}/{name} (steps of {world}x{batch_size}), Rank {rank}")
+        for start in range(0, len(todo), step):
+            chunk = todo.iloc[start : start + step]
+            mine = chunk.iloc[owned(len(chunk), rank, world)]
+            answers: dict = {}
+            _answer_chunk(model, model.generate_step, model_name, dataset, mine, answers, verbose)
+            res.update(sync.exchange(partial(list, answers.items())))
+            atomic_dump(res, out_file)  # every rank: the whole step
+            bar.update(len(chunk))
+        bar.close()
+    # The rows of every finished step and the reused ones; the host merges all ranks' checkpoints.
+    atomic_dump({k: v for k, v in res.items() if k in indices}, out_file)
     return model
 
 
@@ -138,12 +213,10 @@ def _prompt(model: Any, dataset: Any, dataset_name: str, line: Any) -> Any:
 
 
 def install(inference_module: Any, batch_size: int) -> None:
-    """Put the batched loop in place of the host's `infer_data` (idempotent; N = 1 restores the host's)."""
+    """Put the launcher's loop in place of the host's `infer_data` (idempotent). With N = 1 it hands every model to
+    the host's loop, except one whose ranks share a stream under torchrun."""
     host = getattr(inference_module, "_echosafe_host_infer_data", inference_module.infer_data)
     inference_module._echosafe_host_infer_data = host
-    if batch_size <= 1:
-        inference_module.infer_data = host
-        return
 
     def infer_data(*args: Any, **kwargs: Any) -> Any:
         return infer_data_batched(*args, **kwargs, batch_size=batch_size, host_infer_data=host)

@@ -2,7 +2,10 @@
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
 inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), and a non-zero exit
-when any model × dataset combination failed (the host's ``run_local_mode`` logs the exception and exits 0).
+when any model × dataset combination failed (the host's ``run_local_mode`` logs the exception and exits 0). Two host
+flags are taken over: ``--base-url`` (the inner model of every ``--model`` is served there, and the plugin's
+wrappers stay around it) and torchrun's process group (started with the machine's backend; the host hard-codes
+NCCL).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .redact import collect_secrets, install_log_masking, mask_argv
+from .torchrun import init_process_group, rank
 
 # Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
 HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
@@ -41,6 +45,11 @@ vlmeval-echosafe adds:
                          EchoSafe, whose memory makes items depend on earlier ones; it is recorded in EchoSafe's
                          config and part of its resume check. Use a separate --work-dir per order.
   --order-seed N         the seed of --order shuffle (required with it).
+
+With --base-url URL (the host's flag), every --model name's inner model is the one URL serves under that name:
+EchoSafe_X, SafetyPrompt_X, Base_X and X all wrap model X of the endpoint (key: --key, else LMDEPLOY_API_KEY or
+OPENAI_API_KEY). --max-tokens, --temperature, --top-p, --top-k, --repetition-penalty, --extra-body, --timeout and
+--retry apply to its calls; without --max-tokens a call may write 1024 tokens, without --temperature it is greedy.
 """
 
 
@@ -229,6 +238,65 @@ def restore_tls_verification() -> None:
     ssl._create_default_https_context = ssl.create_default_context
 
 
+def _given(words: list[str], flag: str) -> bool:
+    return any(w == flag or w.startswith(flag + "=") for w in words)
+
+
+def take_over_base_url(args: Any, models: list[str], words: list[str]) -> tuple[dict[str, dict], list[str]]:
+    """(served inner models to register, argv without ``--base-url``).
+
+    Given ``--base-url``, the host builds ``LMDeployAPI(model=<the whole --model name>)`` for every model, so
+    ``EchoSafe_X`` would ask the endpoint for a model called "EchoSafe_X" and no wrapper would run. Instead the
+    inner model of each name is registered as the endpoint's model (`models/served.py`) and the flag is taken out
+    of the host's argv."""
+    if not args.base_url:
+        return {}, words
+    if args.config:
+        raise LaunchError(
+            "--base-url with --config: declare the served model in the config or in wrappers/models.yaml "
+            "({class: ServedVLM, base_url: ..., model: ...}) instead"
+        )
+    if not _given(words, "--base-url"):
+        raise LaunchError("spell --base-url in full (the launcher takes it over from the host)")
+    from .registry import inner_name
+
+    extra: dict[str, Any] = {}
+    for name in ("top_k", "repetition_penalty"):  # not OpenAI fields: vLLM and SGLang read them from the body
+        if getattr(args, name) is not None:
+            extra[name] = getattr(args, name)
+    if args.extra_body:
+        try:
+            body = json.loads(args.extra_body)
+        except json.JSONDecodeError as err:
+            raise LaunchError(f"--extra-body is not JSON: {err}") from err
+        if not isinstance(body, dict):
+            raise LaunchError("--extra-body must be a JSON object")
+        extra.update(body)
+    spec: dict[str, Any] = {
+        "base_url": args.base_url,
+        "key": args.key if _given(words, "--key") else None,
+        "timeout": args.timeout,
+        "retry": args.retry,
+        "extra_body": extra or None,
+    }
+    if _given(words, "--max-tokens"):  # the host's default (32768) exceeds many servers' context length
+        spec["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        spec["temperature"] = args.temperature
+    if args.top_p is not None:
+        spec["top_p"] = args.top_p
+    served = {inner_name(m): {"model": inner_name(m), **spec} for m in models}
+    rest, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--base-url":
+            skip = True
+        elif not word.startswith("--base-url="):
+            rest.append(word)
+    return served, rest
+
+
 def _requested(args: Any) -> tuple[list[str], list[str]]:
     if args.config:
         cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
@@ -249,7 +317,7 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
 
     if not models or not datasets:
         raise LaunchError("give --data and --model (or --config); see `python run.py --help`")
-    if not args.config and not args.base_url:
+    if not args.config:
         for m in models:
             if m not in supported_VLM:
                 close = difflib.get_close_matches(m, list(supported_VLM), n=4)
@@ -265,8 +333,9 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
         ]
         if stateful:
             raise LaunchError(
-                f"{', '.join(stateful)} keep a memory stream and must see items one at a time, in "
-                "order; --api-mode runs samples concurrently. Drop --api-mode."
+                f"{', '.join(stateful)} keep a memory stream and must see items in order; --api-mode runs samples "
+                "concurrently. Drop --api-mode; --batch-size N sends N items of the stream to a served model "
+                "(--base-url) at once, each reading the memory as it stood before them."
             )
     ours = [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()]
     host_safety = [d for d in datasets if d in HOST_SAFETY_DATASETS]
@@ -277,7 +346,7 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
             "safe; see docs/baselines.md",
             file=sys.stderr,
         )
-    if not args.config and not args.base_url:  # an EchoSafe bank is never continued under other settings
+    if not args.config:  # an EchoSafe bank is never continued under other settings
         from vlmeval.smp import get_pred_file_path
 
         from .defenses.echosafe import ResumeMismatchError, check_planned_run
@@ -364,19 +433,18 @@ def main(argv: list[str] | None = None) -> int:
     from .registry import register
 
     args = host_run.parse_args()
-    try:
-        print(describe_config(), file=sys.stderr)
-        # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
-        register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir))
-    except ConfigError as err:
-        print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
-        return 2
     models, datasets = _requested(args)
     try:
+        print(describe_config(), file=sys.stderr)
+        served, words = take_over_base_url(args, models, words)
+        sys.argv = [sys.argv[0], *words]
+        args.base_url = None
+        # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
+        register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir), served=served)
         preflight(args, models, datasets)
         if flags.batch_size > 1 and args.api_mode:
-            raise LaunchError("--batch-size is for local models; --api-mode already runs API samples concurrently")
-    except (LaunchError, ValueError) as err:
+            raise LaunchError("--batch-size and --api-mode: --api-mode already runs samples concurrently")
+    except (LaunchError, ConfigError, ValueError) as err:
         print(f"vlmeval-echosafe: error: {err}", file=sys.stderr)
         return 2
     secrets = collect_secrets(sys.argv)
@@ -387,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     _record_data_sources(host_run)
     batching.install(host_inference, flags.batch_size)
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
+    init_process_group()
     host_run.main()
+    if rank() != 0:  # the host records outcomes and evaluates on rank 0 only
+        return 0
     failures = tracker.failures(models, datasets, args.mode)
     print_tables(args, models, datasets)
     if failures:

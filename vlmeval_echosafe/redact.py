@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 
 MASK = "***"
-SECRET_ENV = ("OPENAI_API_KEY", "SILICONFLOW_API_KEY", "AZURE_OPENAI_API_KEY")
+SECRET_ENV = ("OPENAI_API_KEY", "SILICONFLOW_API_KEY", "AZURE_OPENAI_API_KEY", "LMDEPLOY_API_KEY")
 SECRET_FLAGS = ("--judge-key", "--key")
 _MIN_LEN = 6  # shorter values (e.g. the host's default 'sk-admin' is fine to mask, but 'a' would mangle logs)
 

@@ -22,10 +22,12 @@ def _classes() -> dict[str, type]:
     from .defenses.echosafe import EchoSafe
     from .defenses.ecso import ECSO
     from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
+    from .models.served import ServedVLM
     from .models.transformers_vlm import TransformersVLM
 
     return {
         "TransformersVLM": TransformersVLM,
+        "ServedVLM": ServedVLM,
         "EchoSafe": EchoSafe,
         "PromptDefense": PromptDefense,
         "SafetyPrompt": SafetyPrompt,
@@ -96,10 +98,16 @@ def defense_entries() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return out, {"encoders": data.get("encoders") or {}, "inner_settings": data.get("inner_settings") or {}}
 
 
-def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inner: str, plugin: bool) -> dict:
+RUNNERS = ("plugin", "served", "host")  # who runs an inner model: the plugin's backend, an endpoint, the host
+
+
+def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inner: str, runner: str) -> dict:
     """The settings a defense entry gets around one inner model: the shared sections (encoders by who runs the
-    inner model, per-inner changes) reach only defenses that have such settings; the entry's own always do."""
-    encoders = extra["encoders"].get("plugin" if plugin else "host", {})
+    inner model, one of `RUNNERS`; per-inner changes) reach only defenses that have such settings; the entry's
+    own always do."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner {runner!r}; expected one of {RUNNERS}")
+    encoders = extra["encoders"].get(runner, {})
     return {
         **_accepted(cls, {"encoders": encoders}),
         **spec["settings"],
@@ -107,9 +115,21 @@ def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inn
     }
 
 
-def register(work_dir: str | None = None) -> None:
+def inner_name(model: str) -> str:
+    """The inner model of a registered name: ``EchoSafe_X``, ``EchoSafe-k3_X`` and ``Base_X`` give ``X``; a name
+    without a defense prefix is its own inner model."""
+    defenses, _ = defense_entries()
+    for prefix in sorted((*(f"{d}_" for d in defenses), BASE_PREFIX), key=len, reverse=True):
+        if model.startswith(prefix) and len(model) > len(prefix):
+            return model[len(prefix) :]
+    return model
+
+
+def register(work_dir: str | None = None, served: dict[str, dict[str, Any]] | None = None) -> None:
     """Add the plugin's datasets, models and defenses to VLMEvalKit's registries; calling it again changes nothing
-    but the run folder the defenses write their memory and traces to (``work_dir``, as the launcher knows it)."""
+    but the run folder the defenses write their memory and traces to (``work_dir``, as the launcher knows it).
+    ``served``: inner models behind an endpoint (name -> `ServedVLM` arguments; the launcher's ``--base-url``),
+    registered like `wrappers/models.yaml` entries, after them."""
     import vlmeval.config
     import vlmeval.dataset
     import vlmeval.vlm
@@ -123,13 +143,17 @@ def register(work_dir: str | None = None) -> None:
             vlmeval.dataset.SUPPORTED_DATASETS.append(name)
     setattr(vlmeval.dataset, MMSafetyBenchPP.__name__, MMSafetyBenchPP)
 
+    from .models.served import ServedVLM
+
     registry = vlmeval.config.supported_VLM
-    plugin_models = model_entries()
-    for name, spec in plugin_models.items():
-        spec = dict(spec)
-        cls = _class(spec.pop("class"), "wrappers/models.yaml")
+    runners: dict[str, str] = {}
+    declared = [(n, dict(spec), "wrappers/models.yaml") for n, spec in model_entries().items()]
+    declared += [(n, {"class": "ServedVLM", **spec}, "--base-url") for n, spec in (served or {}).items()]
+    for name, spec, where in declared:
+        cls = _class(spec.pop("class"), where)
         setattr(vlmeval.vlm, cls.__name__, cls)
         registry[name] = partial(cls, **spec)
+        runners[name] = "served" if issubclass(cls, ServedVLM) else "plugin"
 
     defenses, extra = defense_entries()
     prefixes = (*(f"{d}_" for d in defenses), BASE_PREFIX)
@@ -140,7 +164,7 @@ def register(work_dir: str | None = None) -> None:
         setattr(vlmeval.vlm, cls.__name__, cls)
         for inner in inners:
             full = f"{dname}_{inner}"
-            settings = defense_settings(cls, spec, extra, inner, plugin=inner in plugin_models)
+            settings = defense_settings(cls, spec, extra, inner, runners.get(inner, "host"))
             registry[full] = partial(
                 cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full), settings=settings
             )

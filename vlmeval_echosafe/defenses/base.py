@@ -93,14 +93,18 @@ class Defense(BaseModel):
             lookup = self._lookups[id(self.dataset)] = RowLookup(self.dataset)
         return lookup.find(images, question)
 
-    def trace_for(self, dataset: str, kind: str = "defense", done: set[str] | None = None) -> TraceWriter:
+    def trace_for(
+        self, dataset: str, kind: str = "defense", done: set[str] | None = None, write: bool = True
+    ) -> TraceWriter:
         """The per-item trace ``<run_dir>/<name>_<dataset>_<kind>_trace.jsonl`` for one dataset. Opened once per
-        dataset; on resume it keeps only the lines of rows the host has already finished."""
+        dataset; on resume it keeps only the lines of rows the host has already finished. ``write=False``: read
+        it, leave the file to the process that writes it."""
         if dataset not in self._traces:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             done = done_rows(self.run_dir, self.name, dataset) if done is None else done
             path = self.run_dir / f"{self.name}_{dataset}_{kind}_trace.jsonl"
-            self._traces[dataset] = TraceWriter(path, keep=lambda rec: str(rec.get("row_index")) in done)
+            keep = lambda rec: str(rec.get("row_index")) in done  # noqa: E731
+            self._traces[dataset] = TraceWriter(path, keep=keep, write=write)
         return self._traces[dataset]
 
     def set_dump_image(self, dump_image_func: Any) -> None:

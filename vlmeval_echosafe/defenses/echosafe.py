@@ -30,6 +30,7 @@ from .base import Defense, split_message
 from .inner import Answered, Reply, adapt, adapter_class
 from .insight import InsightError, format_insight, parse_reflection, validate_insight
 from .rows import RowLookup, done_rows
+from .sync import StreamSync
 from .trace import TraceWriter
 
 RESETS = ("dataset", "category", "never")
@@ -137,8 +138,9 @@ def differing_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return out
 
 
-def check_resume(bank_path: Path, config: dict[str, Any]) -> None:
-    """Refuse to continue a bank built with other settings (raises ResumeMismatchError naming the keys)."""
+def check_resume(bank_path: Path, config: dict[str, Any], decided_later: tuple[str, ...] = ()) -> None:
+    """Refuse to continue a bank built with other settings (raises ResumeMismatchError naming the keys);
+    ``decided_later``: dotted keys not known yet (checked again once they are)."""
     saved_path = bank_path / RUN_CONFIG
     if not saved_path.exists():
         raise ResumeMismatchError(
@@ -146,7 +148,7 @@ def check_resume(bank_path: Path, config: dict[str, Any]) -> None:
             "delete the folder (and the run's predictions) to start over, or use another --work-dir"
         )
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    diff = differing_keys(saved, config)
+    diff = [k for k in differing_keys(saved, config) if k not in decided_later]
     if diff:
         detail = ", ".join(f"{k}: {_lookup(saved, k)!r} -> {_lookup(config, k)!r}" for k in diff)
         raise ResumeMismatchError(
@@ -174,16 +176,18 @@ def check_planned_run(factory: Any, dataset: str, finished: bool) -> None:
     kw = factory.keywords
     settings = EchoSafeSettings(**kw.get("settings", {}))
     inner = supported_VLM[kw["inner"]] if isinstance(kw["inner"], str) else kw["inner"]
-    reflection = adapter_class(getattr(inner, "func", inner)).describe()
+    reflection = adapter_class(getattr(inner, "func", inner)).planned()
+    # A served endpoint's decoding is known once the model is built; the first item's resume check compares it.
+    later = tuple(f"reflection.{k}" for k, v in reflection.items() if v is None)
     config = run_config(settings, reflection, stream_order.requested().as_dict())
     banks = Path(kw["run_dir"]) / "echosafe_bank"
     if not settings.writes or not banks.is_dir():
         return
-    done = finished or bool(done_rows(Path(kw["run_dir"]), kw["name"], dataset))
+    done = finished or bool(done_rows(Path(kw["run_dir"]), kw["name"], dataset, all_ranks=True))
     for saved in sorted(banks.rglob(RUN_CONFIG)):
         namespace = saved.parent.relative_to(banks).parts
         if done and namespace[0] in (dataset, "all"):
-            check_resume(saved.parent, config)
+            check_resume(saved.parent, config, decided_later=later)
 
 
 def answer_failure(answer: Any) -> str | None:
@@ -226,6 +230,21 @@ class _Item:
     stream_pos: int = 0
 
 
+@dataclass(frozen=True)
+class _Embedded:
+    """An item once its key is computed: what every rank of a shared stream needs to retrieve for it."""
+
+    images: list[str]
+    question: str
+    row: dict[str, Any]
+    key: np.ndarray | None
+    embed_s: float
+
+
+# What the rank that answers an item tells the others about it (the fields its answer and reflection set).
+_OUTCOME = ("answer", "insight", "decision", "reason", "code", "times")
+
+
 @dataclass
 class _Pending:
     """A micro-batch answered but not yet reflected on (``staleness: 1``)."""
@@ -238,6 +257,9 @@ class _Pending:
 class EchoSafe(Defense):
     """EchoSafe around any VLMEvalKit model; settings as keyword arguments (see EchoSafeSettings)."""
 
+    # Under torchrun the ranks share one stream: the launcher's runner drives it in global steps (`generate_step`).
+    shares_stream = True
+
     def __init__(
         self,
         inner: Any,
@@ -246,9 +268,14 @@ class EchoSafe(Defense):
         settings: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        _refuse_multi_rank()
         super().__init__(inner, name=name, run_dir=run_dir, **kwargs)
+        self.sync = StreamSync.from_process_group()
         self.settings = EchoSafeSettings(**(settings or {}))
+        if self.settings.staleness and self.sync.multi:
+            raise RuntimeError(
+                f"{self.name}: staleness=1 is not supported under torchrun (each rank would hold its own pending "
+                "micro-batch); use staleness 0, or one process"
+            )
         self.model = adapt(self.inner)
         self.keys = KeyEncoder(self.settings.encoders, inner=self.inner) if self.settings.uses_memory else None
         self.encoder_ids = self.keys.ids if self.keys else {}
@@ -273,7 +300,8 @@ class EchoSafe(Defense):
     # ---- setup -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.run_dir / f"{self.name}_echosafe_config.json", self._config)
+        if self.sync.persists:
+            _write_json(self.run_dir / f"{self.name}_echosafe_config.json", self._config)
 
     def _namespace(self, dataset: str, row: dict[str, Any]) -> str:
         if self.settings.reset == "never":
@@ -291,7 +319,7 @@ class EchoSafe(Defense):
         path = None if s.store == "none" else self.run_dir / "echosafe_bank" / ns
         order = stream_order.of(self.dataset).as_dict()
         config = run_config(s, self.model.describe(), order)
-        done = done_rows(self.run_dir, self.name, dataset)
+        done = done_rows(self.run_dir, self.name, dataset, all_ranks=self.sync.multi)
         resuming = path is not None and MemoryBank.exists(path)
         if resuming and done:
             check_resume(path, config)
@@ -303,7 +331,8 @@ class EchoSafe(Defense):
             bank.update_meta(lambda m: {**m, "origin": "warm"})
         else:
             bank = MemoryBank(dim, self.encoder_ids, index_meta=TWIN_KEYS)
-        trace = self.trace_for(dataset, "echosafe", done)
+        trace = self.trace_for(dataset, "echosafe", done, write=self.sync.persists)
+        self.sync.barrier()  # every rank has read the bank before the rank that persists rewrites it
         if s.staleness and dataset not in self._checked_lost:
             self._checked_lost.add(dataset)
             self._record_lost(dataset, done, trace)
@@ -317,8 +346,9 @@ class EchoSafe(Defense):
                     or str(m.get("row_index")) in done
                 )
             )
-            bank.save(path)
-            _write_json(path / RUN_CONFIG, config)
+            if self.sync.persists:
+                bank.save(path)
+                _write_json(path / RUN_CONFIG, config)
         self._config["streams"][ns] = {"dataset": dataset, "order": order, "config_hash": config_hash(config)}
         self._write_config()
         stream = self._streams[ns] = _Stream(stream_id, bank, path, trace.count(stream_id))
@@ -364,16 +394,32 @@ class EchoSafe(Defense):
                 "one-at-a-time loop never flushes the last ones; run it micro-batched (run.py --batch-size N with "
                 "N >= 2, lmms-eval batch_size >= 2)"
             )
+        self._single_process_only()
         return self.defend_batch([message], dataset)[0]
 
     def generate_batch(self, messages: list[list[dict[str, str]]], dataset: str | None = None) -> list[str]:
         """Several items, in stream order, as one micro-batch (the host's checks applied to each message)."""
+        self._single_process_only()
         return self.defend_batch([checked_message(self, m) for m in messages], dataset)
 
+    def generate_step(self, messages: list[list[dict[str, str]]], dataset: str | None = None) -> list[str]:
+        """This rank's items of one global step of a shared stream (`sync.py`); every rank calls it once per
+        step, also with no items. With one process it is `generate_batch`."""
+        return self.defend_batch([checked_message(self, m) for m in messages], dataset)
+
+    def _single_process_only(self) -> None:
+        if self.sync.multi:
+            raise RuntimeError(
+                f"{self.name}: under torchrun the ranks share one EchoSafe stream, which only the launcher's step "
+                "loop drives (torchrun … run.py / vlmeval-echosafe); this caller answers items one rank at a time"
+            )
+
     def defend_batch(self, messages: list[list[dict[str, str]]], dataset: str | None) -> list[str]:
+        """One micro-batch (under torchrun: this rank's part of one global step; every rank sees the whole step in
+        stream order, answers its own items of it, and stores every item's outcome)."""
         dataset = dataset or "unknown"
         items = self._prepare(messages, dataset)
-        if self.settings.staleness:
+        if self.settings.staleness:  # one process only (refused under torchrun at construction)
             earlier, self._pending = self._pending, None
             try:
                 answered = self._answer_all(items, dataset, earlier)
@@ -385,14 +431,14 @@ class EchoSafe(Defense):
             self._pending = _Pending(items, answered, dataset)
             if earlier is not None:
                 self._commit(earlier.items, earlier.dataset)
-        else:
-            answered = self._answer_all(items, dataset)
-            if self.settings.reflects:
-                self._reflect_all(items, answered, dataset)
-            elif self.settings.store == "exchange":
-                self._exchange_all(items)
-            self._commit(items, dataset)
-        return [item.answer for item in items]
+            return [item.answer for item in items]
+        mine = [items[i] for i in self.sync.owned(len(items))]
+        outcomes = self.sync.exchange(lambda: self._respond(mine, dataset))
+        for item, outcome in zip(items, outcomes, strict=True):
+            for name, value in outcome.items():
+                setattr(item, name, value)
+        self._commit(items, dataset)
+        return [item.answer for item in mine]
 
     def flush(self) -> None:
         """Reflect on and store the micro-batch still pending (``staleness: 1``), on its own; otherwise nothing.
@@ -403,15 +449,32 @@ class EchoSafe(Defense):
             self._commit(earlier.items, earlier.dataset)
 
     def _prepare(self, messages: list[list[dict[str, str]]], dataset: str) -> list[_Item]:
-        """Embed the batch (one call) and retrieve for each item from the bank as it stands."""
+        """Embed the batch (every rank its own items, exchanged into the step) and retrieve for each item from the
+        bank as it stands."""
+        return [self._retrieve(e, dataset) for e in self.sync.exchange(lambda: self._embed(messages))]
+
+    def _embed(self, messages: list[list[dict[str, str]]]) -> list[_Embedded]:
+        """Keys and dataset rows of this rank's items (the texts one at a time, the images in one vision pass)."""
+        if not messages:
+            return []
         parts = [split_message(message) for message in messages]
         t = time.perf_counter()
         keys = self.keys.keys(parts) if self.keys else [None] * len(parts)
-        embed_share = (time.perf_counter() - t) / len(parts)
+        share = (time.perf_counter() - t) / len(parts)
         return [
-            self._retrieve(images, question, key, embed_share, dataset)
+            _Embedded(images, question, self.row_for(images, question), key, share)
             for (images, question), key in zip(parts, keys, strict=True)
         ]
+
+    def _respond(self, items: list[_Item], dataset: str) -> list[dict[str, Any]]:
+        """Answer this rank's items and reflect on them (or keep the exchange); what the other ranks need."""
+        if items:
+            answered = self._answer_all(items, dataset)
+            if self.settings.reflects:
+                self._reflect_all(items, answered, dataset)
+            elif self.settings.store == "exchange":
+                self._exchange_all(items)
+        return [{name: getattr(item, name) for name in _OUTCOME} for item in items]
 
     def _commit(self, items: list[_Item], dataset: str) -> None:
         """Store the batch's insights in stream order, save each touched bank once, write the trace lines."""
@@ -420,6 +483,8 @@ class EchoSafe(Defense):
             self._store(item, dataset)
             if item.stream is not None:
                 touched[item.stream.id] = item.stream
+        if not self.sync.persists or not items:  # under torchrun one rank saves the bank and writes the trace
+            return
         t = time.perf_counter()
         for stream in touched.values():
             if stream.path is not None:
@@ -430,12 +495,12 @@ class EchoSafe(Defense):
                 item.times["store"] += save_share
             self._write_trace(item, dataset, len(items), position)
 
-    def _retrieve(self, images: list[str], question: str, key: Any, embed_s: float, dataset: str) -> _Item:
+    def _retrieve(self, e: _Embedded, dataset: str) -> _Item:
         s = self.settings
-        row = self.row_for(images, question)
-        item = _Item(images, question, row, key, times={"embed": embed_s, "retrieve": 0.0})
+        row, key = e.row, e.key
+        item = _Item(e.images, e.question, row, key, times={"embed": e.embed_s, "retrieve": 0.0})
         if not s.uses_memory:
-            self.trace_for(dataset, "echosafe")
+            self.trace_for(dataset, "echosafe", write=self.sync.persists)
             return item
         item.stream = self._stream(dataset, row, key.shape[0])
         item.bank_size = len(item.stream.bank)
@@ -472,7 +537,12 @@ class EchoSafe(Defense):
 
     def _form(self) -> Constraint:
         cap = self.settings.reflect_tokens
-        return Constraint(prompts.form_grammar(), line_tokens=cap, max_new_tokens=prompts.form_budget(cap))
+        return Constraint(
+            prompts.form_grammar(),
+            line_tokens=cap,
+            max_new_tokens=prompts.form_budget(cap),
+            json_schema=prompts.form_schema(),
+        )
 
     def _reflect_all(self, items: list[_Item], answered: Answered, dataset: str) -> None:
         """One reflection turn per item, continuing its answer's conversation (one call per micro-batch on the
@@ -595,15 +665,3 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _refuse_multi_rank() -> None:
-    """Each torchrun rank would grow its own bank and see a different stream: refuse until a shared bank exists."""
-    try:
-        import torch.distributed as dist
-
-        multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    except Exception:  # torch without distributed support
-        multi = False
-    if multi:
-        raise RuntimeError("EchoSafe keeps one memory stream; run it with one process (python run.py, not torchrun)")

@@ -1,7 +1,7 @@
 """EchoSafe's prompt wording. The paper does not publish its prompts; these are this project's, versioned so that
 results can say which wording produced them (the version is part of every run's config and resume check)."""
 
-from .insight import DECISIONS, FIELDS
+from .insight import DECISIONS, FIELDS, KEYS, LIMITS
 
 # v2: the reflection is one turn, its form decoded or parsed as a whole. v3: same words; on the plugin's backend the
 # form's labels are written in xgrammar's jump-forward tokens instead of pieces the model picks (models/constrained.py),
@@ -44,3 +44,25 @@ def form_budget(line_tokens: int) -> int:
     may spell a label one byte per token), plus its newline; then the end-of-turn token."""
     shortest = {name: 1 for name in FIELDS} | {"Decision": max(len(d) for d in DECISIONS)}
     return sum(max(line_tokens, len(f"{name}: ".encode()) + shortest[name]) + 1 for name in FIELDS) + 1
+
+
+def form_schema() -> dict:
+    """The reflection form as a JSON schema (for endpoints that enforce ``response_format``): the keys
+    `insight.parse_reflection` reads, capped at the validator's limits."""
+    text = {"type": "string", "minLength": 1}
+    return {
+        "type": "object",
+        "properties": {
+            "scenario": {**text, "maxLength": LIMITS["scenario"]},
+            "safety_signals": {
+                "type": "array",
+                "items": {**text, "maxLength": LIMITS["signal"]},
+                "minItems": 1,
+                "maxItems": LIMITS["signals"],
+            },
+            "decision": {"type": "string", "enum": list(DECISIONS)},
+            "justification": {**text, "maxLength": LIMITS["justification"]},
+        },
+        "required": list(KEYS),
+        "additionalProperties": False,
+    }

@@ -14,6 +14,10 @@ only in how they deliver that same context:
   is a failed follow-up.
 - ``one-message``: a model without chat gets one message holding the images, the request, its answer and the
   follow-up, in the same words.
+- ``served-chat``: a model behind an OpenAI-compatible endpoint gets the three turns as chat messages, the first
+  turn byte for byte as the answer call sent it (so a server's prefix cache can reuse it); a micro-batch's calls
+  are sent concurrently. The reply's form is asked for as a JSON schema where the endpoint enforces one
+  (``json-schema``), and parsed strictly otherwise (``free``).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..models.constrained import Constraint
 
@@ -54,15 +60,21 @@ class Inner(ABC):
     produced; both are recorded in the method's config and trace."""
 
     path: str
-    decoding: str = "free"  # "constrained": the form is enforced while decoding; "free": generated, then parsed
-    batched: bool = False  # whether `answer` decodes several rows in one call
+    # "constrained": the form is enforced while decoding (a grammar); "json-schema": the endpoint enforces it as a
+    # JSON schema; "free": generated, then parsed. None: decided when the adapter is built (by the endpoint).
+    decoding: str | None = "free"
+    batched: bool = False  # whether `answer` handles several rows at once (one batch, or concurrent calls)
 
     def __init__(self, model: Any) -> None:
         self.model = model
 
     @classmethod
-    def describe(cls) -> dict[str, str]:
+    def planned(cls) -> dict[str, str | None]:
+        """What `describe` will say, known before the model is built (None where the model decides)."""
         return {"path": cls.path, "decoding": cls.decoding}
+
+    def describe(self) -> dict[str, str]:
+        return {"path": self.path, "decoding": str(self.decoding)}
 
     @abstractmethod
     def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
@@ -201,6 +213,72 @@ def _api_call(model: Any, turns: list[dict]) -> str:
     raise RuntimeError(f"API call failed after {getattr(model, 'retry', 1)} tries ({last})")
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _concurrently(call: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``call`` on every item at once (one thread each: the calls wait on the network), results in order."""
+    items = list(items)
+    if len(items) <= 1:
+        return [call(i) for i in items]
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(call, items))
+
+
+# A JSON reply spends tokens on keys, quotes and brackets that the line form does not: the form's token budget
+# plus this much covers the four keys and up to six quoted signals.
+JSON_FORM_TOKENS = 48
+
+
+class ServedInner(Inner):
+    """A model behind an OpenAI-compatible endpoint (`models/served.py`): the B answers of a micro-batch are sent
+    concurrently, then the B reflections, each a second turn after the first turn exactly as it was sent and the
+    answer. The endpoint batches them (continuous batching) and, where it caches prefixes, reuses the first turn."""
+
+    path, batched = "served-chat", True
+    decoding = None  # the endpoint's: json-schema where it enforces response_format, else free
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self.decoding = model.schema_support()
+
+    def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
+        firsts = [self.model.turn(t) for t in turns]
+        answers = _concurrently(self._answer_one, firsts)
+        state = [(first, ok) for first, (_, ok) in zip(firsts, answers, strict=True)]
+        return Answered(turns, [text for text, _ in answers], state)
+
+    def _answer_one(self, first: list[dict[str, Any]]) -> tuple[str, bool]:
+        try:
+            return self.model.complete([{"role": "user", "content": first}]), True
+        except Exception as err:  # after the client's retries: an unknown answer, never a stored insight
+            log.warning("%s: answer failed: %s", self.model.model, self.model.failure(err))
+            return self.model.failure(err), False
+
+    def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
+        schema = form.json_schema if self.decoding == "json-schema" else None
+        budget = form.max_new_tokens
+        if schema is not None and budget is not None:
+            budget += JSON_FORM_TOKENS
+
+        def one(row: tuple[tuple[list[dict[str, Any]], bool], str]) -> Reply:
+            (first, ok), answer = row
+            if not ok:
+                return Reply(None, "answer failed: nothing to follow up")
+            messages = [
+                {"role": "user", "content": first},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": text},
+            ]
+            try:
+                return Reply(self.model.complete(messages, max_tokens=budget, schema=schema))
+            except Exception as err:
+                return Reply(None, f"follow-up call failed: {type(err).__name__}: {err}")
+
+        return _concurrently(one, zip(answered.state, answered.answers, strict=True))
+
+
 def adapt(model: Any) -> Inner:
     """The adapter for a built inner model."""
     return adapter_class(type(model))(model)
@@ -208,8 +286,11 @@ def adapt(model: Any) -> Inner:
 
 def adapter_class(cls: type) -> type[Inner]:
     """The adapter a model class gets (also used before the model is built, e.g. to check a resume)."""
+    from ..models.served import ServedVLM
     from ..models.transformers_vlm import TransformersVLM
 
     if issubclass(cls, TransformersVLM):
         return SessionInner
+    if issubclass(cls, ServedVLM):
+        return ServedInner
     return ChatInner if hasattr(cls, "chat_inner") else MessageInner

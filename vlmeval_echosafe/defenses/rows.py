@@ -47,14 +47,21 @@ class RowLookup:
         return {}
 
 
-def done_rows(run_dir: Path, model_name: str, dataset_name: str) -> set[str]:
-    """Indices the host will skip on this run: its PREV file and this rank's checkpoint (see infer_data)."""
+def done_rows(run_dir: Path, model_name: str, dataset_name: str, all_ranks: bool = False) -> set[str]:
+    """Indices the host will skip on this run: its PREV file and this rank's checkpoint (see infer_data), or with
+    ``all_ranks`` every rank's checkpoint (a stream shared by the ranks is cut back to what all of them finished)."""
+    return {str(k) for k in done_predictions(run_dir, model_name, dataset_name, all_ranks)}
+
+
+def done_predictions(run_dir: Path, model_name: str, dataset_name: str, all_ranks: bool = False) -> dict[Any, Any]:
+    """The predictions behind `done_rows`, by the host's own index values."""
     from vlmeval.smp import get_rank_and_world_size, load
 
     rank, world = get_rank_and_world_size()
-    done: set[str] = set()
-    for name in (f"{model_name}_{dataset_name}_PREV.pkl", f"{rank}{world}_{dataset_name}.pkl"):
+    ranks = range(world) if all_ranks else [rank]
+    done: dict[Any, Any] = {}
+    for name in (f"{model_name}_{dataset_name}_PREV.pkl", *(f"{r}{world}_{dataset_name}.pkl" for r in ranks)):
         path = run_dir / name
         if path.exists():
-            done |= {str(k) for k in load(str(path))}
+            done.update(load(str(path)))
     return done

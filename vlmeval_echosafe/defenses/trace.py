@@ -42,9 +42,13 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
 
 
 class TraceWriter:
-    def __init__(self, path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
-        self.path = path
+    """``write=False``: the records are read and kept in memory only (a torchrun rank that does not persist)."""
+
+    def __init__(self, path: Path, keep: Callable[[dict[str, Any]], bool], write: bool = True) -> None:
+        self.path, self.writes = path, write
         self.records: list[dict[str, Any]] = [r for r in read_trace(path) if keep(r)] if path.exists() else []
+        if not write:
+            return
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
         os.replace(tmp, path)
@@ -54,5 +58,7 @@ class TraceWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+        if not self.writes:
+            return
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

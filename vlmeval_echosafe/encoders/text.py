@@ -14,12 +14,16 @@ from .base import Encoder, l2_normalize
 
 
 class MiniLMTextEncoder(Encoder):
-    """all-MiniLM-L6-v2 sentence embeddings (384-d), loaded with sentence-transformers on first use."""
+    """all-MiniLM-L6-v2 sentence embeddings (384-d), loaded with sentence-transformers on first use.
+
+    ``batch_size`` 1 by default: padded to a longer neighbour, a text's embedding changes in the last bits, so with
+    batches a memory key would depend on which items share its micro-batch (``--batch-size``, torchrun ranks) and
+    a retrieval between near-equal similarities could flip. One text per pass costs a few milliseconds per item."""
 
     name = "minilm:all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(self, device: str | None = None, batch_size: int = 1) -> None:
         self.device = device
         self.batch_size = batch_size
         self._model: Any = None

@@ -20,7 +20,7 @@ same tokens one per step inside transformers' `generate`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import LogitsProcessor
@@ -29,11 +29,13 @@ from transformers import LogitsProcessor
 @dataclass(frozen=True)
 class Constraint:
     """A grammar (xgrammar EBNF) the reply must match, a cap on the tokens of any one line, and the token budget
-    of the whole reply (the caller knows its form, so it computes the budget that always fits it)."""
+    of the whole reply (the caller knows its form, so it computes the budget that always fits it). ``json_schema``
+    is the same form as a JSON object, for endpoints that enforce OpenAI's ``response_format`` instead."""
 
     grammar: str
     line_tokens: int | None = None
     max_new_tokens: int | None = None
+    json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
 class Grammars:

@@ -15,6 +15,7 @@ import os
 import shutil
 import string
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -86,6 +87,8 @@ def _build_atomically(root: Path | None, default_name: str, write: Callable[[Pat
     target = Path(root) if root is not None else cache_root() / default_name
     if (target / _COMPLETE).is_file():
         return target
+    if _other_rank():  # under a process group transformers saves weights on rank 0 only: rank 0 builds
+        return _wait_for_build(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
         if (target / _COMPLETE).is_file():  # another process finished it while we waited
@@ -101,6 +104,24 @@ def _build_atomically(root: Path | None, default_name: str, write: Callable[[Pat
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _other_rank() -> bool:
+    """Whether this process is a rank other than 0 of a running process group (torchrun)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+def _wait_for_build(target: Path, timeout_s: float | None = None) -> Path:
+    """Wait for rank 0 to finish building ``target`` (all ranks build the same models at the same time)."""
+    timeout_s = float(os.environ.get("DIST_TIMEOUT", 3600)) if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while not (target / _COMPLETE).is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"vlmeval-echosafe: rank 0 did not build {target} within {timeout_s:.0f} s")
+        time.sleep(0.2)
     return target
 
 
