@@ -302,8 +302,7 @@ def test_served_models_register_with_every_wrapper(tmp_path, monkeypatch):
     from vlmeval_echosafe import registry
 
     root = tmp_path / "config"
-    shutil.copytree(REPO / "task_configs", root / "task_configs")
-    shutil.copytree(REPO / "wrappers", root / "wrappers")
+    shutil.copytree(REPO / "vlmeval_echosafe" / "configs", root, dirs_exist_ok=True)
     models = yaml.safe_load((root / "wrappers/models.yaml").read_text())
     models["models"]["yamlvlm"] = {"class": "ServedVLM", "base_url": "http://h:2/v1", "model": "served-name"}
     (root / "wrappers/models.yaml").write_text(yaml.safe_dump(models))
@@ -373,8 +372,7 @@ def transformers_serve(tmp_path_factory, tiny_cache):
 def served_config(tmp_path_factory, tiny_clip_dir):
     """The repository's config with the `served` key encoders on a tiny CLIP (no CLIP weights offline)."""
     root = tmp_path_factory.mktemp("config")
-    shutil.copytree(REPO / "task_configs", root / "task_configs")
-    shutil.copytree(REPO / "wrappers", root / "wrappers")
+    shutil.copytree(REPO / "vlmeval_echosafe" / "configs", root, dirs_exist_ok=True)
     defenses = yaml.safe_load((root / "wrappers/defenses.yaml").read_text())
     defenses["encoders"]["served"] = {"text": "minilm", "image": "clip", "clip_path": str(tiny_clip_dir)}
     defenses["inner_settings"]["tinyvlm"] = {"reflect_tokens": 12}

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from vlmeval_echosafe.defenses.sync import StreamSync, interleave, owned
+from vlmeval_echosafe.memory.bank import MemoryBank
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,9 +126,7 @@ def _run(tmp: Path, cache: Path, launcher: list[str], batch: int, *extra: str) -
 
 def _outputs(run_dir: Path) -> tuple[list[str], list[dict], list[dict]]:
     pred = pd.read_csv(run_dir / f"{ECHO}_{DATA}.tsv", sep="\t", keep_default_na=False)
-    bank = run_dir / "echosafe_bank" / DATA
-    snap = (bank / "CURRENT").read_text().strip()
-    entries = [json.loads(x) for x in (bank / snap / "insights.jsonl").read_text().splitlines()]
+    entries = [list(e) for e in MemoryBank.load(run_dir / "echosafe_bank" / DATA).entries()]
     trace = [json.loads(x) for x in (run_dir / f"{ECHO}_{DATA}_echosafe_trace.jsonl").read_text().splitlines()]
     for t in trace:
         t.pop("timings")
