@@ -427,9 +427,7 @@ def _served_env(tmp: Path, config: Path, cache: Path) -> dict[str, str]:
 def _outputs(run_dir: Path) -> tuple[list[str], list[dict], list[dict]]:
     name = run_dir.name
     pred = pd.read_csv(run_dir / f"{name}_{DATA}.tsv", sep="\t", keep_default_na=False)
-    bank = run_dir / "echosafe_bank" / DATA
-    snap = (bank / "CURRENT").read_text().strip()
-    entries = [json.loads(x) for x in (bank / snap / "insights.jsonl").read_text().splitlines()]
+    entries = [list(e) for e in MemoryBank.load(run_dir / "echosafe_bank" / DATA).entries()]
     trace = [json.loads(x) for x in (run_dir / f"{name}_{DATA}_echosafe_trace.jsonl").read_text().splitlines()]
     for t in trace:
         t.pop("timings")
