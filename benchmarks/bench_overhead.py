@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from demo_items import inner_and_items
+from demo_items import hand_off, inner_and_items
 
 COUNTED = ("generate", "start_batch", "extend_batch")
 
@@ -72,7 +72,7 @@ def main() -> None:
     calls: Counter = Counter()
     count_calls(inner, calls)
     for model in models.values():
-        model.set_dump_image(dataset.dump_image)
+        hand_off(model, dataset)
         calls["_active"] = "warmup"
         model.generate(messages[0], dataset=dataset.dataset_name)  # model load, encoders, first allocations
 

@@ -40,7 +40,7 @@ def supports_batch(model: Any) -> bool:
     return callable(getattr(model, "generate_batch", None)) and bool(getattr(model, "supports_batch", False))
 
 
-def _build_model(model: Any, model_name: str, use_vllm: bool) -> Any:
+def build_model(model: Any, model_name: str, use_vllm: bool) -> Any:
     """The host's model construction in `infer_data` (same kwargs, same WORLD_SIZE dance)."""
     if not isinstance(model, str):
         return model
@@ -88,7 +88,7 @@ def infer_data_batched(
     if all(idx in res for idx in data_indices):  # finished: the host's path, which builds no model
         return host_infer_data(model, model_name, work_dir, dataset, out_file, **host_args)
 
-    model = _build_model(model, model_name, use_vllm)
+    model = build_model(model, model_name, use_vllm)
     if getattr(model, "is_api", False) or not supports_batch(model):
         log.warning("%s decodes one sample at a time; --batch-size has no effect on it", model_name)
         return host_infer_data(model, model_name, work_dir, dataset, out_file, **host_args)

@@ -1,8 +1,9 @@
 """`python run.py …` / `vlmeval-echosafe …`: VLMEvalKit's own runner with the plugin registered.
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
-inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), and a non-zero exit
-when any model × dataset combination failed (the host's ``run_local_mode`` logs the exception and exits 0).
+inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), each dataset's rows and
+finished rows handed to the model (:mod:`.hostrun`), and a non-zero exit when any model × dataset combination
+failed (the host's ``run_local_mode`` logs the exception and exits 0).
 """
 
 from __future__ import annotations
@@ -281,12 +282,16 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
         from vlmeval.smp import get_pred_file_path
 
         from .defenses.echosafe import ResumeMismatchError, check_planned_run
+        from .hostrun import checkpoint_files, finished, rank_checkpoint
 
         for m in models:
+            work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
             for d in ours:
-                pred = get_pred_file_path(os.path.join(args.work_dir, m), m, d, use_env_format=True)
+                pred = get_pred_file_path(work, m, d, use_env_format=True)
+                files = checkpoint_files(work, m, d, rank_checkpoint(work, d))
+                resuming = os.path.exists(pred) or bool(finished(files))
                 try:
-                    check_planned_run(supported_VLM[m], d, finished=os.path.exists(pred))
+                    check_planned_run(supported_VLM[m], d, resuming=resuming)
                 except ResumeMismatchError as err:
                     raise LaunchError(f"{m} x {d}: {err}") from err
     for d in ours:
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     import vlmeval.inference_video as host_inference_video
     import vlmeval.utils.mp_util as host_mp_util
 
-    from . import batching, checkpoint
+    from . import batching, checkpoint, hostrun
 
     restore_tls_verification()
     from .paths import ConfigError, describe_config
@@ -386,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker.install(host_run)
     _record_data_sources(host_run)
     batching.install(host_inference, flags.batch_size)
+    hostrun.install(host_inference)  # around whichever loop runs: the dataset's rows in, close() after
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)

@@ -2,15 +2,17 @@
 
 Per item: embed (text ⊕ image) → retrieve the top-k insights → answer with them in the prompt, judging the
 request's safety in context first → self-reflect with the same inner model into an abstract insight → store
-(key, insight). The bank starts empty and grows with use; the host's checkpoint decides which rows are done, and
-the bank is cut back to exactly those rows when a run resumes. The method is written once against the inner-model
-protocol (`inner.py`), so it is the same algorithm on every kind of inner model.
+(key, insight). The bank starts empty and grows with use; the host's checkpoint decides which rows are done (the
+runner says which, :meth:`Defense.begin`), and the bank is cut back to exactly those rows when a run resumes.
+:meth:`EchoSafe.close` ends a run with every bank compacted to a snapshot. The method is written once against the
+inner-model protocol (`inner.py`), so it is the same algorithm on every kind of inner model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +31,9 @@ from . import echosafe_prompts as prompts
 from .base import Defense, split_message
 from .inner import Answered, adapt, adapter_class
 from .insight import InsightError, format_insight, parse_reflection, validate_insight
-from .rows import done_rows
+from .rows import DatasetRun, ResumeUnknownError
+
+log = logging.getLogger(__name__)
 
 RESETS = ("dataset", "category", "never")
 RETRIEVALS = ("nearest", "random", "none")
@@ -149,10 +153,10 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def check_planned_run(factory: Any, dataset: str, finished: bool) -> None:
+def check_planned_run(factory: Any, dataset: str, resuming: bool) -> None:
     """Before any model is built: refuse a run of a registered EchoSafe entry (``supported_VLM[name]``) that would
-    continue, or reuse the predictions of, a bank built with other settings. ``finished``: the host already has
-    this dataset's prediction file (it would then skip inference and report the old predictions)."""
+    continue, or reuse the predictions of, a bank built with other settings. ``resuming``: the host has this
+    dataset's prediction file or checkpoint (it would then skip the rows it holds)."""
     cls = getattr(factory, "func", None)
     if not (isinstance(cls, type) and issubclass(cls, EchoSafe)):
         return
@@ -166,10 +170,9 @@ def check_planned_run(factory: Any, dataset: str, finished: bool) -> None:
     banks = Path(kw["run_dir"]) / "echosafe_bank"
     if not settings.writes or not banks.is_dir():
         return
-    done = finished or bool(done_rows(Path(kw["run_dir"]), kw["name"], dataset))
     for saved in sorted(banks.rglob(RUN_CONFIG)):
         namespace = saved.parent.relative_to(banks).parts
-        if done and namespace[0] in (dataset, "all"):
+        if resuming and namespace[0] in (dataset, "all"):
             check_resume(saved.parent, config)
 
 
@@ -255,7 +258,12 @@ class EchoSafe(Defense):
         if self.settings.reset == "never":
             return "all"
         if self.settings.reset == "category":
-            return f"{dataset}/{row.get('category', 'unknown')}"
+            if "category" not in row:
+                raise ValueError(
+                    f"{self.name}: reset: category needs each row's category, and the rows of {dataset} carry none "
+                    f"(row_metadata: {self.run_for(dataset).row_metadata}); use reset: dataset"
+                )
+            return f"{dataset}/{row['category']}"
         return dataset
 
     def _stream(self, dataset: str, row: dict[str, Any], dim: int) -> _Stream:
@@ -265,10 +273,16 @@ class EchoSafe(Defense):
         s = self.settings
         stream_id = f"{self.name}::{ns}"
         path = None if s.store == "none" else self.run_dir / "echosafe_bank" / ns
-        order = stream_order.of(self.dataset).as_dict()
+        run = self.run_for(dataset)
+        order = run.order.as_dict()
         config = run_config(s, self.model.describe(), order)
-        done = done_rows(self.run_dir, self.name, dataset)
+        done = run.done
         resuming = path is not None and MemoryBank.exists(path)
+        if resuming and done is None:
+            raise ResumeUnknownError(
+                f"{path} holds a bank of an earlier run, but no runner said which rows the host has finished, so it "
+                "can be neither continued nor cut back; run it through run.py (--reuse), or delete the folder"
+            )
         if resuming and done:
             check_resume(path, config)
         if resuming:
@@ -279,20 +293,33 @@ class EchoSafe(Defense):
             bank.update_meta(lambda m: {**m, "origin": "warm"})
         else:
             bank = MemoryBank(dim, self.encoder_ids, index_meta=TWIN_KEYS)
-        trace = self.trace_for(dataset, "echosafe", done)
+        trace = self.trace_for(dataset, "echosafe")
         if path is not None:
             # Resume: keep warm-start entries and entries of finished rows; drop what the host will redo.
-            bank.truncate(
+            dropped = bank.truncate(
                 lambda m: (
                     m.get("origin") == "warm"
                     or m.get("stream") != stream_id
                     or m.get("dataset") != dataset
-                    or str(m.get("row_index")) in done
+                    or str(m.get("row_index")) in (done or ())
                 )
             )
+            if dropped:
+                log.warning(
+                    "%s: dropped %d insights of rows the host will run again (%d rows finished, per %s)",
+                    path,
+                    dropped,
+                    len(done or ()),
+                    ", ".join(run.checkpoint) or "the runner",
+                )
             bank.save(path)
             _write_json(path / RUN_CONFIG, config)
-        self._config["streams"][ns] = {"dataset": dataset, "order": order, "config_hash": config_hash(config)}
+        self._config["streams"][ns] = {
+            "dataset": dataset,
+            "order": order,
+            "row_metadata": run.row_metadata,
+            "config_hash": config_hash(config),
+        }
         self._write_config()
         stream = self._streams[ns] = _Stream(stream_id, bank, path, trace.count(stream_id))
         return stream
@@ -301,6 +328,22 @@ class EchoSafe(Defense):
     # One item is a micro-batch of one. A batch of B items retrieves from the bank as it stood before the batch,
     # answers and reflects as one batch on the inner model, then writes the B insights in stream order; B = 1
     # is the sequential algorithm, through the same code.
+
+    def begin(self, run: DatasetRun) -> None:
+        """As :meth:`Defense.begin`; the dataset's streams are opened afresh from what the runner says."""
+        if self._runs.get(run.name) == run:
+            return
+        super().begin(run)
+        self._streams = {
+            ns: st for ns, st in self._streams.items() if ns != run.name and not ns.startswith(f"{run.name}/")
+        }
+
+    def close(self) -> None:
+        """End of a run: compact every bank this object wrote into a snapshot with an empty log. The runners call
+        it after a dataset's last item; a run killed before it leaves snapshot + log, which loads as well."""
+        for stream in self._streams.values():
+            if stream.path is not None:
+                stream.bank.compact(stream.path)
 
     @property
     def supports_batch(self) -> bool:
@@ -347,7 +390,7 @@ class EchoSafe(Defense):
 
     def _retrieve(self, images: list[str], question: str, key: Any, embed_s: float, dataset: str) -> _Item:
         s = self.settings
-        row = self.row_for(images, question)
+        row = self.row_for(dataset, images, question)
         item = _Item(images, question, row, key, times={"embed": embed_s, "retrieve": 0.0})
         if not s.uses_memory:
             self.trace_for(dataset, "echosafe")
@@ -450,6 +493,7 @@ class EchoSafe(Defense):
                 "category": row.get("category"),
                 "mode": row.get("mode"),
                 "label": row.get("label"),
+                "row_metadata": self.run_for(dataset).row_metadata,
                 "stream": item.stream.id if item.stream else None,
                 "stream_pos": item.stream_pos,
                 "bank_size": item.bank_size,

@@ -1,0 +1,110 @@
+"""What the launcher hands a model around VLMEvalKit's `infer_data`, which gives a model only the messages.
+
+The host calls ``infer_data(model, model_name, work_dir, dataset, out_file, ...)`` once per model × dataset and
+rank (from ``infer_data_job``). :func:`install` wraps it (the host's loop, or the batched one the launcher put in
+its place) so that, before the first item, a model with a ``begin`` method gets a
+:class:`~.defenses.rows.DatasetRun`:
+
+- the dataset's prompt registry: MM-SafetyBench++ registers every prompt it builds with its row; for the host's
+  own datasets the runner registers the index of each prompt the dataset builds (they carry no pair ids);
+- the stream order the dataset was built in;
+- the rows the host will skip: the keys of exactly the two files ``infer_data`` itself reads, the
+  ``<work_dir>/<model>_<dataset>_PREV.pkl`` that ``infer_data_job`` writes from an earlier prediction file, and
+  ``out_file``, this rank's checkpoint (:func:`checkpoint_files`).
+
+After the host's loop returns, the model's ``close`` ends the run (EchoSafe compacts its banks).
+"""
+
+from __future__ import annotations
+
+import os.path as osp
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .datasets import order
+from .defenses.rows import INDEX_ONLY, DatasetRun, PromptRows
+
+
+def checkpoint_files(work_dir: str | Path, model_name: str, dataset_name: str, out_file: str | Path) -> list[Path]:
+    """The files whose keys ``infer_data(model, model_name, work_dir, dataset, out_file)`` skips, in the order it
+    reads them (vlmeval/inference.py: ``prev_file``, then ``out_file``)."""
+    return [Path(f"{work_dir}/{model_name}_{dataset_name}_PREV.pkl"), Path(out_file)]
+
+
+def rank_checkpoint(work_dir: str | Path, dataset_name: str) -> Path:
+    """The ``out_file`` ``infer_data_job`` passes this rank (its ``tmpl``), for checks made before the host runs."""
+    from vlmeval.smp import get_rank_and_world_size
+
+    rank, world = get_rank_and_world_size()
+    return Path(osp.join(str(work_dir), f"{rank}{world}_{dataset_name}.pkl"))
+
+
+def finished(files: list[Path]) -> frozenset[str]:
+    """Row indices (as strings) held by the files that exist."""
+    from vlmeval.smp import load
+
+    return frozenset(str(k) for f in files if f.exists() for k in load(str(f)))
+
+
+@contextmanager
+def registered_prompts(dataset: Any) -> Iterator[PromptRows]:
+    """The dataset's own prompt registry, or, for a dataset without one (the host's), a registry of the row index
+    of every prompt its ``build_prompt`` returns while the block runs."""
+    own = getattr(dataset, "prompt_rows", None)
+    if isinstance(own, PromptRows):
+        yield own
+        return
+    rows = PromptRows(dataset.dataset_name, INDEX_ONLY)
+    build = dataset.build_prompt
+
+    def build_prompt(line: Any, *args: Any, **kwargs: Any) -> Any:
+        message = build(line, *args, **kwargs)
+        rows.register(message, dataset.data.iloc[line] if isinstance(line, int) else line)
+        return message
+
+    dataset.build_prompt = build_prompt
+    try:
+        yield rows
+    finally:
+        del dataset.build_prompt  # the class's method again
+
+
+def wrap(infer_data: Callable[..., Any]) -> Callable[..., Any]:
+    """``infer_data`` with the hand-off before and ``close`` after (same arguments, same files)."""
+
+    def run(model: Any, model_name: str, work_dir: str, dataset: Any, out_file: str, **kwargs: Any) -> Any:
+        from vlmeval.smp import get_rank_and_world_size
+
+        from .batching import build_model
+
+        def host(model: Any) -> Any:
+            return infer_data(
+                model=model, model_name=model_name, work_dir=work_dir, dataset=dataset, out_file=out_file, **kwargs
+            )
+
+        files = checkpoint_files(work_dir, model_name, dataset.dataset_name, out_file)
+        done = finished(files)
+        rank, world = get_rank_and_world_size()
+        mine = dataset.data["index"].iloc[list(range(rank, len(dataset), world))]
+        if all(str(i) in done for i in mine):  # the host returns without building the model
+            return host(model)
+        model = build_model(model, model_name, kwargs.get("use_vllm", False))
+        if not callable(getattr(model, "begin", None)):
+            return host(model)
+        with registered_prompts(dataset) as rows:
+            model.begin(DatasetRun(dataset.dataset_name, rows, order.of(dataset), done, tuple(map(str, files))))
+            result = host(model)
+        if callable(getattr(model, "close", None)):
+            model.close()
+        return result
+
+    run.echosafe_wraps = infer_data  # type: ignore[attr-defined]
+    return run
+
+
+def install(inference_module: Any) -> None:
+    """Wrap the module's current ``infer_data`` (idempotent: an earlier wrapper is replaced, not wrapped)."""
+    current = inference_module.infer_data
+    inference_module.infer_data = wrap(getattr(current, "echosafe_wraps", current))
