@@ -58,6 +58,7 @@ def registered_prompts(dataset: Any) -> Iterator[PromptRows]:
         return
     rows = PromptRows(dataset.dataset_name, INDEX_ONLY)
     build = dataset.build_prompt
+    own_attribute = vars(dataset).get("build_prompt")  # normally none: the class's method
 
     def build_prompt(line: Any, *args: Any, **kwargs: Any) -> Any:
         message = build(line, *args, **kwargs)
@@ -68,7 +69,10 @@ def registered_prompts(dataset: Any) -> Iterator[PromptRows]:
     try:
         yield rows
     finally:
-        del dataset.build_prompt  # the class's method again
+        if own_attribute is None:
+            del dataset.build_prompt  # the class's method again
+        else:
+            dataset.build_prompt = own_attribute
 
 
 def wrap(infer_data: Callable[..., Any]) -> Callable[..., Any]:
