@@ -250,7 +250,7 @@ def test_the_runner_hands_over_the_rows_the_host_skips_and_closes_after(tmp_path
     wrap(host_loop)(model, "M", str(work), dataset, out_file, verbose=False)
     (run,) = model.runs
     assert calls == [model] and model.closed == 1
-    assert run.done == {"0", "1"} and run.checkpoint == (str(work / "M_D_PREV.pkl"), out_file)
+    assert run.done == {"0", "1"} and run.checkpoint == (str(work / "M_D_PREV.pkl"), out_file)  # both exist
     assert run.row_metadata == "index" and run.find([], "c") == {"index": "2"}
     assert "build_prompt" not in vars(dataset)  # the dataset's own method again
     # every row finished: the host's loop returns without building a model, so nothing is handed over

@@ -98,7 +98,8 @@ def wrap(infer_data: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(getattr(model, "begin", None)):
             return host(model)
         with registered_prompts(dataset) as rows:
-            model.begin(DatasetRun(dataset.dataset_name, rows, order.of(dataset), done, tuple(map(str, files))))
+            read = tuple(str(f) for f in files if f.exists())
+            model.begin(DatasetRun(dataset.dataset_name, rows, order.of(dataset), done, read))
             result = host(model)
         if callable(getattr(model, "close", None)):
             model.close()

@@ -310,7 +310,7 @@ class EchoSafe(Defense):
                     path,
                     dropped,
                     len(done or ()),
-                    ", ".join(run.checkpoint) or "the runner",
+                    ", ".join(run.checkpoint) or "no checkpoint file",
                 )
             bank.save(path)
             _write_json(path / RUN_CONFIG, config)

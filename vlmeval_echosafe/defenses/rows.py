@@ -94,7 +94,7 @@ class DatasetRun:
     ``rows``: the dataset's prompt registry, None when nobody registers its prompts. ``done``: the row indices the
     host finished in an earlier run and will skip, None when the runner did not say (a fresh object with no
     earlier state is then fine; continuing earlier state is refused). ``checkpoint``: the files ``done`` was read
-    from, named in messages.
+    from (those that exist), named in messages.
     """
 
     name: str
