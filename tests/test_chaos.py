@@ -127,6 +127,7 @@ def test_sigkill_at_random_write_points_then_resume_equals_an_uninterrupted_run(
         timeout=900,
     )
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    reference_seconds = time.monotonic() - started
     reference = _state(tmp_path / "reference")
     rows = [r["row_index"] for r in reference["trace"]]
     assert len(rows) == len(set(rows)) == len(reference["predictions"]) and reference["bank"]
@@ -185,6 +186,8 @@ def test_sigkill_at_random_write_points_then_resume_equals_an_uninterrupted_run(
         "kill_points": kills,
         "sites_visited_per_uninterrupted_run": counts,
         "seconds": round(time.monotonic() - started, 1),
+        "reference_run_py_seconds": round(reference_seconds, 1),
+        "first_forked_run_seconds": counted["seconds"],
     }
     print(json.dumps({k: v for k, v in record.items() if k != "kill_points"}))
     if REPORT:
