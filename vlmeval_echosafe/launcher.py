@@ -210,6 +210,7 @@ def _record_data_sources(run_module: Any) -> None:
     """Before inference on an MM-SafetyBench++ dataset, write what its load read and detected beside the prediction
     file (``<model>_<dataset>_data_source.json``); a resumed file whose data was read differently stops here."""
     from .datasets.source import record_inference, record_path
+    from .hostrun import rank_checkpoint
 
     original = getattr(run_module, "_echosafe_host_infer_data_job", run_module.infer_data_job)
     run_module._echosafe_host_infer_data_job = original
@@ -218,7 +219,7 @@ def _record_data_sources(run_module: Any) -> None:
         source = getattr(dataset, "data_source", None)
         if source is not None:
             name, folder = dataset.dataset_name, Path(work_dir)
-            resuming = any(folder.glob(f"{model_name}_{name}.*")) or any(folder.glob(f"[0-9]*_{name}.pkl"))
+            resuming = any(folder.glob(f"{model_name}_{name}.*")) or rank_checkpoint(folder, name).exists()
             record_inference(source, record_path(folder / f"{model_name}_{name}.tsv"), resuming)
         return original(model, work_dir, model_name, dataset, *args, **kwargs)
 
