@@ -258,3 +258,30 @@ def test_the_runner_hands_over_the_rows_the_host_skips_and_closes_after(tmp_path
     finished_model = Recording()
     wrap(host_loop)(finished_model, "M", str(work), dataset, out_file)
     assert finished_model.runs == [] and finished_model.closed == 0 and calls[-1] is finished_model
+
+
+def test_api_mode_hands_over_the_rows_before_the_pipeline_builds_prompts():
+    """--api-mode: the host's pipeline builds an image dataset's prompts given the rows it already has."""
+    import asyncio
+
+    from vlmeval_echosafe.hostrun import install_api
+
+    built = []
+
+    class Pipeline:  # the shape of vlmeval.inference_api.APIEvalPipeline's producer
+        async def _produce_image_tasks(self, cfg, existing_results):
+            for i in range(len(cfg.dataset_obj)):
+                if str(cfg.dataset_obj.data.iloc[i]["index"]) not in existing_results:
+                    built.append(cfg.dataset_obj.build_prompt(cfg.dataset_obj.data.iloc[i]))
+            return len(built)
+
+    module = SimpleNamespace(APIEvalPipeline=Pipeline)
+    install_api(module)
+    install_api(module)  # idempotent: wrapped once
+    model, dataset = Recording(), HostDataset()
+    cfg = SimpleNamespace(model_obj=model, dataset_obj=dataset, dataset_name="D")
+    assert asyncio.run(Pipeline()._produce_image_tasks(cfg, {"0": "x"})) == 2
+    (run,) = model.runs
+    assert run.done == {"0"} and run.row_metadata == "index" and run.find([], built[-1][0]["value"]) == {"index": "2"}
+    plain = SimpleNamespace(model_obj=object(), dataset_obj=HostDataset(), dataset_name="D")
+    assert asyncio.run(Pipeline()._produce_image_tasks(plain, {})) == 5  # a model without begin: untouched

@@ -12,7 +12,10 @@ its place) so that, before the first item, a model with a ``begin`` method gets 
   ``<work_dir>/<model>_<dataset>_PREV.pkl`` that ``infer_data_job`` writes from an earlier prediction file, and
   ``out_file``, this rank's checkpoint (:func:`checkpoint_files`).
 
-After the host's loop returns, the model's ``close`` ends the run (EchoSafe compacts its banks).
+After the host's loop returns, the model's ``close`` ends the run (EchoSafe compacts its banks). Under
+``--api-mode`` the host's pipeline builds a dataset's prompts in ``APIEvalPipeline._produce_image_tasks``, given
+the rows it already has: :func:`install_api` hands a model the same before it does (stateful defenses are refused
+in that mode, so there is nothing to close).
 """
 
 from __future__ import annotations
@@ -113,3 +116,21 @@ def install(inference_module: Any) -> None:
     """Wrap the module's current ``infer_data`` (idempotent: an earlier wrapper is replaced, not wrapped)."""
     current = inference_module.infer_data
     inference_module.infer_data = wrap(getattr(current, "echosafe_wraps", current))
+
+
+def install_api(inference_api_module: Any) -> None:
+    """Hand a model the dataset's rows before ``--api-mode``'s pipeline builds its prompts (idempotent)."""
+    pipeline = inference_api_module.APIEvalPipeline
+    produce = getattr(pipeline, "_echosafe_host_produce", pipeline._produce_image_tasks)
+    pipeline._echosafe_host_produce = produce
+
+    async def produce_image_tasks(self: Any, cfg: Any, existing_results: dict) -> int:
+        model, dataset = cfg.model_obj, cfg.dataset_obj
+        if not callable(getattr(model, "begin", None)):
+            return await produce(self, cfg, existing_results)
+        with registered_prompts(dataset) as rows:
+            done = frozenset(str(k) for k in existing_results)  # the rows the pipeline skips
+            model.begin(DatasetRun(cfg.dataset_name, rows, order.of(dataset), done))
+            return await produce(self, cfg, existing_results)
+
+    pipeline._produce_image_tasks = produce_image_tasks

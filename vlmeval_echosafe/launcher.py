@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     _record_data_sources(host_run)
     batching.install(host_inference, flags.batch_size)
     hostrun.install(host_inference)  # around whichever loop runs: the dataset's rows in, close() after
+    hostrun.install_api(host_inference_api)
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     host_run.main()
     failures = tracker.failures(models, datasets, args.mode)
