@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo_items import inner_and_items
+from demo_items import hand_off, inner_and_items
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
             model = EchoSafe(inner, name="EchoSafe_bench", run_dir=root / f"{label}-{rep}", settings=settings)
         else:
             model = inner
-        model.set_dump_image(dataset.dump_image)
+        hand_off(model, dataset)
         tokens = inner.tokens_generated
         if torch.cuda.is_available():
             torch.cuda.synchronize()

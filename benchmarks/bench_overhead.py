@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from demo_items import inner_and_items
+from demo_items import hand_off, inner_and_items
 
 COUNTED = ("generate", "start_batch", "extend_batch", "start_and_extend")  # inner-model entry points
 DECODED = ("answer_prompt_tokens", "answer_tokens", "follow_up_tokens", "forwards", "follow_up_forwards")
@@ -108,7 +108,7 @@ def warm_up(models: dict, batched: dict, echo: dict, messages: list, dataset) ->
             model = type(model)(
                 model.inner, name=model.name, run_dir=Path(tempfile.mkdtemp()), settings=asdict(model.settings)
             )
-            model.set_dump_image(dataset.dump_image)
+            hand_off(model, dataset)
         if label in batched:
             model.generate_batch(messages[:2], dataset=dataset.dataset_name)
             getattr(model, "flush", lambda: None)()
@@ -135,7 +135,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     inner, dataset, messages, models, batched, run_dir, echo = build(args)
     for model in models.values():
-        model.set_dump_image(dataset.dump_image)
+        hand_off(model, dataset)
     calls: Counter = Counter()
     work: Counter = Counter()
     count_calls(inner, calls)

@@ -40,6 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def start_fixed_latency(latency: float) -> tuple[object, str]:
 
 
 def bench_endpoint(url: str, model: str, messages: list, dataset, sizes: list[int], repeats: int, max_tokens: int):
+    from demo_items import hand_off
+
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
     from vlmeval_echosafe.defenses.inner import ServedInner
     from vlmeval_echosafe.models.served import FAIL_MSG, ServedVLM
@@ -150,7 +153,7 @@ def bench_endpoint(url: str, model: str, messages: list, dataset, sizes: list[in
     def run(kind: str, size: int, rep: int) -> tuple[float, list[str]]:
         if kind == "EchoSafe":  # a fresh, empty memory for every run; its text encoder loaded before timing
             echo = EchoSafe(inner, name="EchoSafe_bench", run_dir=root / f"{size}-{rep}", settings=settings)
-            echo.set_dump_image(dataset.dump_image)
+            hand_off(echo, dataset)
             echo.keys.keys([([], "warm up")])
         t, out = time.perf_counter(), []
         for start in range(0, len(messages), size):
@@ -200,7 +203,7 @@ def torchrun_worker(items: int, batch: int, out: str) -> None:
     import vlmeval.inference as host
     from demo_items import inner_and_items
 
-    from vlmeval_echosafe import batching
+    from vlmeval_echosafe import batching, hostrun
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
     from vlmeval_echosafe.registry import defense_entries, defense_settings
     from vlmeval_echosafe.torchrun import init_process_group
@@ -221,9 +224,8 @@ def torchrun_worker(items: int, batch: int, out: str) -> None:
         if dist.is_initialized():
             dist.barrier()
         t = time.perf_counter()
-        batching.infer_data_batched(
-            model, "EchoSafe_bench", work, dataset, out_file, batch_size=batch, host_infer_data=host.infer_data
-        )
+        runner = partial(batching.infer_data_batched, batch_size=batch, host_infer_data=host.infer_data)
+        hostrun.wrap(runner)(model, "EchoSafe_bench", work, dataset, out_file)  # the launcher's runner
         if dist.is_initialized():
             dist.barrier()
         return time.perf_counter() - t

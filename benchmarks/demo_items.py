@@ -22,3 +22,14 @@ def inner_and_items(inner_name: str, items: int, **model_kwargs: Any) -> tuple[A
     dataset = build_dataset("MMSafetyBenchPP_Demo")
     prompts = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(min(items, len(dataset.data)))]
     return inner, dataset, prompts
+
+
+def hand_off(model: Any, dataset: Any) -> None:
+    """What the launcher's runner does before a dataset's first item: the dataset's prompt rows (and its image
+    dumper) to the model, for a defense that needs them."""
+    from vlmeval_echosafe.datasets import order
+    from vlmeval_echosafe.defenses.rows import DatasetRun
+
+    model.set_dump_image(dataset.dump_image)
+    if callable(getattr(model, "begin", None)):
+        model.begin(DatasetRun(dataset.dataset_name, dataset.prompt_rows, order.of(dataset)))

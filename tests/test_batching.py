@@ -12,7 +12,7 @@ from conftest import FAMILIES
 from PIL import Image
 from test_sessions import vision_tower
 
-from vlmeval_echosafe import batching
+from vlmeval_echosafe import batching, hostrun
 from vlmeval_echosafe.launcher import LaunchError, PluginFlags, pop_plugin_flags
 
 QUESTIONS = [
@@ -172,11 +172,12 @@ def _run(
             return real(structs, dataset=dataset)
 
         model.generate_batch = failing
-    patched = (
+    loop = (
         original
         if batch_size is None
         else functools.partial(batching.infer_data_batched, batch_size=batch_size, host_infer_data=original)
     )
+    patched = hostrun.wrap(loop)  # as the launcher installs it: the dataset's rows handed to the model
     old = host.infer_data
     host.infer_data = patched
     try:

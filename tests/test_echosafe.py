@@ -2,7 +2,6 @@
 MiniLM text encoder."""
 
 import json
-import pickle
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image
 from vlmeval.vlm.base import BaseModel
 
 from vlmeval_echosafe.defenses.echosafe import EchoSafe
+from vlmeval_echosafe.defenses.rows import DatasetRun, PromptRows
 from vlmeval_echosafe.memory import EncoderMismatchError, MemoryBank
 
 TEXT_ONLY = {"text": "minilm", "image": "none"}
@@ -42,13 +42,15 @@ class ScriptedVLM(BaseModel):
 
 
 class FakeDataset:
-    """Just enough of a VLMEvalKit dataset for the row lookup: data, img_root, dump_image."""
+    """Just enough of an MM-SafetyBench++ dataset: data, img_root, dump_image, and its prompts registered with
+    their rows (as `MMSafetyBenchPP.build_prompt` does), handed to a defense by `run`."""
 
     def __init__(self, root: Path, rows):
         self.dataset_name = "MMSafetyBenchPP_Demo"
         self.img_root = str(root)
         self.meta_only = False
         self.data = pd.DataFrame(rows)
+        self.prompt_rows = PromptRows(self.dataset_name)
         for idx in self.data["index"]:
             Image.new("RGB", (8, 8)).save(root / f"{idx}.png")
 
@@ -57,10 +59,16 @@ class FakeDataset:
 
     def message(self, i):
         row = self.data.iloc[i]
-        return [
+        message = [
             dict(type="image", value=f"{self.img_root}/{row['index']}.png"),
             dict(type="text", value=row["question"]),
         ]
+        self.prompt_rows.register(message, row)
+        return message
+
+    def run(self, done=()):
+        """What a runner hands a model: the registry, and the rows the host finished before."""
+        return DatasetRun(self.dataset_name, self.prompt_rows, done=frozenset(done))
 
 
 def _rows(n_pairs=3):
@@ -92,7 +100,7 @@ def _defense(tmp_path, inner=None, **settings):
 
 
 def _run(defense, ds, n=None):
-    defense.set_dump_image(ds.dump_image)
+    defense.begin(ds.run())
     return [defense.generate(ds.message(i), dataset=ds.dataset_name) for i in range(n or len(ds.data))]
 
 
@@ -241,10 +249,8 @@ def test_resume_cuts_bank_back_to_done_rows(tmp_path, ds):
     full = MemoryBank.load(tmp_path / "full/run/echosafe_bank/MMSafetyBenchPP_Demo").entries()
     # an interrupted run: all 6 items reflected into the bank, but the host checkpointed only rows 0-2
     _run(_defense(tmp_path), ds)
-    with open(tmp_path / "run" / "01_MMSafetyBenchPP_Demo.pkl", "wb") as fh:
-        pickle.dump({0: "a", 1: "b", 2: "c"}, fh)
     resumed = _defense(tmp_path)
-    resumed.set_dump_image(ds.dump_image)
+    resumed.begin(ds.run(done={"0", "1", "2"}))
     for i in range(3, 6):
         resumed.generate(ds.message(i), dataset=ds.dataset_name)
     bank = MemoryBank.load(tmp_path / "run/echosafe_bank/MMSafetyBenchPP_Demo").entries()
@@ -290,7 +296,7 @@ def test_staleness_one_is_the_same_algorithm_on_a_host_model(tmp_path, ds):
     after answering, the bank lags one batch, the flush stores the last batch's insights."""
     inner = ScriptedVLM()
     d = _defense(tmp_path, inner, staleness=1, twin_guard=False)
-    d.set_dump_image(ds.dump_image)
+    d.begin(ds.run())
     assert d.supports_batch
     for start in (0, 2, 4):
         d.generate_batch([ds.message(i) for i in range(start, start + 2)], dataset=ds.dataset_name)
@@ -310,7 +316,7 @@ def test_under_several_ranks_only_the_step_loop_drives_it(tmp_path, ds, monkeypa
 
     monkeypatch.setattr(sync.StreamSync, "from_process_group", classmethod(lambda cls: cls(1, 2)))
     d = _defense(tmp_path)
-    d.set_dump_image(ds.dump_image)
+    d.begin(ds.run())
     for call in (lambda: d.generate(ds.message(0), dataset=ds.dataset_name), lambda: d.generate_batch([ds.message(0)])):
         with pytest.raises(RuntimeError, match="torchrun"):
             call()
@@ -367,15 +373,13 @@ def test_resume_with_changed_settings_is_refused_naming_them(tmp_path, ds):
     from vlmeval_echosafe.defenses.echosafe import ResumeMismatchError
 
     _run(_defense(tmp_path, k=5), ds, n=3)
-    with open(tmp_path / "run" / "01_MMSafetyBenchPP_Demo.pkl", "wb") as fh:
-        pickle.dump({0: "a", 1: "b", 2: "c"}, fh)
     resumed = _defense(tmp_path, k=3, twin_guard=False)
-    resumed.set_dump_image(ds.dump_image)
+    resumed.begin(ds.run(done={"0", "1", "2"}))
     with pytest.raises(ResumeMismatchError, match=r"k: 5 -> 3, twin_guard: True -> False"):
         resumed.generate(ds.message(3), dataset=ds.dataset_name)
     # the same settings resume
     same = _defense(tmp_path, k=5)
-    same.set_dump_image(ds.dump_image)
+    same.begin(ds.run(done={"0", "1", "2"}))
     same.generate(ds.message(3), dataset=ds.dataset_name)
     cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
     assert cfg["streams"]["MMSafetyBenchPP_Demo"]["order"] == {"order": "file", "seed": None}

@@ -28,19 +28,20 @@ def test_echosafe_tiny_on_host_mmsafetybench(tmp_path, monkeypatch, tiny_cache):
     ]
     pd.DataFrame(rows).to_csv(lmu / "MMSafetyBench.tsv", sep="\t", index=False)
 
+    import vlmeval.inference as host
     from vlmeval.dataset.mmsafetybench import MMSafetyBenchDataset
-    from vlmeval.inference import infer_data_job
     from vlmeval.smp import load
 
-    from vlmeval_echosafe import registry
+    from vlmeval_echosafe import hostrun, registry
 
     monkeypatch.setitem(MMSafetyBenchDataset.DATASET_MD5, "MMSafetyBench", None)  # our TSV, not the published one
     work = tmp_path / "out"
     registry.register(work_dir=str(work))
+    monkeypatch.setattr(host, "infer_data", hostrun.wrap(host.infer_data))  # as the launcher installs it
     try:
         name = "EchoSafe_TinyQwen2VL"
         dataset = MMSafetyBenchDataset("MMSafetyBench")
-        infer_data_job(name, work_dir=str(work / name), model_name=name, dataset=dataset)
+        host.infer_data_job(name, work_dir=str(work / name), model_name=name, dataset=dataset)
     finally:
         registry.register()  # back to the default run folder for the rest of the session
     pred = load(str(work / name / f"{name}_MMSafetyBench.tsv"))
@@ -48,5 +49,9 @@ def test_echosafe_tiny_on_host_mmsafetybench(tmp_path, monkeypatch, tiny_cache):
     trace = [
         json.loads(x) for x in (work / name / f"{name}_MMSafetyBench_echosafe_trace.jsonl").read_text().splitlines()
     ]
-    assert [t["row_index"] for t in trace] == ["0", "1", "2", "3"]  # rows found from the host's <index>.png dumps
+    # the runner registered the row index of each prompt the host's dataset built; its rows carry no pair ids
+    assert [t["row_index"] for t in trace] == ["0", "1", "2", "3"]
+    assert {t["row_metadata"] for t in trace} == {"index"} and {t["pair_id"] for t in trace} == {None}
+    config = json.loads((work / name / f"{name}_echosafe_config.json").read_text())
+    assert config["streams"]["MMSafetyBench"]["row_metadata"] == "index"
     assert (work / name / "echosafe_bank" / "MMSafetyBench" / "CURRENT").exists()

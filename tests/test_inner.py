@@ -69,13 +69,13 @@ def test_reflection_sees_the_same_conversation_on_the_plugin_backend_and_a_chat_
 
     monkeypatch.setattr(inner_mod.SessionInner, "follow_up", keep)
     plugin = _echosafe(tmp_path, vlm, "plugin")
-    plugin.set_dump_image(ds.dump_image)
+    plugin.begin(ds.run())
     plugin_answer = plugin.generate(ds.message(0), dataset=ds.dataset_name)
 
     chat_model = ChatOnly(vlm)
     chat = _echosafe(tmp_path, chat_model, "chat")
     assert chat.model.path == "chat" and plugin.model.path == "kv-session"
-    chat.set_dump_image(ds.dump_image)
+    chat.begin(ds.run())
     assert chat.generate(ds.message(0), dataset=ds.dataset_name) == plugin_answer
     (turns,) = chat_model.chats
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]
@@ -96,7 +96,7 @@ def test_reflection_sees_the_same_conversation_on_the_plugin_backend_and_a_chat_
 def test_a_failed_chat_call_is_a_failed_reflection_never_a_shorter_conversation(tiny_qwen2vl_vlm, tmp_path, ds):
     model = ChatOnly(tiny_qwen2vl_vlm, fail_chat=True)
     d = _echosafe(tmp_path, model, "x")
-    d.set_dump_image(ds.dump_image)
+    d.begin(ds.run())
     d.generate(ds.message(0), dataset=ds.dataset_name)
     assert [len(c) for c in model.chats] == [3]  # one call with all three turns; no retry with fewer
     (t,) = [json.loads(x) for x in next((tmp_path / "x" / "run").glob("*_echosafe_trace.jsonl")).open()]
@@ -107,7 +107,7 @@ def test_one_message_path_holds_the_answer_turn_the_answer_and_the_request(tmp_p
     model = ScriptedVLM()
     d = EchoSafe(model, name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
     assert d.model.path == "one-message"
-    d.set_dump_image(ds.dump_image)
+    d.begin(ds.run())
     d.generate(ds.message(0), dataset=ds.dataset_name)
     answer_prompt, reflection_prompt = model.prompts
     assert reflection_prompt.startswith(f"The request you were given:\n{answer_prompt}\n\nYour reply:\n")
@@ -122,7 +122,7 @@ def test_no_insight_from_a_failed_answer(tmp_path, ds, failure):
             return text if "Reflect on the request" in text or "Scenario:" in text else failure
 
     d = EchoSafe(Failing(), name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
-    d.set_dump_image(ds.dump_image)
+    d.begin(ds.run())
     d.generate(ds.message(0), dataset=ds.dataset_name)
     (t,) = _trace(tmp_path)
     assert t["insight_id"] is None and t["not_written_code"] == "answer_failed"

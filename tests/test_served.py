@@ -103,7 +103,7 @@ def _by_kind(server: StubServer, kind: str) -> list[dict]:
 def test_micro_batch_goes_out_concurrently_and_the_reflection_repeats_the_first_turn(tmp_path, ds, schema, decoding):
     with StubServer(endpoint(schema, answer_delay=0.3), full=True) as server:
         d = _echosafe(tmp_path, server)
-        d.set_dump_image(ds.dump_image)
+        d.begin(ds.run())
         answers = d.generate_batch([ds.message(i) for i in range(4)], dataset=ds.dataset_name)
     assert answers == ["Here is a careful reply."] * 4
     assert server.max_in_flight == 4  # the four answers were in flight together
@@ -135,7 +135,7 @@ def test_a_later_micro_batch_reads_what_earlier_ones_stored(tmp_path):
     ds6 = FakeDataset(tmp_path / "img", _rows(3))
     with StubServer(endpoint("enforce"), full=True) as server:
         d = _echosafe(tmp_path, server)
-        d.set_dump_image(ds6.dump_image)
+        d.begin(ds6.run())
         d.generate_batch([ds6.message(i) for i in range(4)], dataset=ds6.dataset_name)
         seen = len(server.requests)
         d.generate_batch([ds6.message(i) for i in range(4, 6)], dataset=ds6.dataset_name)
@@ -156,7 +156,7 @@ def test_rate_limits_are_retried(tmp_path, ds):
 
     with StubServer(endpoint("ignore", answer_fault=limited), full=True) as server:
         d = _echosafe(tmp_path, server, retry=3)
-        d.set_dump_image(ds.dump_image)
+        d.begin(ds.run())
         answers = d.generate_batch([ds.message(i) for i in range(2)], dataset=ds.dataset_name)
     assert answers == ["Here is a careful reply."] * 2 and len(seen) == 5  # 3 refused, retried, then answered
 
@@ -175,7 +175,7 @@ def test_a_call_that_keeps_failing_is_unknown_and_never_stored(tmp_path, ds):
 
     with StubServer(endpoint("ignore", answer_fault=faults), full=True) as server:
         d = _echosafe(tmp_path, server, retry=2, timeout=0.5)
-        d.set_dump_image(ds.dump_image)
+        d.begin(ds.run())
         answers = d.generate_batch([ds.message(i) for i in range(4)], dataset=ds.dataset_name)
     assert answers[0].startswith(FAIL_MSG) and "InternalServerError" in answers[0]
     assert answers[1].startswith(FAIL_MSG) and "Timeout" in answers[1]
@@ -203,7 +203,7 @@ def test_baselines_and_chat_turns_over_the_endpoint(tmp_path, ds):
     with StubServer(endpoint("ignore"), full=True) as server:
         inner = ServedVLM("stubvlm", server.base_url)
         base = SafetyPrompt(inner, name="SafetyPrompt_stubvlm", run_dir=tmp_path / "sp")
-        base.set_dump_image(ds.dump_image)
+        base.begin(ds.run())
         assert base.generate(ds.message(0), dataset=ds.dataset_name) == "Here is a careful reply."
         chat = [
             {"role": "user", "content": [{"type": "text", "value": "Hi"}]},

@@ -121,7 +121,7 @@ def test_echosafe_reflection_never_reencodes_the_image(tiny_vlms, kind, tmp_path
         run_dir=tmp_path / "run",
         settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6},
     )
-    d.set_dump_image(ds.dump_image)
+    d.begin(ds.run())
     calls = []
     hook = vision_tower(vlm).register_forward_hook(lambda *a: calls.append(1))
     try:

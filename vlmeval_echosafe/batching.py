@@ -24,7 +24,6 @@ import os
 import os.path as osp
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_dump
@@ -60,7 +59,7 @@ def shares_stream(model: Any, model_name: str) -> bool:
     return bool(getattr(model, "shares_stream", False))
 
 
-def _build_model(model: Any, model_name: str, use_vllm: bool) -> Any:
+def build_model(model: Any, model_name: str, use_vllm: bool) -> Any:
     """The host's model construction in `infer_data` (same kwargs, same WORLD_SIZE dance)."""
     if not isinstance(model, str):
         return model
@@ -111,7 +110,7 @@ def infer_data_batched(
     if all(idx in res for idx in data_indices):  # finished: the host's path, which builds no model
         return host_infer_data(model, model_name, work_dir, dataset, out_file, **host_args)
 
-    model = _build_model(model, model_name, use_vllm)
+    model = build_model(model, model_name, use_vllm)
     if getattr(model, "is_api", False) or not supports_batch(model):
         log.warning("%s decodes one sample at a time; --batch-size has no effect on it", model_name)
         return host_infer_data(model, model_name, work_dir, dataset, out_file, **host_args)
@@ -174,17 +173,18 @@ def _infer_in_steps(
     from tqdm import tqdm
     from vlmeval.smp import get_rank_and_world_size
 
-    from .defenses.rows import done_predictions
     from .defenses.sync import StreamSync, owned
+    from .hostrun import checkpoint_files, predictions, rank_checkpoints
 
     rank, world = get_rank_and_world_size()
     name = dataset.dataset_name
-    res = done_predictions(Path(work_dir), model_name, name)  # this rank's checkpoint and the reused rows
-    done = done_predictions(Path(work_dir), model_name, name, all_ranks=True)  # what any rank finished
+    reused = checkpoint_files(work_dir, model_name, name, out_file)  # the PREV file, then this rank's checkpoint
+    res = predictions(reused)
+    done = predictions([reused[0], *rank_checkpoints(work_dir, name)])  # what any rank finished
     todo = dataset.data[~dataset.data["index"].isin(done)]  # the same on every rank: files, not local state
     indices = set(dataset.data["index"])
     if len(todo):
-        model = _build_model(model, model_name, use_vllm)
+        model = build_model(model, model_name, use_vllm)
         model.set_dump_image(dataset.dump_image)
         sync = StreamSync.from_process_group()
         step = world * batch_size

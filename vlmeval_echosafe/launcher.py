@@ -1,8 +1,9 @@
 """`python run.py …` / `vlmeval-echosafe …`: VLMEvalKit's own runner with the plugin registered.
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
-inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), and a non-zero exit
-when any model × dataset combination failed (the host's ``run_local_mode`` logs the exception and exits 0). Two host
+inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), each dataset's rows and
+finished rows handed to the model (:mod:`.hostrun`), and a non-zero exit when any model × dataset combination
+failed (the host's ``run_local_mode`` logs the exception and exits 0). Two host
 flags are taken over: ``--base-url`` (the inner model of every ``--model`` is served there, and the plugin's
 wrappers stay around it) and torchrun's process group (started with the machine's backend; the host hard-codes
 NCCL).
@@ -218,6 +219,7 @@ def _record_data_sources(run_module: Any) -> None:
     """Before inference on an MM-SafetyBench++ dataset, write what its load read and detected beside the prediction
     file (``<model>_<dataset>_data_source.json``); a resumed file whose data was read differently stops here."""
     from .datasets.source import record_inference, record_path
+    from .hostrun import rank_checkpoint
 
     original = getattr(run_module, "_echosafe_host_infer_data_job", run_module.infer_data_job)
     run_module._echosafe_host_infer_data_job = original
@@ -226,7 +228,7 @@ def _record_data_sources(run_module: Any) -> None:
         source = getattr(dataset, "data_source", None)
         if source is not None:
             name, folder = dataset.dataset_name, Path(work_dir)
-            resuming = any(folder.glob(f"{model_name}_{name}.*")) or any(folder.glob(f"[0-9]*_{name}.pkl"))
+            resuming = any(folder.glob(f"{model_name}_{name}.*")) or rank_checkpoint(folder, name).exists()
             record_inference(source, record_path(folder / f"{model_name}_{name}.tsv"), resuming)
         return original(model, work_dir, model_name, dataset, *args, **kwargs)
 
@@ -350,12 +352,16 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
         from vlmeval.smp import get_pred_file_path
 
         from .defenses.echosafe import ResumeMismatchError, check_planned_run
+        from .hostrun import checkpoint_files, finished, rank_checkpoint
 
         for m in models:
+            work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
             for d in ours:
-                pred = get_pred_file_path(os.path.join(args.work_dir, m), m, d, use_env_format=True)
+                pred = get_pred_file_path(work, m, d, use_env_format=True)
+                files = checkpoint_files(work, m, d, rank_checkpoint(work, d))
+                resuming = os.path.exists(pred) or bool(finished(files))
                 try:
-                    check_planned_run(supported_VLM[m], d, finished=os.path.exists(pred))
+                    check_planned_run(supported_VLM[m], d, resuming=resuming)
                 except ResumeMismatchError as err:
                     raise LaunchError(f"{m} x {d}: {err}") from err
     for d in ours:
@@ -426,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     import vlmeval.inference_video as host_inference_video
     import vlmeval.utils.mp_util as host_mp_util
 
-    from . import batching, checkpoint
+    from . import batching, checkpoint, hostrun
 
     restore_tls_verification()
     from .paths import ConfigError, describe_config
@@ -454,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker.install(host_run)
     _record_data_sources(host_run)
     batching.install(host_inference, flags.batch_size)
+    hostrun.install(host_inference)  # around whichever loop runs: the dataset's rows in, close() after
+    hostrun.install_api(host_inference_api)
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     init_process_group()
     host_run.main()

@@ -13,6 +13,7 @@ import pandas as pd
 from vlmeval.dataset.image_base import ImageBaseDataset
 from vlmeval.smp import load
 
+from ..defenses.rows import PromptRows
 from ..evaluation import MAX_UNKNOWN_RATE, evaluate, paths_for
 from ..judges import Judge, make_judge
 from ..metrics import ccr_name
@@ -42,6 +43,9 @@ class MMSafetyBenchPP(ImageBaseDataset):
         # The stream order (file / seeded shuffle) is applied to the rows, which the host runs in order; it is
         # kept on the object so a stateful defense records which stream it saw.
         self.stream_order = order.requested()
+        # The row (pair id, category, mode, label) of every prompt build_prompt returns, which the launcher hands
+        # a defense: the host passes a model the message alone.
+        self.prompt_rows = PromptRows(dataset)
         frame, self.data_source = load_variant_source(dataset)
         return self.stream_order.apply(frame)
 
@@ -50,7 +54,9 @@ class MMSafetyBenchPP(ImageBaseDataset):
             line = self.data.iloc[line]
         paths = line["image_path"] if self.meta_only else self.dump_image(line)
         paths = paths if isinstance(paths, list) else [paths]
-        return [*(dict(type="image", value=p) for p in paths), dict(type="text", value=line["question"])]
+        message = [*(dict(type="image", value=p) for p in paths), dict(type="text", value=line["question"])]
+        self.prompt_rows.register(message, line)
+        return message
 
     def evaluate(self, eval_file: str, **judge_kwargs: Any) -> dict[str, Any]:
         max_unknown = float(judge_kwargs.pop("max_unknown_rate", MAX_UNKNOWN_RATE))

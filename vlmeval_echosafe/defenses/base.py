@@ -3,7 +3,8 @@
 A defense is built from an inner model's registry name (any ``supported_VLM`` entry: the plugin's backends,
 the host's local models, API models) or from a model object, and turns one message into one response using
 that inner model. It stays ``is_api = False`` so the host runs it one sample at a time (a stateful defense
-must see items in stream order).
+must see items in stream order). Before a dataset's first item the runner calls :meth:`Defense.begin` with what
+the defense needs to know about the dataset's rows (:mod:`.rows`); the host gives a model nothing of it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from vlmeval.vlm.base import BaseModel
 
-from .rows import RowLookup, done_rows
+from .rows import DatasetRun, ResumeUnknownError, RowNotFoundError, split_message
 from .trace import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,6 @@ def build_inner(inner: str | BaseModel, **kwargs: Any) -> BaseModel:
     return factory(**passed)
 
 
-def split_message(message: list[dict[str, str]]) -> tuple[list[str], str]:
-    """(image paths, question text) of a VLMEvalKit message."""
-    images = [m["value"] for m in message if m["type"] == "image"]
-    text = "\n".join(m["value"] for m in message if m["type"] == "text")
-    return images, text
-
-
 class Defense(BaseModel):
     """Base class: inner model, dataset handle, prompt routing. Subclasses implement ``defend``."""
 
@@ -72,8 +66,7 @@ class Defense(BaseModel):
         self.inner_name = inner if isinstance(inner, str) else type(inner).__name__
         self.name = name or f"{type(self).__name__}_{self.inner_name}"
         self.run_dir = Path(run_dir) if run_dir else Path("outputs") / self.name
-        self.dataset = None  # the host dataset object, learned from set_dump_image
-        self._lookups: dict[int, RowLookup] = {}
+        self._runs: dict[str, DatasetRun] = {}  # by dataset name, from the runner (begin)
         self._traces: dict[str, TraceWriter] = {}
 
     # A defense whose settings are a dataclass names it here; the registry then passes it only the shared
@@ -84,36 +77,74 @@ class Defense(BaseModel):
     def accepts_setting(cls, key: str) -> bool:
         return cls.SETTINGS is None or key in {f.name for f in fields(cls.SETTINGS)}
 
-    def row_for(self, images: list[str], question: str) -> dict[str, Any]:
-        """The dataset row of a message (index, pair_id, category, mode, label where the dataset has them)."""
-        if self.dataset is None:
-            return {}
-        lookup = self._lookups.get(id(self.dataset))
-        if lookup is None:
-            lookup = self._lookups[id(self.dataset)] = RowLookup(self.dataset)
-        return lookup.find(images, question)
+    def begin(self, run: DatasetRun) -> None:
+        """The runner's hand-off before the first item of ``run.name`` (VLMEvalKit: the launcher's `infer_data`,
+        lmms-eval: the adapter); a different hand-off for that dataset replaces the earlier one, the same one
+        changes nothing. Rows without pair ids are announced, as the twin guard and per-category memory need them."""
+        if self._runs.get(run.name) == run:
+            return
+        self._runs[run.name] = run
+        self._traces.pop(run.name, None)
+        if run.row_metadata == "index":
+            log.warning(
+                "%s x %s: the dataset's rows carry no pair ids or categories, so no twin guard applies and no "
+                "per-category setting can be used (row_metadata: index in the trace)",
+                self.name,
+                run.name,
+            )
+        elif run.row_metadata == "none":
+            log.warning(
+                "%s x %s: no runner handed over the dataset's rows: the trace names no rows, no twin guard "
+                "applies, and earlier results of this dataset cannot be continued (row_metadata: none in the "
+                "trace); run it through run.py or lmms-eval",
+                self.name,
+                run.name,
+            )
 
-    def trace_for(
-        self, dataset: str, kind: str = "defense", done: set[str] | None = None, write: bool = True
-    ) -> TraceWriter:
+    def run_for(self, dataset: str) -> DatasetRun:
+        """What the runner said about ``dataset``. An MM-SafetyBench++ dataset the runner said nothing about is an
+        error (its items need their pair ids); any other dataset runs with no row metadata, announced."""
+        run = self._runs.get(dataset)
+        if run is None:
+            from ..datasets.mmsafetybenchpp import MMSafetyBenchPP
+
+            if dataset in MMSafetyBenchPP.supported_datasets():
+                raise RowNotFoundError(
+                    f"{self.name} got an item of {dataset} but no runner handed over the dataset's rows (the row "
+                    "of each prompt, which rows are finished): run it through run.py or lmms-eval, or call "
+                    "begin(DatasetRun(...)) first"
+                )
+            run = DatasetRun(dataset, rows=None, done=None)
+            self.begin(run)
+        return run
+
+    def row_for(self, dataset: str, images: list[str], question: str) -> dict[str, Any]:
+        """The dataset row of a message (index, and pair_id, category, mode, label where the dataset has them);
+        a message whose prompt the dataset did not register raises :class:`~.rows.RowNotFoundError`."""
+        return self.run_for(dataset).find(images, question)
+
+    def trace_for(self, dataset: str, kind: str = "defense", write: bool = True) -> TraceWriter:
         """The per-item trace ``<run_dir>/<name>_<dataset>_<kind>_trace.jsonl`` for one dataset. Opened once per
-        dataset; on resume it keeps only the lines of rows the host has already finished. ``write=False``: read
-        it, leave the file to the process that writes it."""
+        dataset; it keeps only the lines of rows the host has already finished (none on a fresh run).
+        ``write=False``: read it, leave the file to the process that writes it."""
         if dataset not in self._traces:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            done = done_rows(self.run_dir, self.name, dataset) if done is None else done
+            run = self.run_for(dataset)
             path = self.run_dir / f"{self.name}_{dataset}_{kind}_trace.jsonl"
-            keep = lambda rec: str(rec.get("row_index")) in done  # noqa: E731
-            self._traces[dataset] = TraceWriter(path, keep=keep, write=write)
+            if run.done is None and path.exists() and path.stat().st_size:
+                raise ResumeUnknownError(
+                    f"{path} holds items of an earlier run, but no runner said which rows the host has finished, "
+                    "so it can be neither continued nor cut back; run it through run.py (--reuse), or delete it"
+                )
+            done = run.done or frozenset()
+            self._traces[dataset] = TraceWriter(path, keep=lambda rec: str(rec.get("row_index")) in done, write=write)
         return self._traces[dataset]
 
     def set_dump_image(self, dump_image_func: Any) -> None:
-        """Forwarded to the inner model; the bound method also tells which dataset object is being run, the only
-        link the host gives from a message back to its row."""
+        """Forwarded to the inner model (its custom prompts dump images through it)."""
         super().set_dump_image(dump_image_func)
         if hasattr(self.inner, "set_dump_image"):
             self.inner.set_dump_image(dump_image_func)
-        self.dataset = getattr(dump_image_func, "__self__", None)
 
     def use_custom_prompt(self, dataset: str) -> bool:
         from ..datasets.mmsafetybenchpp import MMSafetyBenchPP
@@ -123,7 +154,12 @@ class Defense(BaseModel):
         return bool(getattr(self.inner, "use_custom_prompt", lambda _: False)(dataset))
 
     def build_prompt(self, line: Any, dataset: str | None = None) -> Any:
-        return self.inner.build_prompt(line, dataset=dataset)
+        """The inner model's custom prompt, registered with its row like the dataset's own prompts."""
+        message = self.inner.build_prompt(line, dataset=dataset)
+        run = self._runs.get(dataset or "")
+        if run is not None and run.rows is not None:
+            run.rows.register(message, line)
+        return message
 
     def ask(self, message: list[dict[str, str]], dataset: str | None) -> str:
         """One call of the inner model (through its own validation)."""
@@ -172,13 +208,14 @@ class TracedDefense(Defense):
     def defend(self, message: list[dict[str, str]], dataset: str | None) -> str:
         dataset = dataset or "unknown"
         images, question = split_message(message)
-        row = self.row_for(images, question)
+        row = self.row_for(dataset, images, question)
         start = time.perf_counter()
         answer, record = self.respond(images, question, dataset)
         self.trace_for(dataset).write(
             {
                 "row_index": row.get("index"),
                 **{k: row.get(k) for k in ("pair_id", "category", "mode", "label")},
+                "row_metadata": self.run_for(dataset).row_metadata,
                 "defense": type(self).__name__,
                 **record,
                 "seconds": round(time.perf_counter() - start, 6),

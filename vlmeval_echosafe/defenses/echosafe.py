@@ -2,15 +2,17 @@
 
 Per item: embed (text ⊕ image) → retrieve the top-k insights → answer with them in the prompt, judging the
 request's safety in context first → self-reflect with the same inner model into an abstract insight → store
-(key, insight). The bank starts empty and grows with use; the host's checkpoint decides which rows are done, and
-the bank is cut back to exactly those rows when a run resumes. The method is written once against the inner-model
-protocol (`inner.py`), so it is the same algorithm on every kind of inner model.
+(key, insight). The bank starts empty and grows with use; the host's checkpoint decides which rows are done (the
+runner says which, :meth:`Defense.begin`), and the bank is cut back to exactly those rows when a run resumes.
+:meth:`EchoSafe.close` ends a run with every bank compacted to a snapshot. The method is written once against the
+inner-model protocol (`inner.py`), so it is the same algorithm on every kind of inner model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,9 +31,11 @@ from . import echosafe_prompts as prompts
 from .base import Defense, split_message
 from .inner import Answered, Reply, adapt, adapter_class
 from .insight import InsightError, format_insight, parse_reflection, validate_insight
-from .rows import RowLookup, done_rows
+from .rows import DatasetRun, ResumeUnknownError
 from .sync import StreamSync
 from .trace import TraceWriter
+
+log = logging.getLogger(__name__)
 
 RESETS = ("dataset", "category", "never")
 STALENESS = (0, 1)
@@ -164,10 +168,10 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def check_planned_run(factory: Any, dataset: str, finished: bool) -> None:
+def check_planned_run(factory: Any, dataset: str, resuming: bool) -> None:
     """Before any model is built: refuse a run of a registered EchoSafe entry (``supported_VLM[name]``) that would
-    continue, or reuse the predictions of, a bank built with other settings. ``finished``: the host already has
-    this dataset's prediction file (it would then skip inference and report the old predictions)."""
+    continue, or reuse the predictions of, a bank built with other settings. ``resuming``: the host has this
+    dataset's prediction file or checkpoint (it would then skip the rows it holds)."""
     cls = getattr(factory, "func", None)
     if not (isinstance(cls, type) and issubclass(cls, EchoSafe)):
         return
@@ -183,10 +187,9 @@ def check_planned_run(factory: Any, dataset: str, finished: bool) -> None:
     banks = Path(kw["run_dir"]) / "echosafe_bank"
     if not settings.writes or not banks.is_dir():
         return
-    done = finished or bool(done_rows(Path(kw["run_dir"]), kw["name"], dataset, all_ranks=True))
     for saved in sorted(banks.rglob(RUN_CONFIG)):
         namespace = saved.parent.relative_to(banks).parts
-        if done and namespace[0] in (dataset, "all"):
+        if resuming and namespace[0] in (dataset, "all"):
             check_resume(saved.parent, config, decided_later=later)
 
 
@@ -307,7 +310,12 @@ class EchoSafe(Defense):
         if self.settings.reset == "never":
             return "all"
         if self.settings.reset == "category":
-            return f"{dataset}/{row.get('category', 'unknown')}"
+            if "category" not in row:
+                raise ValueError(
+                    f"{self.name}: reset: category needs each row's category, and the rows of {dataset} carry none "
+                    f"(row_metadata: {self.run_for(dataset).row_metadata}); use reset: dataset"
+                )
+            return f"{dataset}/{row['category']}"
         return dataset
 
     def _stream(self, dataset: str, row: dict[str, Any], dim: int) -> _Stream:
@@ -317,10 +325,16 @@ class EchoSafe(Defense):
         s = self.settings
         stream_id = f"{self.name}::{ns}"
         path = None if s.store == "none" else self.run_dir / "echosafe_bank" / ns
-        order = stream_order.of(self.dataset).as_dict()
+        run = self.run_for(dataset)
+        order = run.order.as_dict()
         config = run_config(s, self.model.describe(), order)
-        done = done_rows(self.run_dir, self.name, dataset, all_ranks=self.sync.multi)
+        done = run.done
         resuming = path is not None and MemoryBank.exists(path)
+        if resuming and done is None:
+            raise ResumeUnknownError(
+                f"{path} holds a bank of an earlier run, but no runner said which rows the host has finished, so it "
+                "can be neither continued nor cut back; run it through run.py (--reuse), or delete the folder"
+            )
         if resuming and done:
             check_resume(path, config)
         if resuming:
@@ -331,48 +345,58 @@ class EchoSafe(Defense):
             bank.update_meta(lambda m: {**m, "origin": "warm"})
         else:
             bank = MemoryBank(dim, self.encoder_ids, index_meta=TWIN_KEYS)
-        trace = self.trace_for(dataset, "echosafe", done, write=self.sync.persists)
+        trace = self.trace_for(dataset, "echosafe", write=self.sync.persists)
         self.sync.barrier()  # every rank has read the bank before the rank that persists rewrites it
         if s.staleness and dataset not in self._checked_lost:
             self._checked_lost.add(dataset)
-            self._record_lost(dataset, done, trace)
+            self._record_lost(run, trace)
         if path is not None:
             # Resume: keep warm-start entries and entries of finished rows; drop what the host will redo.
-            bank.truncate(
+            dropped = bank.truncate(
                 lambda m: (
                     m.get("origin") == "warm"
                     or m.get("stream") != stream_id
                     or m.get("dataset") != dataset
-                    or str(m.get("row_index")) in done
+                    or str(m.get("row_index")) in (done or ())
                 )
             )
+            if dropped and self.sync.persists:
+                log.warning(
+                    "%s: dropped %d insights of rows the host will run again (%d rows finished, per %s)",
+                    path,
+                    dropped,
+                    len(done or ()),
+                    ", ".join(run.checkpoint) or "no checkpoint file",
+                )
             if self.sync.persists:
                 bank.save(path)
                 _write_json(path / RUN_CONFIG, config)
-        self._config["streams"][ns] = {"dataset": dataset, "order": order, "config_hash": config_hash(config)}
+        self._config["streams"][ns] = {
+            "dataset": dataset,
+            "order": order,
+            "row_metadata": run.row_metadata,
+            "config_hash": config_hash(config),
+        }
         self._write_config()
         stream = self._streams[ns] = _Stream(stream_id, bank, path, trace.count(stream_id))
         return stream
 
-    def _record_lost(self, dataset: str, done: set[str], trace: TraceWriter) -> None:
+    def _record_lost(self, run: DatasetRun, trace: TraceWriter) -> None:
         """A resumed ``staleness: 1`` run: rows the host finished whose reflection was still pending when the run
         stopped have no trace line and no insight. Each gets a trace line saying so (code ``lost``), in the order
         the host ran them, so every finished row is accounted for and stream positions stay in step."""
         traced = {str(r.get("row_index")) for r in trace.records}
-        frame = getattr(self.dataset, "data", None)
-        if frame is None or not done - traced:
-            return
-        for _, data_row in frame.iterrows():
-            index = str(data_row["index"])
+        done = run.done or frozenset()
+        for row in run.table:
+            index = str(row["index"])
             if index not in done or index in traced:
                 continue
-            row = {k: (index if k == "index" else data_row[k]) for k in RowLookup.META if k in data_row}
-            stream = f"{self.name}::{self._namespace(dataset, row)}"
+            stream = f"{self.name}::{self._namespace(run.name, row)}"
             item = _Item([], "", row, None, times={}, bank_size=None)
             item.stream_pos = trace.count(stream)
             item.reason = "the run stopped before this finished row's pipelined reflection (staleness 1) was decoded"
             item.code = "lost"
-            self._write_trace(item, dataset, 0, 0, stream)
+            self._write_trace(item, run.name, 0, 0, stream)
 
     # ---- the loop ----------------------------------------------------------------------------------------
     # One item is a micro-batch of one. A batch of B items retrieves from the bank as it stood before the batch,
@@ -380,6 +404,25 @@ class EchoSafe(Defense):
     # is the sequential algorithm, through the same code. With `staleness: 1` a batch's reflections decode
     # together with the next batch's answers and are stored after that batch has retrieved: the bank lags one
     # micro-batch, and whoever drives the stream calls `flush` at its end.
+
+    def begin(self, run: DatasetRun) -> None:
+        """As :meth:`Defense.begin`; the dataset's streams are opened afresh from what the runner says."""
+        if self._runs.get(run.name) == run:
+            return
+        super().begin(run)
+        self._streams = {
+            ns: st for ns, st in self._streams.items() if ns != run.name and not ns.startswith(f"{run.name}/")
+        }
+
+    def close(self) -> None:
+        """End of a run: compact every bank this object wrote into a snapshot with an empty log. The runners call
+        it after a dataset's last item; a run killed before it leaves snapshot + log, which loads as well. Under
+        torchrun the rank that persists the banks compacts them."""
+        if not self.sync.persists:
+            return
+        for stream in self._streams.values():
+            if stream.path is not None:
+                stream.bank.compact(stream.path)
 
     @property
     def supports_batch(self) -> bool:
@@ -451,9 +494,9 @@ class EchoSafe(Defense):
     def _prepare(self, messages: list[list[dict[str, str]]], dataset: str) -> list[_Item]:
         """Embed the batch (every rank its own items, exchanged into the step) and retrieve for each item from the
         bank as it stands."""
-        return [self._retrieve(e, dataset) for e in self.sync.exchange(lambda: self._embed(messages))]
+        return [self._retrieve(e, dataset) for e in self.sync.exchange(lambda: self._embed(messages, dataset))]
 
-    def _embed(self, messages: list[list[dict[str, str]]]) -> list[_Embedded]:
+    def _embed(self, messages: list[list[dict[str, str]]], dataset: str) -> list[_Embedded]:
         """Keys and dataset rows of this rank's items (the texts one at a time, the images in one vision pass)."""
         if not messages:
             return []
@@ -462,7 +505,7 @@ class EchoSafe(Defense):
         keys = self.keys.keys(parts) if self.keys else [None] * len(parts)
         share = (time.perf_counter() - t) / len(parts)
         return [
-            _Embedded(images, question, self.row_for(images, question), key, share)
+            _Embedded(images, question, self.row_for(dataset, images, question), key, share)
             for (images, question), key in zip(parts, keys, strict=True)
         ]
 
@@ -629,6 +672,7 @@ class EchoSafe(Defense):
                 "category": row.get("category"),
                 "mode": row.get("mode"),
                 "label": row.get("label"),
+                "row_metadata": self.run_for(dataset).row_metadata,
                 "stream": item.stream.id if item.stream else stream,
                 "stream_pos": item.stream_pos,
                 "bank_size": item.bank_size,

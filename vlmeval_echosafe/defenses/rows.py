@@ -1,67 +1,119 @@
-"""From a message back to its dataset row, and which rows the host has already finished.
+"""Which dataset row a message is, handed to the model with the request instead of recovered from the message.
 
-The host gives a model neither the row index nor the work dir. The row is found through the dataset object
-(learned from ``set_dump_image``) by the (image path, question) pair; done rows are read from the host's own
-checkpoint files, whose names follow ``vlmeval.inference.infer_data``.
+The host calls a model with ``generate(message, dataset=<name>)``: no row index, no dataset object. So whoever
+builds a prompt registers the row it built it from, keyed by what the prompt carries (its image paths and its
+text): MM-SafetyBench++ in its own ``build_prompt``, the lmms-eval adapter when it builds a message, and the
+launcher's runner for the host's own datasets (whose rows carry no pair ids). Before a dataset's first item the
+runner hands the model a :class:`DatasetRun`: that registry, the stream order, and the rows the host has already
+finished (read from the files the host itself reads, :mod:`vlmeval_echosafe.hostrun`).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
+from ..datasets.order import StreamOrder
+
+META = ("index", "pair_id", "category", "mode", "label")  # what an MM-SafetyBench++ row tells a defense
+INDEX_ONLY = ("index",)  # what any other dataset's row tells it
+
+Key = tuple[tuple[str, ...], str]
 
 
-class RowLookup:
-    """Maps (image path, question) to the row's metadata for one dataset object."""
+class RowNotFoundError(LookupError):
+    """A message whose prompt nobody registered: the defense cannot tell which row it is."""
 
-    META = ("index", "pair_id", "category", "mode", "label")
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset_name = getattr(dataset, "dataset_name", None)
-        self._by_key: dict[tuple[str, str], dict[str, Any]] = {}
-        data: pd.DataFrame = getattr(dataset, "data", pd.DataFrame())
-        meta_only = getattr(dataset, "meta_only", False)
-        img_root = getattr(dataset, "img_root", "")
-        for _, row in data.iterrows():
-            if meta_only and "image_path" in row:
-                paths = row["image_path"] if isinstance(row["image_path"], list) else [row["image_path"]]
-            else:
-                paths = [os.path.join(img_root, f"{row['index']}.png")]
-            meta = {k: (str(row[k]) if k == "index" else row[k]) for k in self.META if k in row}
-            for p in paths:
-                self._by_key[(str(Path(p)), str(row.get("question", "")))] = meta
+class ResumeUnknownError(RuntimeError):
+    """Earlier state of a stream exists, but the runner did not say which rows the host has finished."""
+
+
+def split_message(message: list[dict[str, str]]) -> tuple[list[str], str]:
+    """(image paths, question text) of a VLMEvalKit message."""
+    images = [m["value"] for m in message if m["type"] == "image"]
+    text = "\n".join(m["value"] for m in message if m["type"] == "text")
+    return images, text
+
+
+def prompt_key(message: Any) -> Key:
+    """The key a prompt is registered under: what the model receives of it (a plain string is one text part, as
+    the host's ``preproc_content`` makes it)."""
+    if isinstance(message, str):
+        return (), message
+    images, text = split_message([message] if isinstance(message, dict) else message)
+    return tuple(images), text
+
+
+class PromptRows:
+    """The rows of the prompts a dataset built, by prompt. ``fields``: the row's columns a defense gets."""
+
+    def __init__(self, dataset: str, fields: tuple[str, ...] = META) -> None:
+        self.dataset = dataset
+        self.fields = fields
+        self._rows: dict[Key, dict[str, Any]] = {}
+        self._clashes: dict[Key, list[str]] = {}
+
+    @property
+    def kind(self) -> str:
+        """``pairs``: pair id, category, mode and label; ``index``: the row index alone."""
+        return "pairs" if "pair_id" in self.fields else "index"
+
+    def meta(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """What a defense gets of ``row`` (a frame row or a dict): the registry's fields, the index as a string."""
+        return {k: (str(row[k]) if k == "index" else row[k]) for k in self.fields if k in row}
+
+    def register(self, message: Any, row: Mapping[str, Any]) -> None:
+        """Record that ``message`` was built from ``row`` (a frame row or a dict)."""
+        meta = self.meta(row)
+        key = prompt_key(message)
+        known = self._rows.get(key)
+        if known is not None and known != meta:  # two rows, one prompt: an item of it cannot be told apart
+            self._clashes.setdefault(key, [str(known.get("index"))]).append(str(meta.get("index")))
+        self._rows[key] = meta
 
     def find(self, images: list[str], question: str) -> dict[str, Any]:
-        for p in images:
-            meta = self._by_key.get((str(Path(p)), question))
-            if meta is not None:
-                return dict(meta)
-        # Host datasets dump images as <index>.png; fall back to the file stem.
-        for p in images:
-            for (path, _), meta in self._by_key.items():
-                if Path(path).stem == Path(p).stem:
-                    return dict(meta)
-        return {}
+        """The row of a message; raises :class:`RowNotFoundError` naming the image and question."""
+        key = (tuple(images), question)
+        if key in self._clashes:
+            raise RowNotFoundError(
+                f"{self.dataset}: rows {self._clashes[key]} build the same prompt (image(s) {list(images)}, "
+                f"question {question!r}), so its row cannot be told"
+            )
+        meta = self._rows.get(key)
+        if meta is None:
+            raise RowNotFoundError(
+                f"{self.dataset}: no row was registered for the prompt with image(s) {list(images)} and question "
+                f"{question!r} ({len(self._rows)} prompts registered); a defense gets the row of each prompt the "
+                "dataset built, so this message did not come from the dataset's own prompts"
+            )
+        return dict(meta)
 
 
-def done_rows(run_dir: Path, model_name: str, dataset_name: str, all_ranks: bool = False) -> set[str]:
-    """Indices the host will skip on this run: its PREV file and this rank's checkpoint (see infer_data), or with
-    ``all_ranks`` every rank's checkpoint (a stream shared by the ranks is cut back to what all of them finished)."""
-    return {str(k) for k in done_predictions(run_dir, model_name, dataset_name, all_ranks)}
+@dataclass(frozen=True)
+class DatasetRun:
+    """What the runner tells a model before a dataset's first item.
 
+    ``rows``: the dataset's prompt registry, None when nobody registers its prompts. ``done``: the row indices the
+    host finished in an earlier run and will skip, None when the runner did not say (a fresh object with no
+    earlier state is then fine; continuing earlier state is refused). ``checkpoint``: the files ``done`` was read
+    from (those that exist), named in messages. ``table``: every row's metadata (the registry's fields), in the
+    order the host runs them, to account for finished rows that left no trace (``staleness: 1``); empty when the
+    runner has none.
+    """
 
-def done_predictions(run_dir: Path, model_name: str, dataset_name: str, all_ranks: bool = False) -> dict[Any, Any]:
-    """The predictions behind `done_rows`, by the host's own index values."""
-    from vlmeval.smp import get_rank_and_world_size, load
+    name: str
+    rows: PromptRows | None = None
+    order: StreamOrder = field(default_factory=StreamOrder)
+    done: frozenset[str] | None = frozenset()
+    checkpoint: tuple[str, ...] = ()
+    table: tuple[dict[str, Any], ...] = ()
 
-    rank, world = get_rank_and_world_size()
-    ranks = range(world) if all_ranks else [rank]
-    done: dict[Any, Any] = {}
-    for name in (f"{model_name}_{dataset_name}_PREV.pkl", *(f"{r}{world}_{dataset_name}.pkl" for r in ranks)):
-        path = run_dir / name
-        if path.exists():
-            done.update(load(str(path)))
-    return done
+    @property
+    def row_metadata(self) -> str:
+        """``pairs`` (MM-SafetyBench++), ``index`` (any other dataset run by a runner), ``none`` (no runner)."""
+        return self.rows.kind if self.rows is not None else "none"
+
+    def find(self, images: list[str], question: str) -> dict[str, Any]:
+        return self.rows.find(images, question) if self.rows is not None else {}

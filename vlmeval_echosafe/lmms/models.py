@@ -3,10 +3,12 @@ simple model.
 
 The wrapped model is built exactly as VLMEvalKit builds it (``register()`` then ``supported_VLM[name]()``) and is
 called exactly as VLMEvalKit calls it: ``set_dump_image`` with a dataset-like object, then
-``generate(message, dataset=<name>)`` with the image written to ``<img_root>/<index>.png``. That object
-(:class:`TaskRows`) is what lets a defense find the row of a message (pair id, category) as it does under
-VLMEvalKit. Generation settings are the wrapped model's own (``wrappers/models.yaml``); lmms-eval's
-``generation_kwargs`` are not applied, so both harnesses decode the same way.
+``generate(message, dataset=<name>)`` with the image written to ``<img_root>/<index>.png``. Like the launcher's
+runner under VLMEvalKit, the adapter hands a model with a ``begin`` method each task's rows first: every message it
+builds is registered with its doc's row (:class:`TaskRows`), so a defense gets the pair id and category of each
+item as it does under VLMEvalKit; ``close`` follows the last request. Generation settings are the wrapped model's
+own (``wrappers/models.yaml``); lmms-eval's ``generation_kwargs`` are not applied, so both harnesses decode the
+same way.
 """
 
 from __future__ import annotations
@@ -24,20 +26,22 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from ..datasets import order
+from ..defenses.rows import INDEX_ONLY, META, DatasetRun, PromptRows
 
 log = logging.getLogger(__name__)
 
-# Columns a defense may look a row up by (defenses/rows.py); anything else in a doc stays out of the lookup.
-ROW_FIELDS = ("index", "pair_id", "category", "mode", "label", "question")
-
 
 class TaskRows:
-    """The slice of VLMEvalKit's dataset interface a model uses, for one lmms-eval task split."""
+    """The slice of VLMEvalKit's dataset interface a model uses, for one lmms-eval task split, and the registry of
+    the messages built from its docs."""
 
     meta_only = False
 
     def __init__(self, task: str, split: str, docs: Any, img_root: Path) -> None:
-        columns = [c for c in ROW_FIELDS if c in getattr(docs, "column_names", [])]
+        names = getattr(docs, "column_names", [])
+        # MM-SafetyBench++ docs carry the row's pair id and labels; any other task gives a defense the doc's index
+        fields = META if "pair_id" in names else INDEX_ONLY
+        columns = [c for c in fields if c in names]
         data = docs.select_columns(columns).to_pandas() if columns else pd.DataFrame(index=range(len(docs)))
         if "index" not in data.columns:  # a task without the plugin's schema: the doc id is the row index
             data.insert(0, "index", range(len(data)))
@@ -46,20 +50,29 @@ class TaskRows:
         self.stream_order = order.requested()  # the docs were built in this order (lmms/task.py)
         self.data = data.assign(index=data["index"].astype(str))
         self.img_root = str(img_root / self.dataset_name)
+        self.prompt_rows = PromptRows(self.dataset_name, fields)
+
+    def run(self) -> DatasetRun:
+        """The hand-off to a model: lmms-eval keeps no checkpoint of a model's answers that the adapter could read,
+        so every run starts the stream afresh (no rows finished)."""
+        return DatasetRun(self.dataset_name, self.prompt_rows, self.stream_order, done=frozenset())
 
     def dump_image(self, line: Any) -> list[str]:  # the host's signature; the adapter writes images itself
         return [str(Path(self.img_root) / f"{line['index']}.png")]
 
-    def write_images(self, doc_id: int, visuals: list[Any]) -> list[str]:
-        """Save the doc's images where VLMEvalKit would: ``<img_root>/<index>.png`` (``_<j>`` from the second on)."""
-        index = self.data["index"].iloc[doc_id]
+    def message(self, doc_id: int, visuals: list[Any], context: str) -> list[dict[str, str]]:
+        """The doc's message, registered with its row: its images saved where VLMEvalKit would,
+        ``<img_root>/<index>.png`` (``_<j>`` from the second on), then the context."""
+        row = self.data.iloc[doc_id]
         Path(self.img_root).mkdir(parents=True, exist_ok=True)
         paths = []
         for j, image in enumerate(visuals):
-            path = Path(self.img_root) / (f"{index}.png" if j == 0 else f"{index}_{j}.png")
+            path = Path(self.img_root) / (f"{row['index']}.png" if j == 0 else f"{row['index']}_{j}.png")
             (image if image.mode in ("RGB", "L") else image.convert("RGB")).save(path)
             paths.append(str(path))
-        return paths
+        message = [*(dict(type="image", value=p) for p in paths), dict(type="text", value=context)]
+        self.prompt_rows.register(message, row)
+        return message
 
 
 class VLMEvalKitModel(lmms):
@@ -117,7 +130,9 @@ class VLMEvalKitModel(lmms):
     def _rows_for(self, task: str, split: str) -> TaskRows:
         key = (task, split)
         if key not in self._rows:
-            self._rows[key] = TaskRows(task, split, self.task_dict[task][split], self.image_dir)
+            rows = self._rows[key] = TaskRows(task, split, self.task_dict[task][split], self.image_dir)
+            if callable(getattr(self.model, "begin", None)):
+                self.model.begin(rows.run())
         return self._rows[key]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
@@ -139,12 +154,7 @@ class VLMEvalKitModel(lmms):
                 bar.update(len(chunk))
                 chunk = []
             visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
-            chunk.append(
-                [
-                    *(dict(type="image", value=p) for p in rows.write_images(doc_id, visuals)),
-                    dict(type="text", value=context),
-                ]
-            )
+            chunk.append(rows.message(doc_id, visuals, context))
             chunk_rows = rows
         if chunk:
             answers += self._answer(chunk, chunk_rows, size > 1)
@@ -153,10 +163,12 @@ class VLMEvalKitModel(lmms):
         if size > 1 and callable(flush):  # a pipelined model's pending work (EchoSafe staleness: 1)
             flush()
         bar.close()
+        if callable(getattr(self.model, "close", None)):
+            self.model.close()  # the last request: EchoSafe compacts its banks
         return answers
 
     def _answer(self, messages: list[list[dict[str, str]]], rows: TaskRows, batched: bool) -> list[str]:
-        self.model.set_dump_image(rows.dump_image)  # as VLMEvalKit does: tells a defense which rows it runs
+        self.model.set_dump_image(rows.dump_image)  # as VLMEvalKit does (a model's custom prompts dump through it)
         if not batched:
             return [self.model.generate(message=messages[0], dataset=rows.dataset_name)]
         return self.model.generate_batch(messages, dataset=rows.dataset_name)
