@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .memory.persist import fsync_path
+
 Writer = Callable[..., Any]
 
 
@@ -26,14 +28,6 @@ def _host_dump() -> Writer:
     from vlmeval.smp import dump
 
     return dump
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_dump(data: Any, f: str, write: Writer | None = None, **kwargs: Any) -> None:
@@ -50,11 +44,11 @@ def atomic_dump(data: Any, f: str, write: Writer | None = None, **kwargs: Any) -
         write(data, str(tmp), **kwargs)
         if not tmp.exists():  # the host fell back to pickle after a failed write: keep its behaviour
             tmp, target = tmp.with_suffix(".pkl"), target.with_suffix(".pkl")
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync(target.parent)
+    fsync_path(target.parent)
 
 
 def install(*modules: Any) -> None:

@@ -120,7 +120,7 @@ def _durable(path: Path) -> Iterator[IO[str]]:
         os.fsync(fh.fileno())
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """fsync a written file or a directory (so a rename or new entry in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -168,7 +168,7 @@ def write_snapshot(
     snap = root / f"snap-{_next_counter(root):06d}"
     snap.mkdir()
     faiss.write_index(index, str(snap / INDEX_FILE))
-    _fsync_path(snap / INDEX_FILE)
+    fsync_path(snap / INDEX_FILE)
     name = index_name(index)
     if name == APPROX_NAME:
         if vectors is None or vectors.shape != (len(records), index.d):
@@ -196,11 +196,11 @@ def write_snapshot(
     }
     with _durable(snap / MANIFEST_FILE) as fh:
         fh.write(json.dumps(manifest, indent=2) + "\n")
-    _fsync_path(snap)
+    fsync_path(snap)
     with _durable(root / (CURRENT + ".tmp")) as fh:
         fh.write(snap.name + "\n")
     os.replace(root / (CURRENT + ".tmp"), root / CURRENT)
-    _fsync_path(root)
+    fsync_path(root)
     for old in root.iterdir():
         if old != snap and _SNAP.fullmatch(old.name) and old.is_dir():
             # Stale snapshots are garbage; one left behind (e.g. a reader holds it) goes on the next compaction.
