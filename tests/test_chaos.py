@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from chaos_hooks import COUNTS_ENV, ENV, SEED_ENV, SITES
+from runs import run_env
 
 from vlmeval_echosafe.defenses.trace import read_trace
 from vlmeval_echosafe.memory import MemoryBank
@@ -42,15 +43,7 @@ REPORT = os.environ.get("ECHOSAFE_CHAOS_REPORT")
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    (tmp / "LMUData").mkdir(exist_ok=True)
-    return dict(
-        os.environ,
-        LMUData=str(tmp / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
-        HF_HUB_OFFLINE="1",
-        PRED_FORMAT="tsv",
-        TOKENIZERS_PARALLELISM="false",
-    )
+    return run_env(tmp, tmp / "cache", TOKENIZERS_PARALLELISM="false")
 
 
 def _argv(work: Path) -> list[str]:

@@ -1,7 +1,6 @@
 """End to end through the real VLMEvalKit runner: `python run.py` in a subprocess, tiny model, rule judge."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import run_env
 
 from vlmeval_echosafe.datasets.schema import CATEGORIES
 from vlmeval_echosafe.memory import MemoryBank
@@ -16,20 +16,8 @@ from vlmeval_echosafe.memory import MemoryBank
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _env(tmp: Path, cache: Path) -> dict[str, str]:
-    """Offline environment for a run.py subprocess with its own LMUData under ``tmp``."""
-    (tmp / "LMUData").mkdir(exist_ok=True)
-    return dict(
-        os.environ,
-        LMUData=str(tmp / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(cache),
-        HF_HUB_OFFLINE="1",
-        PRED_FORMAT="tsv",
-    )
-
-
 def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = _env(tmp, tmp / "cache")
+    env = run_env(tmp, tmp / "cache")
     return subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--work-dir", str(tmp / "out"), *args],
         cwd=tmp,
@@ -169,7 +157,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(echosafe_run, tmp_pa
     full_dir = echosafe_run / "out" / ECHO
     run_dir = tmp_path / "out" / ECHO
     trace_file = run_dir / f"{ECHO}_MMSafetyBenchPP_Demo_echosafe_trace.jsonl"
-    env = _env(tmp_path, echosafe_run / "cache")
+    env = run_env(tmp_path, echosafe_run / "cache")
     cmd = [
         sys.executable,
         str(REPO / "run.py"),
@@ -257,7 +245,7 @@ def test_resume_with_changed_settings_exits_2_naming_them(echosafe_run, tmp_path
     defenses = yaml.safe_load((REPO / "wrappers/defenses.yaml").read_text())
     defenses["defenses"]["EchoSafe"]["settings"]["k"] = 3
     (config / "wrappers/defenses.yaml").write_text(yaml.safe_dump(defenses))
-    env = dict(_env(echosafe_run, echosafe_run / "cache"), VLMEVAL_ECHOSAFE_CONFIG=str(config))
+    env = run_env(echosafe_run, echosafe_run / "cache", VLMEVAL_ECHOSAFE_CONFIG=str(config))
     cmd = [sys.executable, str(REPO / "run.py"), "--work-dir", str(echosafe_run / "out"), "--data",
            "MMSafetyBenchPP_Demo", "--model", ECHO, "--judge", "rule", "--reuse"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=echosafe_run, env=env, capture_output=True, text=True, timeout=600)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import run_env
 
 from vlmeval_echosafe.memory import MemoryBank
 
@@ -31,15 +31,11 @@ VARIANT, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"  # 12 it
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    (tmp / "LMUData").mkdir(exist_ok=True)
-    return dict(
-        os.environ,
-        LMUData=str(tmp / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(tmp / "cache"),
-        HF_HUB_OFFLINE="1",
+    return run_env(
+        tmp,
+        tmp / "cache",
         HF_DATASETS_OFFLINE="1",
         HF_DATASETS_CACHE=str(tmp / "hf_datasets"),
-        PRED_FORMAT="tsv",
         VLMEVALKIT_USE_MODELSCOPE="0",
         MMSBPP_JUDGE="rule",
     )

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from openai_stub import Fault, StubServer
+from runs import run_env, run_outputs
 from test_echosafe import TEXT_ONLY, FakeDataset, _rows
 
 from vlmeval_echosafe.defenses.echosafe import EchoSafe
@@ -413,25 +414,11 @@ def _served_cmd(tmp: Path, url: str, models: list[str], *extra: str) -> list[str
 
 
 def _served_env(tmp: Path, config: Path, cache: Path) -> dict[str, str]:
-    (tmp / "LMUData").mkdir(exist_ok=True)
-    return dict(
-        os.environ,
-        LMUData=str(tmp / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(cache),
-        VLMEVAL_ECHOSAFE_CONFIG=str(config),
-        HF_HUB_OFFLINE="1",
-        PRED_FORMAT="tsv",
-    )
+    return run_env(tmp, cache, VLMEVAL_ECHOSAFE_CONFIG=str(config))
 
 
-def _outputs(run_dir: Path) -> tuple[list[str], list[dict], list[dict]]:
-    name = run_dir.name
-    pred = pd.read_csv(run_dir / f"{name}_{DATA}.tsv", sep="\t", keep_default_na=False)
-    entries = [list(e) for e in MemoryBank.load(run_dir / "echosafe_bank" / DATA).entries()]
-    trace = [json.loads(x) for x in (run_dir / f"{name}_{DATA}_echosafe_trace.jsonl").read_text().splitlines()]
-    for t in trace:
-        t.pop("timings")
-    return pred["prediction"].tolist(), entries, trace
+def _outputs(run_dir: Path) -> tuple[list[str], list[list], list[dict]]:
+    return run_outputs(run_dir, DATA)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ at 2·B (predictions, bank and trace), also after a kill that left the ranks' ch
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import subprocess
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runs import run_env, run_outputs
 
 from vlmeval_echosafe.defenses.sync import StreamSync, interleave, owned
-from vlmeval_echosafe.memory.bank import MemoryBank
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,23 +99,12 @@ ECHO = "EchoSafe_TinyQwen2VL"
 DATA = "MMSafetyBenchPP_DemoMini"
 
 
-def _env(tmp: Path, cache: Path) -> dict[str, str]:
-    (tmp / "LMUData").mkdir(exist_ok=True)
-    return dict(
-        os.environ,
-        LMUData=str(tmp / "LMUData"),
-        VLMEVAL_ECHOSAFE_CACHE=str(cache),
-        HF_HUB_OFFLINE="1",
-        PRED_FORMAT="tsv",
-    )
-
-
 def _run(tmp: Path, cache: Path, launcher: list[str], batch: int, *extra: str) -> None:
     args = [str(REPO / "run.py"), "--work-dir", str(tmp / "out"), "--data", DATA, "--model", ECHO, "--judge", "rule"]
     proc = subprocess.run(
         [*launcher, *args, "--batch-size", str(batch), *extra],
         cwd=tmp,
-        env=_env(tmp, cache),
+        env=run_env(tmp, cache),
         capture_output=True,
         text=True,
         timeout=900,
@@ -124,13 +112,8 @@ def _run(tmp: Path, cache: Path, launcher: list[str], batch: int, *extra: str) -
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def _outputs(run_dir: Path) -> tuple[list[str], list[dict], list[dict]]:
-    pred = pd.read_csv(run_dir / f"{ECHO}_{DATA}.tsv", sep="\t", keep_default_na=False)
-    entries = [list(e) for e in MemoryBank.load(run_dir / "echosafe_bank" / DATA).entries()]
-    trace = [json.loads(x) for x in (run_dir / f"{ECHO}_{DATA}_echosafe_trace.jsonl").read_text().splitlines()]
-    for t in trace:
-        t.pop("timings")
-    return pred["prediction"].tolist(), entries, trace
+def _outputs(run_dir: Path) -> tuple[list[str], list[list], list[dict]]:
+    return run_outputs(run_dir, DATA)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,36 @@
+"""Helpers for tests that run ``run.py`` (or lmms-eval) as a subprocess and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from vlmeval_echosafe.memory import MemoryBank
+
+
+def run_env(tmp: Path, cache: Path, **extra: str) -> dict[str, str]:
+    """Offline environment for a subprocess run with its own LMUData under ``tmp`` and the tiny models' ``cache``."""
+    (tmp / "LMUData").mkdir(exist_ok=True)
+    return dict(
+        os.environ,
+        LMUData=str(tmp / "LMUData"),
+        VLMEVAL_ECHOSAFE_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        PRED_FORMAT="tsv",
+        **extra,
+    )
+
+
+def run_outputs(run_dir: Path, data: str) -> tuple[list[str], list[list], list[dict]]:
+    """An EchoSafe run's predictions, bank entries (in order) and trace lines without their timings; the model
+    name is the run folder's."""
+    name = run_dir.name
+    pred = pd.read_csv(run_dir / f"{name}_{data}.tsv", sep="\t", keep_default_na=False)
+    entries = [list(e) for e in MemoryBank.load(run_dir / "echosafe_bank" / data).entries()]
+    trace = [json.loads(x) for x in (run_dir / f"{name}_{data}_echosafe_trace.jsonl").read_text().splitlines()]
+    for t in trace:
+        t.pop("timings")
+    return pred["prediction"].tolist(), entries, trace
