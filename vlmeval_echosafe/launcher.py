@@ -2,7 +2,7 @@
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
 inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), each dataset's rows and
-finished rows handed to the model (:mod:`.hostrun`), and a non-zero exit when any model × dataset combination
+finished rows handed to the model (:mod:`.vlmevalkit.runner`), and a non-zero exit when any model × dataset combination
 failed (the host's ``run_local_mode`` logs the exception and exits 0). Two host
 flags are taken over: ``--base-url`` (the inner model of every ``--model`` is served there, and the plugin's
 wrappers stay around it) and torchrun's process group (started with the machine's backend; the host hard-codes
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .redact import collect_secrets, install_log_masking, mask_argv
-from .torchrun import init_process_group, rank
+from .vlmevalkit.torchrun import init_process_group, rank
 
 # Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
 HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
@@ -219,7 +219,7 @@ def _record_data_sources(run_module: Any) -> None:
     """Before inference on an MM-SafetyBench++ dataset, write what its load read and detected beside the prediction
     file (``<model>_<dataset>_data_source.json``); a resumed file whose data was read differently stops here."""
     from .datasets.source import record_inference, record_path
-    from .hostrun import rank_checkpoint
+    from .vlmevalkit.files import rank_checkpoint
 
     original = getattr(run_module, "_echosafe_host_infer_data_job", run_module.infer_data_job)
     run_module._echosafe_host_infer_data_job = original
@@ -260,7 +260,7 @@ def take_over_base_url(args: Any, models: list[str], words: list[str]) -> tuple[
         )
     if not _given(words, "--base-url"):
         raise LaunchError("spell --base-url in full (the launcher takes it over from the host)")
-    from .registry import inner_name
+    from .catalog import inner_name
 
     extra: dict[str, Any] = {}
     for name in ("top_k", "repetition_penalty"):  # not OpenAI fields: vLLM and SGLang read them from the body
@@ -325,14 +325,9 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
                 close = difflib.get_close_matches(m, list(supported_VLM), n=4)
                 raise LaunchError(f"unknown --model {m!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     if args.api_mode:
-        from .defenses.echosafe import EchoSafe
+        from .vlmevalkit.runner import shares_stream
 
-        stateful = [
-            m
-            for m in models
-            if isinstance(getattr(supported_VLM.get(m), "func", None), type)
-            and issubclass(supported_VLM[m].func, EchoSafe)
-        ]
+        stateful = [m for m in models if shares_stream(m, m)]
         if stateful:
             raise LaunchError(
                 f"{', '.join(stateful)} keep a memory stream and must see items in order; --api-mode runs samples "
@@ -351,8 +346,9 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
     if not args.config:  # an EchoSafe bank is never continued under other settings
         from vlmeval.smp import get_pred_file_path
 
-        from .defenses.echosafe import ResumeMismatchError, check_planned_run
-        from .hostrun import checkpoint_files, finished, rank_checkpoint
+        from .echosafe import ResumeMismatchError
+        from .vlmevalkit.files import checkpoint_files, finished, rank_checkpoint
+        from .vlmevalkit.registry import check_planned_run
 
         for m in models:
             work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
@@ -432,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     import vlmeval.inference_video as host_inference_video
     import vlmeval.utils.mp_util as host_mp_util
 
-    from . import batching, checkpoint, hostrun
+    from .vlmevalkit import checkpoint, runner
 
     restore_tls_verification()
     from .paths import ConfigError, describe_config
-    from .registry import register
+    from .vlmevalkit.registry import register
 
     args = host_run.parse_args()
     models, datasets = _requested(args)
@@ -459,9 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker = OutcomeTracker()
     tracker.install(host_run)
     _record_data_sources(host_run)
-    batching.install(host_inference, flags.batch_size)
-    hostrun.install(host_inference)  # around whichever loop runs: the dataset's rows in, close() after
-    hostrun.install_api(host_inference_api)
+    runner.install(host_inference, flags.batch_size)  # the plugin's rows through the core's loop
+    runner.install_api(host_inference_api)
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     init_process_group()
     host_run.main()

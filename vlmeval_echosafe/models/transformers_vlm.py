@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import LogitsProcessor, StoppingCriteria
-from vlmeval.vlm.base import BaseModel
 
 from . import handoff
 from .constrained import Constraint, FormProcessor, FormRows, Grammars
@@ -108,11 +107,11 @@ def _torch_dtype(name: str, device: str) -> Any:
     return dtype
 
 
-class TransformersVLM(BaseModel):
-    """A local Hugging Face image-text model with greedy decoding, usable as a VLMEvalKit model."""
+class TransformersVLM:
+    """A local Hugging Face image-text model with greedy decoding: batched answers, KV-cache sessions and
+    grammar-constrained follow-ups (the core's ``kv-session`` protocol)."""
 
-    INTERLEAVE = False
-    is_api = False
+    inner_protocol = "kv-session"
 
     def __init__(
         self,
@@ -126,7 +125,6 @@ class TransformersVLM(BaseModel):
         attn_implementation: str = "sdpa",
         **kwargs: Any,
     ) -> None:
-        super().__init__()
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -700,21 +698,6 @@ class TransformersVLM(BaseModel):
             [new[i, : int(n)].tolist() for i, n in enumerate(lengths)],
             [ends.is_ended(i) for i in range(len(caps))],
         )
-
-    def generate_inner(self, message: Content, dataset: str | None = None) -> str:
-        return self.generate_turns([{"role": "user", "content": message}])
-
-    supports_batch = True  # `run.py --batch-size N` hands it N prompts at a time
-
-    def generate_batch(self, messages: list[Content], dataset: str | None = None) -> list[str]:
-        """Several prompts decoded together (left padding, each row stopping on its own)."""
-        from ..batching import checked_message
-
-        return self.generate_batch_turns([[{"role": "user", "content": checked_message(self, m)}] for m in messages])
-
-    def chat_inner(self, message: list[dict], dataset: str | None = None) -> str:
-        """VLMEvalKit's multi-turn mode: its messages already have the shape `generate_turns` takes."""
-        return self.generate_turns(message)
 
 
 class _RowEnds(StoppingCriteria):
