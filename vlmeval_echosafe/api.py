@@ -48,9 +48,7 @@ def _inner_model(row: Row, model_overrides: dict[str, Any]) -> Any:
     if row.inner_spec is not None:
         return build_inner(row.inner_spec, **model_overrides)
     try:
-        from .vlmevalkit.inner import HostInner
-        from .vlmevalkit.model import host_model
-        from .vlmevalkit.registry import register
+        from .vlmevalkit.registry import host_inner
     except ImportError as err:
         close = difflib.get_close_matches(row.name, row_names(), n=3)
         raise KeyError(
@@ -58,8 +56,7 @@ def _inner_model(row: Row, model_overrides: dict[str, Any]) -> Any:
             f"only VLMEvalKit knows needs VLMEvalKit installed (pip install ms-vlmeval==0.0.20) ({err})"
             + (f"; did you mean {', '.join(close)}?" if close else "")
         ) from err
-    register()
-    return HostInner(host_model(row.inner, **model_overrides))
+    return host_inner(row.inner, **model_overrides)
 
 
 def load_inner(name: str, base_url: str | None = None, key: str | None = None, **model_overrides: Any) -> Inner:

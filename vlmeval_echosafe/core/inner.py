@@ -179,14 +179,16 @@ class ChatInner(_TurnInner):
         return self.model.chat(turns, dataset)
 
 
+# The one-message follow-up: the request, the model's reply and the follow-up turn, in one user message.
+ONE_MESSAGE = "The request you were given:\n{turn}\n\nYour reply:\n{answer}\n\n{reflect}"
+
+
 class MessageInner(_TurnInner):
     """A model without chat: the whole exchange in one message."""
 
     path = "one-message"
 
     def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str:
-        from ..defenses.echosafe_prompts import ONE_MESSAGE
-
         images = [dict(m) for m in turn if m["type"] == "image"]
         request = "\n".join(m["value"] for m in turn if m["type"] == "text")
         message = [*images, {"type": "text", "value": ONE_MESSAGE.format(turn=request, answer=answer, reflect=text)}]

@@ -83,7 +83,6 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
         if self.sync.persists:
             write_json(self.run_dir / f"{self.name}_echosafe_config.json", self._config)
 
-
     @property
     def batched(self) -> bool:
         """Whether micro-batches are worth handing over: the inner model decodes several rows at once (the plugin's
@@ -112,8 +111,10 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
     def _response(item: StreamItem) -> Response:
         """What the caller gets beside the answer: the stream, what was retrieved, the bank before the item."""
         retrieved = [{"id": h.id, "similarity": round(h.similarity, 6)} for h in item.hits]
-        return Response(item.answer, {"stream": item.stream.id if item.stream else None, "retrieved": retrieved,
-                                      "bank_size": item.bank_size})
+        return Response(
+            item.answer,
+            {"stream": item.stream.id if item.stream else None, "retrieved": retrieved, "bank_size": item.bank_size},
+        )
 
     def _prepare(self, items: list[Item]) -> list[StreamItem]:
         """Embed the batch (every rank its own items, exchanged into the step) and retrieve for each item from the
@@ -161,7 +162,6 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
             if item.written is not None:
                 item.times["store"] += save_share
             self._write_trace(item, dataset, len(items), position)
-
 
     def _retrieve(self, e: Embedded) -> StreamItem:
         s, dataset = self.settings, e.dataset
@@ -327,5 +327,3 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
         template = prompts.SAFETY_INSTRUCTION if self.settings.safety_instruction else prompts.NO_INSTRUCTION
         text = block + template.format(question=question)
         return [*(dict(type="image", value=p) for p in images), dict(type="text", value=text)]
-
-

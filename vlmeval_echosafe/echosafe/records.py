@@ -67,4 +67,3 @@ class Pending:
     items: list[StreamItem]
     answered: Answered
     dataset: str
-

@@ -147,7 +147,6 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-
 def answer_failure(answer: Any) -> str | None:
     """Why an answer is not one (empty, or the host's failure string), or None."""
     if not isinstance(answer, str) or not answer.strip():
@@ -155,7 +154,6 @@ def answer_failure(answer: Any) -> str | None:
     if any(marker in answer for marker in INFER_FAIL_MARKERS):
         return "inference failed"
     return None
-
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:

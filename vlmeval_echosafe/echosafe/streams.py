@@ -31,7 +31,6 @@ class EchoSafeStreams:
             return f"{dataset}/{row['category']}"
         return dataset
 
-
     def _stream(self, dataset: str, row: dict[str, Any], dim: int) -> Stream:
         ns = self._namespace(dataset, row)
         if ns in self._streams:

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..catalog import BASE_PREFIX, defense_entries, defense_settings, plugin_models, runner_of
 from ..catalog import _class as catalog_class
-from .model import HostDefense
+from .inner import HostInner
+from .model import HostDefense, host_model
 
 
 def register(work_dir: str | None = None, served: dict[str, dict[str, Any]] | None = None) -> None:
@@ -99,3 +100,8 @@ def check_planned_run(factory: Any, dataset: str, resuming: bool) -> None:
         if resuming and namespace[0] in (dataset, "all"):
             check_resume(saved.parent, config, decided_later=later)
 
+
+def host_inner(name: str, **kwargs: Any) -> HostInner:
+    """A model only VLMEvalKit knows, by its registry name, as an inner model (the plugin registered first)."""
+    register()
+    return HostInner(host_model(name, **kwargs))

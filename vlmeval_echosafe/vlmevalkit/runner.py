@@ -112,8 +112,15 @@ def infer_data(
 
     def host(model: Any) -> Any:
         return host_infer_data(
-            model=model, model_name=model_name, work_dir=work_dir, dataset=dataset, out_file=out_file,
-            verbose=verbose, api_nproc=api_nproc, use_vllm=use_vllm, retry_failed=retry_failed,
+            model=model,
+            model_name=model_name,
+            work_dir=work_dir,
+            dataset=dataset,
+            out_file=out_file,
+            verbose=verbose,
+            api_nproc=api_nproc,
+            use_vllm=use_vllm,
+            retry_failed=retry_failed,
         )
 
     rank, world = get_rank_and_world_size()
@@ -189,8 +196,16 @@ def _skip_errors(model_name: str) -> Callable[[list[Item], Exception], list[Resp
 
 
 def _in_batches(
-    model: HostDefense, model_name: str, dataset: Any, out_file: str, res: dict, mine: Any, batch_size: int,
-    rank: int, world: int, verbose: bool,
+    model: HostDefense,
+    model_name: str,
+    dataset: Any,
+    out_file: str,
+    res: dict,
+    mine: Any,
+    batch_size: int,
+    rank: int,
+    world: int,
+    verbose: bool,
 ) -> None:
     from tqdm import tqdm
 
@@ -215,8 +230,16 @@ def _in_batches(
 
 
 def _in_steps(
-    model: HostDefense, dataset: Any, out_file: str, res: dict, rows: Any, done_before: frozenset[str],
-    batch_size: int, world: int, rank: int, verbose: bool,
+    model: HostDefense,
+    dataset: Any,
+    out_file: str,
+    res: dict,
+    rows: Any,
+    done_before: frozenset[str],
+    batch_size: int,
+    world: int,
+    rank: int,
+    verbose: bool,
 ) -> None:
     """The torchrun loop of a defense whose ranks share one stream (see the module docstring)."""
     from tqdm import tqdm
@@ -224,8 +247,10 @@ def _in_steps(
     todo = rows[~rows["index"].astype(str).isin(done_before)]  # the same on every rank: files, not local state
     sync = StreamSync.from_process_group()
     steps = list(chunks(todo, world * batch_size))
-    bar = tqdm(total=len(todo), desc=f"Infer {model.defense.name}/{dataset.dataset_name} (steps of "
-               f"{world}x{batch_size}), Rank {rank}")
+    bar = tqdm(
+        total=len(todo),
+        desc=f"Infer {model.defense.name}/{dataset.dataset_name} (steps of {world}x{batch_size}), Rank {rank}",
+    )
     mine = iter([step.iloc[owned(len(step), rank, world)] for step in steps])
     current: list[Any] = []
 
