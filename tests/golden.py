@@ -91,19 +91,54 @@ def record(tmp: Path, rows_b1: list[str] = ROWS_B1, rows_b4: list[str] = ROWS_B4
             continue
         work = tmp / f"vlmeval_b{batch}"
         models = [f"{r}_{INNER}" for r in rows]
-        _run([sys.executable, str(REPO / "run.py"), "--work-dir", str(work), "--data", DATA, "--model", *models,
-              "--judge", "rule", "--batch-size", str(batch), "--mode", "infer"], tmp)
+        _run(
+            [
+                sys.executable,
+                str(REPO / "run.py"),
+                "--work-dir",
+                str(work),
+                "--data",
+                DATA,
+                "--model",
+                *models,
+                "--judge",
+                "rule",
+                "--batch-size",
+                str(batch),
+                "--mode",
+                "infer",
+            ],
+            tmp,
+        )
         for row, model in zip(rows, models, strict=True):
-            out[f"vlmeval/{row}@B{batch}"] = collect(work / model, model, str(tmp), work / model / f"{model}_{DATA}.tsv")
+            out[f"vlmeval/{row}@B{batch}"] = collect(
+                work / model, model, str(tmp), work / model / f"{model}_{DATA}.tsv"
+            )
     cli = Path(sys.executable).with_name("lmms-eval")
     for row, batch in lmms_rows(lmms):
         model, work = f"{row}_{INNER}", tmp / f"lmms_{row}_b{batch}"
-        _run([str(cli), "eval", "--model", "vlmeval_echosafe", "--model_args",
-              f"name={model},work_dir={work / 'work'},image_dir={tmp / 'lmms_img'}", "--tasks", TASK,
-              "--include_path", str(REPO / "task_configs" / "lmms_eval"), "--output_path", str(work),
-              "--batch_size", str(batch)], tmp)
-        items = pd.read_csv(work / "mmsafetybenchpp" / f"{DATA}_rule_items.csv", dtype={"index": str},
-                            keep_default_na=False)
+        _run(
+            [
+                str(cli),
+                "eval",
+                "--model",
+                "vlmeval_echosafe",
+                "--model_args",
+                f"name={model},work_dir={work / 'work'},image_dir={tmp / 'lmms_img'}",
+                "--tasks",
+                TASK,
+                "--include_path",
+                str(REPO / "task_configs" / "lmms_eval"),
+                "--output_path",
+                str(work),
+                "--batch_size",
+                str(batch),
+            ],
+            tmp,
+        )
+        items = pd.read_csv(
+            work / "mmsafetybenchpp" / f"{DATA}_rule_items.csv", dtype={"index": str}, keep_default_na=False
+        )
         got = collect(work / "work" / model, model, str(tmp), None)
         got["predictions"] = dict(zip(items["index"], items["prediction"], strict=True))
         out[f"lmms/{row}@B{batch}"] = got
