@@ -31,7 +31,7 @@ ROWS_B1 = [
     "EchoSafe-NoRetrieval",
     "EchoSafe-NoReflection",
     "EchoSafe-RandomMemory",
-    "EchoSafe-NoTwinGuard",
+    "EchoSafe-Paper",
     "EchoSafe-NoSafetyInstruction",
     "EchoSafe-k1",
     "EchoSafe-k3",

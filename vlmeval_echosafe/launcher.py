@@ -306,7 +306,7 @@ def _requested(args: Any) -> tuple[list[str], list[str]]:
     return list(args.model or []), list(args.data or [])
 
 
-def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
+def preflight(args: Any, models: list[str], datasets: list[str], batch_size: int = 1) -> None:
     """Checks that would otherwise fail only after model loading, or never (a silently chosen judge)."""
     import difflib
 
@@ -343,23 +343,7 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
             "safe; see docs/baselines.md",
             file=sys.stderr,
         )
-    if not args.config:  # an EchoSafe bank is never continued under other settings
-        from vlmeval.smp import get_pred_file_path
-
-        from .echosafe import ResumeMismatchError
-        from .vlmevalkit.files import checkpoint_files, finished, rank_checkpoint
-        from .vlmevalkit.registry import check_planned_run
-
-        for m in models:
-            work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
-            for d in ours:
-                pred = get_pred_file_path(work, m, d, use_env_format=True)
-                files = checkpoint_files(work, m, d, rank_checkpoint(work, d))
-                resuming = os.path.exists(pred) or bool(finished(files))
-                try:
-                    check_planned_run(supported_VLM[m], d, resuming=resuming)
-                except ResumeMismatchError as err:
-                    raise LaunchError(f"{m} x {d}: {err}") from err
+    check_run_identities(args, models, datasets, batch_size)
     for d in ours:
         if variant(d)["source"] == "release":
             locate_release(load_config()["release"])  # a missing download fails here, not after model loading
@@ -373,6 +357,38 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
             except json.JSONDecodeError as err:
                 raise LaunchError(f"--judge-args is not JSON ({err}): {args.judge_args!r}") from err
         check_judge_choice(args.judge, judge_kwargs)
+
+
+def check_run_identities(args: Any, models: list[str], datasets: list[str], batch_size: int) -> None:
+    """Before any model loads: a plugin row never continues, or reuses, predictions (or an EchoSafe bank) made with
+    other settings (:mod:`.vlmevalkit.identity`); a fresh run records its identity."""
+    from vlmeval.config import supported_VLM
+    from vlmeval.smp import get_pred_file_path
+
+    from .echosafe import ResumeMismatchError
+    from .vlmevalkit import identity
+    from .vlmevalkit.files import checkpoint_files, finished, rank_checkpoint
+    from .vlmevalkit.registry import check_planned_run
+
+    configured = json.loads(Path(args.config).read_text(encoding="utf-8")).get("model", {}) if args.config else {}
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    for m in models:
+        entry = configured.get(m, {})
+        keywords = dict(getattr(supported_VLM.get(m), "keywords", {}))
+        if "defense" not in keywords or "class" in entry:  # not a plugin row (a host model or a host class)
+            continue
+        keywords.update(entry)  # --config overrides, as the host applies them
+        work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
+        for d in datasets:
+            pred = get_pred_file_path(work, m, d, use_env_format=True)
+            resuming = os.path.exists(pred) or bool(finished(checkpoint_files(work, m, d, rank_checkpoint(work, d))))
+            try:
+                identity.check(
+                    identity.path_for(work, m, d), identity.row_identity(keywords, batch_size, world), resuming
+                )
+                check_planned_run(keywords, d, resuming=resuming)
+            except ResumeMismatchError as err:
+                raise LaunchError(f"{m} x {d}: {err}") from err
 
 
 def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
@@ -443,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         args.base_url = None
         # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
         register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir), served=served)
-        preflight(args, models, datasets)
+        preflight(args, models, datasets, flags.batch_size)
         if flags.batch_size > 1 and args.api_mode:
             raise LaunchError("--batch-size and --api-mode: --api-mode already runs samples concurrently")
     except (LaunchError, ConfigError, ValueError) as err:

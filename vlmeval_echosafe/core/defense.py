@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,6 @@ class Defense(ABC):
     # A defense whose settings are a dataclass names it here; the registry then passes it only the shared
     # settings (`encoders`, `inner_settings` in wrappers/defenses.yaml) it has fields for. None: all of them.
     SETTINGS: type | None = None
-    # Whether `respond` gains from micro-batches (several items decoded together, or a pipelined stream); a
-    # defense that answers one item at a time leaves it False and its runners hand it one item per call.
-    batched: bool = False
     # Whether, under torchrun, the ranks share one stream (the runner then drives it in global steps).
     shares_stream: bool = False
 
@@ -54,6 +51,19 @@ class Defense(ABC):
     @classmethod
     def accepts_setting(cls, key: str) -> bool:
         return cls.SETTINGS is None or key in {f.name for f in fields(cls.SETTINGS)}
+
+    @classmethod
+    def planned_batched(cls, inner_batched: bool, settings: dict[str, Any]) -> bool:
+        """Whether `respond` gains from micro-batches (several items decoded together, or a pipelined stream),
+        known before anything is built; a defense that answers one item at a time says False and its runners hand
+        it one item per call. Batch size is then part of what the row computes (it decides which insights an
+        item can see) and of its run identity."""
+        return False
+
+    @property
+    def batched(self) -> bool:
+        settings = getattr(self, "settings", None)
+        return self.planned_batched(self.model.batched, asdict(settings) if is_dataclass(settings) else {})
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def begin(self, run: DatasetRun) -> None:

@@ -9,9 +9,9 @@ from ..core.item import Item, Response
 class Undefended(Defense):
     """Each item as the model answers it alone; a micro-batch of several decoded together where the model can."""
 
-    @property
-    def batched(self) -> bool:
-        return self.model.batched
+    @classmethod
+    def planned_batched(cls, inner_batched: bool, settings: dict) -> bool:
+        return inner_batched
 
     def respond(self, items: list[Item]) -> list[Response]:
         if len(items) == 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,6 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
             )
         self.keys = KeyEncoder(self.settings.encoders, inner=self.inner) if self.settings.uses_memory else None
         self.encoder_ids = self.keys.ids if self.keys else {}
-        self._rng = np.random.default_rng(self.settings.seed)
         self._streams: dict[str, Stream] = {}
         self._pending: Pending | None = None  # staleness 1: the micro-batch whose reflections decode next
         self._checked_lost: set[str] = set()  # datasets whose trace was checked for reflections lost in a stop
@@ -83,11 +83,11 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
         if self.sync.persists:
             write_json(self.run_dir / f"{self.name}_echosafe_config.json", self._config)
 
-    @property
-    def batched(self) -> bool:
-        """Whether micro-batches are worth handing over: the inner model decodes several rows at once (the plugin's
-        transformers backend, a served endpoint), or the stream is pipelined (``staleness: 1``)."""
-        return self.model.batched or self.settings.staleness > 0
+    @classmethod
+    def planned_batched(cls, inner_batched: bool, settings: dict[str, Any]) -> bool:
+        """The inner model decodes several rows at once (the plugin's backend, a served endpoint), or the stream
+        is pipelined (``staleness: 1``)."""
+        return inner_batched or int(settings.get("staleness", 0)) > 0
 
     def respond(self, items: list[Item]) -> list[Response]:
         """One micro-batch of one dataset. Under torchrun: this rank's part of one global step (every rank calls
@@ -179,7 +179,7 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
         bank = item.stream.bank
         exclude = bank.ids_where({"dataset": dataset, "pair_id": pair}) if pair is not None else set()
         if s.retrieval == "random":
-            item.hits = bank.random(s.k, self._rng, key, exclude_ids=exclude)
+            item.hits = bank.random(s.k, self._item_rng(item.stream.id, row, e.question), key, exclude_ids=exclude)
         else:
             item.hits = bank.search(key, s.k, exclude_ids=exclude)
         item.times["retrieve"] = time.perf_counter() - t
@@ -317,6 +317,12 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
                 "timings": {k: round(v, 6) for k, v in item.times.items()},
             }
         )
+
+    def _item_rng(self, stream: str, row: dict[str, Any], question: str) -> np.random.Generator:
+        """The random draw of one item (``retrieval: random``), seeded by the setting and the item itself: no
+        generator state runs through the stream, so a resumed run draws exactly what an uninterrupted one does."""
+        item_seed = zlib.crc32(f"{stream}|{row.get('index')}|{question}".encode())
+        return np.random.default_rng([self.settings.seed, item_seed])
 
     def answer_message(self, images: list[str], question: str, insights: list[dict]) -> list[dict[str, str]]:
         """The answer turn: retrieved memory (if any), the safety instruction (unless ablated), the request."""

@@ -91,8 +91,10 @@ class EchoSafeSettings:
         return self.uses_memory and self.store == "insight"
 
     def labels_used(self) -> list[str]:
-        """Benchmark labels the method reads (oracle information, reported with every result)."""
-        return ["category"] if self.reset == "category" else []
+        """Benchmark labels the method reads (oracle information, reported with every result): ``pair_id`` for the
+        twin guard (it excludes the item's own pair from retrieval), ``category`` for ``reset: category``."""
+        labels = ["pair_id"] if self.twin_guard and self.uses_memory else []
+        return labels + (["category"] if self.reset == "category" else [])
 
 
 def run_config(settings: EchoSafeSettings, reflection: dict[str, str], order: dict[str, Any]) -> dict[str, Any]:
@@ -133,14 +135,14 @@ def check_resume(bank_path: Path, config: dict[str, Any], decided_later: tuple[s
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
     diff = [k for k in differing_keys(saved, config) if k not in decided_later]
     if diff:
-        detail = ", ".join(f"{k}: {_lookup(saved, k)!r} -> {_lookup(config, k)!r}" for k in diff)
+        detail = ", ".join(f"{k}: {lookup(saved, k)!r} -> {lookup(config, k)!r}" for k in diff)
         raise ResumeMismatchError(
             f"{bank_path}: the run being resumed used other EchoSafe settings ({detail}); resume with the same "
             "settings, or start a new run in another --work-dir"
         )
 
 
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
+def lookup(config: dict[str, Any], dotted: str) -> Any:
     value: Any = config
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None

@@ -31,5 +31,6 @@ def order_label(config: dict | None, dataset: str) -> str:
 
 
 def labels_used(config: dict | None) -> str:
-    """Benchmark labels the method read (``category`` for ``reset: category``), comma-separated; ``""`` if none."""
-    return ",".join((config or {}).get("labels_used") or [])
+    """Benchmark labels the defense read (``pair_id`` for EchoSafe's twin guard, ``category`` for ``reset:
+    category``), comma-separated; ``none`` for a defense that reads none (every baseline, EchoSafe-Paper)."""
+    return ",".join((config or {}).get("labels_used") or []) or "none"

@@ -65,17 +65,17 @@ def register(work_dir: str | None = None, served: dict[str, dict[str, Any]] | No
         registry[f"{BASE_PREFIX}{inner}"] = registry[inner]
 
 
-def check_planned_run(factory: Any, dataset: str, resuming: bool) -> None:
-    """Before any model is built: refuse a run of a registered EchoSafe row (``supported_VLM[name]``) that would
-    continue, or reuse the predictions of, a bank built with other settings. ``resuming``: the host has this
-    dataset's prediction file or checkpoint (it would then skip the rows it holds)."""
+def check_planned_run(keywords: dict[str, Any], dataset: str, resuming: bool) -> None:
+    """Before any model is built: refuse a run of a registered EchoSafe row (the keywords of its ``supported_VLM``
+    entry) that would continue, or reuse the predictions of, a bank built with other settings. ``resuming``: the
+    host has this dataset's prediction file or checkpoint (it would then skip the rows it holds)."""
     from ..core.inner import adapter_class, protocol_of
     from ..datasets import order as stream_order
     from ..echosafe import EchoSafe
     from ..echosafe.settings import RUN_CONFIG, EchoSafeSettings, check_resume, run_config
     from .inner import host_protocol
 
-    kw = getattr(factory, "keywords", {})
+    kw = keywords
     cls = kw.get("defense")
     if not (isinstance(cls, type) and issubclass(cls, EchoSafe)):
         return
