@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,11 @@ class VLMEvalKitModel(lmms):
             close = difflib.get_close_matches(name, row_names(), n=5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown row {name!r}{hint}") from err
+        if self.defense.shares_stream and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RuntimeError(
+                f"{name} keeps one memory stream across ranks, which only run.py's step loop (torchrun) drives; "
+                "run lmms-eval with one process"
+            )
         self.name = name
         self.image_dir = Path(image_dir) if image_dir else Path(tempfile.mkdtemp(prefix="echosafe_lmms_"))
         self._rows: dict[tuple[str, str], TaskRows] = {}
@@ -154,8 +160,6 @@ class VLMEvalKitModel(lmms):
 def _check_host_name(name: str) -> None:
     """A row around a model only VLMEvalKit knows: the host's environment defaults, then the name checked against
     its registry (with close names)."""
-    import os
-
     from ..launcher import HOST_ENV_DEFAULTS, restore_tls_verification
 
     for key, value in HOST_ENV_DEFAULTS.items():  # as the VLMEvalKit launcher does, before vlmeval is imported
