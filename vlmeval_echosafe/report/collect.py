@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import metrics
 from ..datasets.config import load_config
-from .runinfo import config_for, labels_used, order_label
+from .runinfo import batch_size, config_for, labels_used, order_label
 
 SCORE_SUFFIX, ITEMS_SUFFIX = "_score.csv", "_items.csv"
 # Columns a score file must have to be one of ours (VLMEvalKit's other datasets also write *_score.csv), plus a
@@ -134,6 +134,7 @@ def load_result(result: Result, n_boot: int = 1000) -> pd.DataFrame:
     table.insert(3, "judge_name", judge)
     table.insert(4, "order", result.order)
     table.insert(5, "labels_used", labels_used(config_for(Path(source), result.model)))
+    table.insert(6, "batch_size", batch_size(Path(source), result.model, result.dataset))
     table["source"] = str(source)
     return table
 
