@@ -21,6 +21,7 @@ from .clause_grammar import (
     CAUTION_RX,
     CONDITION,
     CONDITION_RX,
+    CONNECTIVE_RX,
     CONTENT,
     DECLINE,
     DECLINE_RX,
@@ -43,7 +44,7 @@ _CLAUSE = re.compile(
 )
 _ITEM = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)、]|[a-h][.)])\s+\S", re.MULTILINE)
 _INLINE_ITEMS = re.compile(r"(?:^|\s)(?:\d{1,2}[.)、]|[①-⑩])\s*\S")
-_CODE = re.compile(r"```[\s\S]*?\S[\s\S]*?```|`[^`\n]{4,}`")
+_CODE = re.compile(r"```[\s\S]*?\S[\s\S]*?```|`[^`\n]*[(){}\[\]=/;$<>|\\][^`\n]*`|`[^`\s]{4,}`")
 _TABLE_ROW = re.compile(r"^\s*\|?[^|\n]+\|[^|\n]+\|", re.MULTILINE)
 _UNIT = (
     r"mg|µg|mcg|g|kg|ml|cl|l|oz|lbs?|°\s?[cf]|%|cm|mm|m|km|ft|feet|foot|inch(?:es)?|v|a|w|kw|mah|mins?|minutes?|"
@@ -59,6 +60,7 @@ class Clause:
     text: str
     kind: str
     words: int  # content weight: Latin words of two letters or more, CJK characters counted as half a word
+    item: bool = False  # opens a list item (numbered or bulleted)
 
 
 def weight(text: str) -> int:
@@ -82,26 +84,36 @@ def kind_of(clause: str) -> str:
     return CONTENT
 
 
+_MARKER = re.compile(r"^\s*(?:[-*•+>]|\d{1,2}[.)、])\s*")
+_TRAILING_NUMBER = re.compile(r"(?:^|\s)\d{1,2}[.)]\s*$")
+
+
 def clauses(text: str) -> list[Clause]:
-    """The clauses of normalised text in order, list markers stripped."""
-    out = []
+    """The clauses of normalised text in order, list markers stripped and marked, leading connectives dropped."""
+    out: list[Clause] = []
+    pending_item = False  # a bare "1." split off from its item by the sentence splitter
     for sentence in _SENTENCE.split(text):
-        sentence = re.sub(r"^\s*(?:[-*•+>]|\d{1,2}[.)、])\s*", "", sentence or "")
+        sentence = sentence or ""
+        item = pending_item or bool(_MARKER.match(sentence))
+        sentence = _MARKER.sub("", sentence)
+        trailing = _TRAILING_NUMBER.search(sentence)  # "steps: 1." / "2." : the next sentence is an item
+        pending_item = bool(trailing) or (item and not sentence.strip())  # a marker alone on its line
+        sentence = sentence[: trailing.start()] if trailing else sentence
         for part in _CLAUSE.split(sentence):
-            part = (part or "").strip(" .!?。！？\"'()[]")
-            if part and (re.search(r"\w", part)):
-                out.append(Clause(part, kind_of(part), weight(part)))
+            part = CONNECTIVE_RX.sub("", (part or "").strip(" .!?。！？\"'()[]"))
+            if part and re.search(r"[^\W\d_]", part):
+                out.append(Clause(part, kind_of(part), weight(part), item))
+                item = False
     return out
 
 
 @dataclass(frozen=True)
 class Structure:
-    code: bool
-    table: bool
-    items: int  # list items (one per line, or numbered inline)
+    code: bool  # a fenced block, or inline code that looks like code (symbols, or one token)
+    items: int  # list items (one per line, or numbered inline) and table rows
 
 
 def structure(raw: str) -> Structure:
     """The layout that carries content, read from the raw response (before markdown is stripped)."""
     items = max(len(_ITEM.findall(raw)), len(_INLINE_ITEMS.findall(raw)) if "\n" not in raw.strip() else 0)
-    return Structure(bool(_CODE.search(raw)), len(_TABLE_ROW.findall(raw)) >= 2, items)
+    return Structure(bool(_CODE.search(raw)), items + len(_TABLE_ROW.findall(raw)))
