@@ -18,6 +18,7 @@ The guard models read text only (the image is not sent).
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from typing import Any
 
 import requests
@@ -68,7 +69,8 @@ def parse_wildguard(raw: str) -> tuple[str | None, str | None]:
 
 
 class GuardJudge(Judge):
-    """A served guard model; subclasses say how to ask it and how to read it."""
+    """A served guard model; subclasses say how to ask it and how to read it. Judge kwargs of the host that do not
+    concern an HTTP call (nproc, verbose, max_unknown_rate, ...) are accepted and not used."""
 
     refusal_only = True
     served_default: str
@@ -85,14 +87,17 @@ class GuardJudge(Judge):
         self.timeout, self.retry = float(timeout or 60), max(1, int(retry or 1))
         self.served_model = served_model or self.served_default
 
+    @abstractmethod
     def body(self, item: JudgeItem) -> dict[str, Any]:
-        raise NotImplementedError
+        """The request body for the guard's endpoint."""
 
+    @abstractmethod
     def reply_text(self, payload: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The generated text in the endpoint's JSON reply."""
 
+    @abstractmethod
     def parse(self, raw: str) -> tuple[str | None, str | None]:
-        raise NotImplementedError
+        """The pure parser of the guard's native reply."""
 
     def _ask(self, item: JudgeItem) -> tuple[str | None, str | None]:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
