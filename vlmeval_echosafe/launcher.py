@@ -419,7 +419,7 @@ def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    if words and words[0] in ("report", "agree"):  # report tooling: no VLMEvalKit import, no run
+    if words and words[0] in ("report", "agree", "judge-sheet"):  # report tooling: no VLMEvalKit import, no run
         from .report.cli import dispatch
 
         return dispatch(words)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import metrics
 from ..datasets.config import load_config
+from ..judges import REFUSAL_ONLY
 from .runinfo import batch_size, config_for, labels_used, order_label
 
 SCORE_SUFFIX, ITEMS_SUFFIX = "_score.csv", "_items.csv"
@@ -111,7 +112,7 @@ def _read_score(path: Path) -> pd.DataFrame:
 
 def _summarize_items(path: Path, judge: str, n_boot: int) -> pd.DataFrame:
     items = pd.read_csv(path)
-    refusal_only = judge == "rule"  # the only judge without a quality score (judges/rule.py)
+    refusal_only = judge in REFUSAL_ONLY  # the judges without a quality score (judges/__init__.py)
     summary = metrics.summarize(items, n_boot=n_boot, refusal_only=refusal_only)
     summary.insert(0, "judge", judge)
     summary.insert(1, "refusal_only", refusal_only)
