@@ -2,7 +2,8 @@
 model and same items, measured side by side in one process.
 
 "host loop" is what VLMEvalKit's `infer_data` does for a local model: one `model.generate(message)` per item.
-"B=N" is what `run.py --batch-size N` does: one `model.generate_batch(N messages)` per N items. Every
+"B=N" is what `run.py --batch-size N` does: one micro-batch of N items per call of the defense (`generate_batch`
+of the plugin's model class, `respond` of the core defense), the stream flushed at its end. Every
 configuration starts from an empty memory, and repeats go round all configurations in turn (starting at a
 different one each time), so machine noise hits all of them. Base (the bare inner model) runs the same way, for
 the EchoSafe / Base ratio at each size. Also written: generated tokens per item, and how many predictions equal
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo_items import hand_off, inner_and_items
+from demo_items import as_host_model, base_model, hand_off, inner_and_items
 
 
 def main() -> None:
@@ -41,11 +42,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
-    from vlmeval_echosafe.registry import defense_entries, defense_settings
+    from vlmeval_echosafe.catalog import defense_entries, defense_settings
+    from vlmeval_echosafe.core.inner import adapt
+    from vlmeval_echosafe.echosafe import EchoSafe
 
     inner, dataset, messages = inner_and_items(args.inner, args.items)
-    if not getattr(inner, "supports_batch", False):
+    if not adapt(inner).batched:
         raise SystemExit(f"{args.inner} does not decode in batches; pick a model the plugin runs itself")
     entries, extra = defense_entries()
     settings = defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, "plugin")
@@ -54,9 +56,11 @@ def main() -> None:
 
     def run(kind: str, label: str, size: int | None, rep: int) -> tuple[float, list[str], int]:
         if kind == "EchoSafe":  # a fresh, empty memory for every run
-            model = EchoSafe(inner, name="EchoSafe_bench", run_dir=root / f"{label}-{rep}", settings=settings)
+            model = as_host_model(
+                EchoSafe, inner, name="EchoSafe_bench", run_dir=root / f"{label}-{rep}", settings=settings
+            )
         else:
-            model = inner
+            model = base_model(inner, "Base_bench", root / f"base-{label}-{rep}")
         hand_off(model, dataset)
         tokens = inner.tokens_generated
         if torch.cuda.is_available():
@@ -68,6 +72,7 @@ def main() -> None:
             out = []
             for start in range(0, len(messages), size):
                 out += model.generate_batch(messages[start : start + size], dataset=dataset.dataset_name)
+            model.flush()  # the end of the stream, as the runner's loop ends it
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - t, out, inner.tokens_generated - tokens
