@@ -35,9 +35,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from demo_items import hand_off, inner_and_items
+from demo_items import as_host_model, base_model, hand_off, inner_and_items
 
-COUNTED = ("generate", "start_batch", "extend_batch", "start_and_extend")  # inner-model entry points
+# the backend's entry points: one request (`generate_turns`), a batch kept for follow-ups (`start_batch`, which a
+# batch of answers alone also goes through), follow-ups, and answers decoded with earlier follow-ups
+COUNTED = ("generate_turns", "start_batch", "extend_batch", "start_and_extend")
 DECODED = ("answer_prompt_tokens", "answer_tokens", "follow_up_tokens", "forwards", "follow_up_forwards")
 PARTS = ("embed", "retrieve", "answer", "reflect", "store")
 
@@ -58,7 +60,8 @@ def count_calls(model, calls: Counter) -> None:
 
 def build(args: argparse.Namespace):
     """(inner, dataset, messages, models, batched labels, run dir, EchoSafe labels)."""
-    from vlmeval_echosafe.registry import _class, defense_entries, defense_settings
+    from vlmeval_echosafe.catalog import _class, defense_entries, defense_settings
+    from vlmeval_echosafe.core.inner import adapt
 
     forced = args.answer_tokens
     overrides = {"max_new_tokens": forced, "min_new_tokens": forced} if forced else {}
@@ -71,17 +74,18 @@ def build(args: argparse.Namespace):
     else:
         names = [n for n in entries if "-" not in n or n.startswith("AdaShield")]
     run_dir = Path(tempfile.mkdtemp())
-    models = {"Base": inner}
+    models = {"Base": base_model(inner, f"Base_{args.inner}", run_dir / "Base")}
     batched: dict[str, int] = {}
     echo: dict[str, str] = {}  # label -> registry name, for the rows with an EchoSafe trace
-    can_batch = not args.no_batch and getattr(inner, "supports_batch", False)
+    can_batch = not args.no_batch and adapt(inner).batched
     for name in names:
         cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
         settings = defense_settings(cls, entries[name], extra, args.inner, "plugin")
 
         def make(label: str, changes: dict | None = None, _cls=cls, _settings=settings, _name=name):
             run = run_dir / label
-            return _cls(inner, name=f"{_name}_{args.inner}", run_dir=run, settings={**_settings, **(changes or {})})
+            settings = {**_settings, **(changes or {})}
+            return as_host_model(_cls, inner, name=f"{_name}_{args.inner}", run_dir=run, settings=settings)
 
         models[name] = make(name)
         if entries[name]["class"] == "EchoSafe":
@@ -93,7 +97,7 @@ def build(args: argparse.Namespace):
                 label = f"EchoSafe@B{args.block}/s1"
                 models[label], batched[label], echo[label] = make(label, {"staleness": 1}), args.block, name
     if can_batch:
-        models[f"Base@B{args.block}"] = inner
+        models[f"Base@B{args.block}"] = base_model(inner, f"Base_{args.inner}", run_dir / f"Base@B{args.block}")
         batched[f"Base@B{args.block}"] = args.block
     return inner, dataset, messages, models, batched, run_dir, echo
 
@@ -105,13 +109,14 @@ def warm_up(models: dict, batched: dict, echo: dict, messages: list, dataset) ->
 
     for label, model in models.items():
         if label in echo:
-            model = type(model)(
-                model.inner, name=model.name, run_dir=Path(tempfile.mkdtemp()), settings=asdict(model.settings)
+            core = model.defense
+            model = as_host_model(
+                type(core), core.inner, name=core.name, run_dir=Path(tempfile.mkdtemp()), settings=asdict(core.settings)
             )
             hand_off(model, dataset)
         if label in batched:
             model.generate_batch(messages[:2], dataset=dataset.dataset_name)
-            getattr(model, "flush", lambda: None)()
+            model.flush()
         else:
             model.generate(messages[0], dataset=dataset.dataset_name)
 
@@ -166,7 +171,7 @@ def main() -> None:
                     sync()
                     blocks[label].append(time.perf_counter() - t)
                     if last:  # a pipelined row's last reflections decode here, on their own (timed with the rest)
-                        getattr(model, "flush", lambda: None)()
+                        model.flush()
                         sync()
                         flushed[label] = time.perf_counter() - t - blocks[label][-1]
                 else:
@@ -216,7 +221,7 @@ def main() -> None:
             if len(blocks[label]) > 1:
                 row["steady_ratio_vs_base_same_batch_wall"] = sum(blocks[label][1:]) / sum(blocks[base][1:])
         if label in echo:
-            settings = models[label].settings
+            settings = models[label].defense.settings
             trace_path = run_dir / label / f"{echo[label]}_{args.inner}_{dataset.dataset_name}_echosafe_trace.jsonl"
             trace = [json.loads(x) for x in trace_path.read_text().splitlines()]
             # batched parts are each item's equal share of the batch's calls

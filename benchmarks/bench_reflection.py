@@ -21,7 +21,7 @@ import platform
 import time
 from pathlib import Path
 
-from demo_items import inner_and_items
+from demo_items import base_model, inner_and_items
 
 
 def main() -> None:
@@ -37,12 +37,12 @@ def main() -> None:
 
     import torch
 
-    from vlmeval_echosafe.batching import checked_message
+    from vlmeval_echosafe.catalog import defense_entries, defense_settings
     from vlmeval_echosafe.defenses import echosafe_prompts as prompts
-    from vlmeval_echosafe.defenses.base import split_message
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
+    from vlmeval_echosafe.echosafe import EchoSafe
     from vlmeval_echosafe.models.constrained import Constraint
-    from vlmeval_echosafe.registry import defense_entries, defense_settings
+    from vlmeval_echosafe.vlmevalkit.model import checked_message
+    from vlmeval_echosafe.vlmevalkit.rows import split_message
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -56,10 +56,11 @@ def main() -> None:
         or defense_settings(EchoSafe, entries["EchoSafe"], extra, args.inner, "plugin")["reflect_tokens"]
     )
     form = Constraint(prompts.form_grammar(), line_tokens=cap, max_new_tokens=prompts.form_budget(cap))
-    inner.set_dump_image(dataset.dump_image)
+    host = base_model(inner, f"Base_{args.inner}")  # the message checks the host applies to the plugin's rows
+    host.set_dump_image(dataset.dump_image)
 
     def turn(message):
-        images, question = split_message(checked_message(inner, message))
+        images, question = split_message(checked_message(host, message))
         text = prompts.SAFETY_INSTRUCTION.format(question=question)
         return [
             {

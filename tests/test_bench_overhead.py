@@ -33,7 +33,7 @@ def test_bench_overhead_forced_answers(tmp_path, tiny_cache):
     assert set(models) == {"Base", "EchoSafe", "Base@B2", "EchoSafe@B2", "EchoSafe@B2/s1"}
     for label, row in models.items():
         assert row["per_item"]["answer_tokens"] == 10, label
-    assert models["Base"]["inner_calls_per_item"] == {"generate": 1.0}
+    assert models["Base"]["inner_calls_per_item"] == {"generate_turns": 1.0}  # one single-request call per item
     echo = models["EchoSafe"]
     assert echo["inner_calls_per_item"] == {"start_batch": 1.0, "extend_batch": 1.0}
     # one reflection per item, its fixed labels written with fewer forward passes than tokens (jump-forward)
@@ -53,7 +53,7 @@ def test_bench_overhead_every_defense_at_its_own_length(tmp_path, tiny_cache):
     result, _ = _bench(tmp_path, "--items", "2", "--block", "2", "--defenses", "EchoSafe", "ECSO", "--no-staleness")
     models = result["models"]
     assert set(models) == {"Base", "EchoSafe", "ECSO", "Base@B2", "EchoSafe@B2"}
-    assert models["ECSO"]["inner_calls_per_item"]["generate"] >= 2
+    assert models["ECSO"]["inner_calls_per_item"]["generate_turns"] >= 2
     assert all(m["per_item"]["answer_tokens"] > 0 for m in models.values())
 
 
