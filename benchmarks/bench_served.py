@@ -1,8 +1,8 @@
 """Items per second of EchoSafe over a served inner model at B = 1, 4, 8, 16 concurrent calls, and under torchrun
 with W = 1, 2 CPU ranks, each measured side by side in one run.
 
-Served: EchoSafe's loop (`EchoSafe.generate_batch`, what `run.py --base-url URL --batch-size B` calls) around
-`ServedVLM`, against two endpoints on loopback:
+Served: EchoSafe's loop (one micro-batch of B items per call of the defense, what `run.py --base-url URL
+--batch-size B` hands it) around `ServedVLM`, against two endpoints on loopback:
 
 - ``transformers serve`` serving the tiny Qwen2-VL as ``tinyvlm`` (a real OpenAI-compatible server: base64
   images, multi-turn, the probe for ``response_format``);
@@ -16,7 +16,7 @@ one each time. The key is text only (MiniLM): the served path's image encoder is
 available offline, and it costs the same at every B.
 
 torchrun: ``torchrun --nproc_per_node W`` runs this file as a worker that times the launcher's runner
-(`batching.infer_data_batched`, what `run.py` puts in place of the host's loop) for EchoSafe on the tiny Qwen2-VL
+(`vlmevalkit.runner.infer_data`, what `run.py` puts in place of the host's loop) for EchoSafe on the tiny Qwen2-VL
 run by the plugin's own backend: W = 1 at B and 2B, W = 2 at B.
 
 Every process (this one, the server, each rank) computes on ``--threads`` threads (default 1): on a shared machine
@@ -139,10 +139,10 @@ def start_fixed_latency(latency: float) -> tuple[object, str]:
 
 
 def bench_endpoint(url: str, model: str, messages: list, dataset, sizes: list[int], repeats: int, max_tokens: int):
-    from demo_items import hand_off
+    from demo_items import as_host_model, hand_off
 
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
-    from vlmeval_echosafe.defenses.inner import ServedInner
+    from vlmeval_echosafe.core.inner import ServedInner
+    from vlmeval_echosafe.echosafe import EchoSafe
     from vlmeval_echosafe.models.served import FAIL_MSG, ServedVLM
 
     inner = ServedVLM(model, url, max_tokens=max_tokens, retry=2)
@@ -152,9 +152,11 @@ def bench_endpoint(url: str, model: str, messages: list, dataset, sizes: list[in
 
     def run(kind: str, size: int, rep: int) -> tuple[float, list[str]]:
         if kind == "EchoSafe":  # a fresh, empty memory for every run; its text encoder loaded before timing
-            echo = EchoSafe(inner, name="EchoSafe_bench", run_dir=root / f"{size}-{rep}", settings=settings)
+            echo = as_host_model(
+                EchoSafe, inner, name="EchoSafe_bench", run_dir=root / f"{size}-{rep}", settings=settings
+            )
             hand_off(echo, dataset)
-            echo.keys.keys([([], "warm up")])
+            echo.defense.keys.keys([([], "warm up")])
         t, out = time.perf_counter(), []
         for start in range(0, len(messages), size):
             chunk = messages[start : start + size]
@@ -162,6 +164,8 @@ def bench_endpoint(url: str, model: str, messages: list, dataset, sizes: list[in
                 out += echo.generate_batch(chunk, dataset=dataset.dataset_name)
             else:
                 out += base.answer(chunk, dataset.dataset_name, keep=False).answers
+        if kind == "EchoSafe":
+            echo.flush()  # the end of the stream, as the runner's loop ends it
         return time.perf_counter() - t, out
 
     run("EchoSafe", 2, -1)  # warm-up: the server loads the model, MiniLM loads
@@ -201,12 +205,12 @@ def torchrun_worker(items: int, batch: int, out: str) -> None:
     sys.path.insert(0, str(HERE))
     import torch.distributed as dist
     import vlmeval.inference as host
-    from demo_items import inner_and_items
+    from demo_items import as_host_model, inner_and_items
 
-    from vlmeval_echosafe import batching, hostrun
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
-    from vlmeval_echosafe.registry import defense_entries, defense_settings
-    from vlmeval_echosafe.torchrun import init_process_group
+    from vlmeval_echosafe.catalog import defense_entries, defense_settings
+    from vlmeval_echosafe.echosafe import EchoSafe
+    from vlmeval_echosafe.vlmevalkit import runner
+    from vlmeval_echosafe.vlmevalkit.torchrun import init_process_group
 
     init_process_group()
     inner, dataset, _ = inner_and_items("TinyQwen2VL", 0)
@@ -217,15 +221,15 @@ def torchrun_worker(items: int, batch: int, out: str) -> None:
 
     def run(n: int) -> float:
         work = _shared(tempfile.mkdtemp() if rank == 0 else None)
-        model = EchoSafe(inner, name="EchoSafe_bench", run_dir=work, settings=settings)
-        model.keys.keys([([], "warm up")])  # its text encoder loaded before timing
+        model = as_host_model(EchoSafe, inner, name="EchoSafe_bench", run_dir=work, settings=settings)
+        model.defense.keys.keys([([], "warm up")])  # its text encoder loaded before timing
         dataset.data = rows.iloc[:n]
         out_file = f"{work}/{rank}{world}_{dataset.dataset_name}.pkl"
         if dist.is_initialized():
             dist.barrier()
         t = time.perf_counter()
-        runner = partial(batching.infer_data_batched, batch_size=batch, host_infer_data=host.infer_data)
-        hostrun.wrap(runner)(model, "EchoSafe_bench", work, dataset, out_file)  # the launcher's runner
+        run_rows = partial(runner.infer_data, batch_size=batch, host_infer_data=host.infer_data)
+        run_rows(model, "EchoSafe_bench", work, dataset, out_file)  # the launcher's runner
         if dist.is_initialized():
             dist.barrier()
         return time.perf_counter() - t
