@@ -14,6 +14,7 @@ from PIL import Image
 from vlmeval.vlm.base import BaseModel
 
 from vlmeval_echosafe.core.inner import adapt
+from vlmeval_echosafe.core.run import DatasetRun
 from vlmeval_echosafe.defenses import adashield_pool
 from vlmeval_echosafe.defenses.adashield_a import SEED_POOL, AdaShieldA, load_pool
 from vlmeval_echosafe.defenses.ecso import ECSO, HINT_ANSWER, judged_harmless
@@ -26,7 +27,6 @@ from vlmeval_echosafe.defenses.prompts import (
     SafetyPrompt,
     llava_family,
 )
-from vlmeval_echosafe.core.run import DatasetRun
 from vlmeval_echosafe.vlmevalkit.inner import HostInner
 from vlmeval_echosafe.vlmevalkit.model import HostDefense
 from vlmeval_echosafe.vlmevalkit.rows import PromptRows

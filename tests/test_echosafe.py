@@ -370,7 +370,11 @@ def test_wraps_a_host_api_model_over_a_local_openai_server(tmp_path, ds, monkeyp
         monkeypatch.setenv("OPENAI_API_BASE", f"{server.base_url}/chat/completions")
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         d = HostDefense(
-            EchoSafe, inner="GPT4o", name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY}
+            EchoSafe,
+            inner="GPT4o",
+            name="EchoSafe_Scripted",
+            run_dir=tmp_path / "run",
+            settings={"encoders": TEXT_ONLY},
         )
         assert d.defense.inner.host_model.is_api and not d.is_api
         answers = _run(d, ds, n=3)

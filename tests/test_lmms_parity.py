@@ -153,8 +153,8 @@ def test_models_resolve_through_the_entry_point(tiny_cache: Path, tmp_path: Path
     from lmms_eval.models import get_model
 
     echosafe = get_model("echosafe")(inner="TinyQwen2VL", k=3, work_dir=str(tmp_path), image_dir=str(tmp_path / "img"))
-    assert echosafe.name == "EchoSafe_TinyQwen2VL" and echosafe.model.settings.k == 3
-    assert echosafe.model.run_dir == tmp_path / "EchoSafe_TinyQwen2VL"
+    assert echosafe.name == "EchoSafe_TinyQwen2VL" and echosafe.defense.settings.k == 3
+    assert echosafe.defense.run_dir == tmp_path / "EchoSafe_TinyQwen2VL"
     with pytest.raises(ValueError, match="did you mean"):
         get_model("vlmeval_echosafe")(name="SafetyPrompt_TinyQwen2V", work_dir=str(tmp_path))
 
