@@ -33,6 +33,7 @@ from ..datasets.variants import decode_image, image_files, load_variant_source, 
 from ..evaluation import ITEM_FIELDS, MAX_UNKNOWN_RATE, Evaluation, evaluate, render
 from ..judges import Judge, check_judge_choice, make_judge
 from ..paths import config_file
+from ..report.lmms import write_model_record
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def evaluated(records: list[dict[str, Any]], args: Any = None) -> Evaluation:
         )
         if record is not None:
             Path(f"{stem}_data_source.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        run = console.lmms_run_dir(args)
+        write_model_record(out, stem.name, run[1] if run else None, args)  # the files' names omit the model
         console.print_at_exit(_closing_block(stem.name, j, result, args))
         _EVALUATED[key] = result
     return _EVALUATED[key]
