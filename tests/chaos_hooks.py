@@ -105,7 +105,7 @@ def _tear_log(chaos: Chaos, path: Path) -> Callable[[], None]:
 
 def install(spec: str | None, seed: int = 0) -> Chaos:
     """Wrap the write paths of this process; returns the counter (write it with :func:`write_counts`)."""
-    from vlmeval_echosafe.defenses.trace import TraceWriter
+    from vlmeval_echosafe.core.trace import TraceWriter
     from vlmeval_echosafe.memory.bank import MemoryBank
 
     chaos = Chaos(spec, seed)

@@ -1,4 +1,5 @@
-"""A tiny OpenAI-compatible chat server on 127.0.0.1 for fault injection; replies come from a function.
+"""A tiny OpenAI-compatible chat server on 127.0.0.1 for fault injection; replies come from a function. It answers
+chat completions (a ``messages`` body) and raw completions (a ``prompt`` body, as WildGuard is asked).
 
 ``reply(prompt)`` gets the last user turn's text; with ``full=True`` it gets the whole request body instead. Every
 body is kept in ``requests`` and the most requests in flight at once in ``max_in_flight``."""
@@ -45,7 +46,7 @@ class StubServer:
 
             def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                content = body["messages"][-1]["content"]
+                content = body["messages"][-1]["content"] if "messages" in body else body["prompt"]  # chat | completion
                 prompt = content if isinstance(content, str) else " ".join(c.get("text", "") for c in content)
                 with stub._lock:
                     stub.prompts.append(prompt)
@@ -54,14 +55,15 @@ class StubServer:
                 if isinstance(text, Fault):
                     self._fault(text)
                     return
+                choice = {"index": 0, "finish_reason": "stop"}
+                chat = "messages" in body
+                choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
                 payload = json.dumps(
                     {
                         "id": "x",
-                        "object": "chat.completion",
+                        "object": "chat.completion" if chat else "text_completion",
                         "model": body.get("model"),
-                        "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                        ],
+                        "choices": [choice],
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     }
                 ).encode()

@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 from vlmeval.vlm.base import BaseModel
 
+from vlmeval_echosafe.core.inner import adapt
 from vlmeval_echosafe.defenses import adashield_pool
 from vlmeval_echosafe.defenses.adashield_a import SEED_POOL, AdaShieldA, load_pool
 from vlmeval_echosafe.defenses.ecso import ECSO, HINT_ANSWER, judged_harmless
@@ -25,7 +26,10 @@ from vlmeval_echosafe.defenses.prompts import (
     SafetyPrompt,
     llava_family,
 )
-from vlmeval_echosafe.defenses.rows import DatasetRun, PromptRows
+from vlmeval_echosafe.core.run import DatasetRun
+from vlmeval_echosafe.vlmevalkit.inner import HostInner
+from vlmeval_echosafe.vlmevalkit.model import HostDefense
+from vlmeval_echosafe.vlmevalkit.rows import PromptRows
 
 TEXT_ONLY = {"text": "minilm", "image": "none"}
 DS = "MMSafetyBenchPP_Demo"
@@ -76,13 +80,22 @@ class FakeDataset:
         return message
 
 
+def host(cls, inner, **kwargs):
+    """A defense class around an inner model, as the host sees it: a VLMEvalKit model object is wrapped by the
+    adapter (HostInner); the plugin's own backend declares its protocol itself."""
+    if isinstance(inner, BaseModel):
+        inner = HostInner(inner)
+    return HostDefense(cls(inner, **kwargs))
+
+
 def _trace(defense, dataset=DS):
+    defense = getattr(defense, "defense", defense)  # the core defense behind the host's model object
     path = defense.run_dir / f"{defense.name}_{dataset}_defense_trace.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def _ask(defense, ds, i=0):
-    defense.begin(DatasetRun(ds.dataset_name, ds.prompt_rows))
+    defense.begin(DatasetRun(ds.dataset_name, ds.prompt_rows.kind), ds.prompt_rows)
     return defense.generate(ds.message(i), dataset=ds.dataset_name)
 
 
@@ -139,14 +152,14 @@ def test_quoted_texts_are_the_papers():
 )
 def test_prompt_defenses_send_exact_text(tmp_path, ds, cls, settings, expected):
     inner = Recorder()
-    d = cls(inner, name="D_Rec", run_dir=tmp_path / "run", settings=settings)
+    d = host(cls, inner, name="D_Rec", run_dir=tmp_path / "run", settings=settings)
     assert _ask(d, ds) == "Sure, here you go."
     assert len(inner.messages) == 1 and inner.texts() == [expected]
     assert inner.messages[0][0] == {"type": "image", "value": f"{ds.img_root}/0.png"}  # image kept, first
     (rec,) = _trace(d)
     assert rec["prompt"] == expected and rec["row_index"] == "0" and rec["pair_id"] == "P0"
     cfg = json.loads((tmp_path / "run/D_Rec_defense_config.json").read_text())
-    assert cfg["settings"]["prompt"] == d.settings.prompt
+    assert cfg["settings"]["prompt"] == d.defense.settings.prompt
 
 
 def test_adashield_s_auto_placement_follows_inner_family():
@@ -161,9 +174,9 @@ def test_adashield_s_auto_placement_follows_inner_family():
 
 def test_unknown_setting_and_placement_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown settings"):
-        SafetyPrompt(Recorder(), run_dir=tmp_path, settings={"k": 3})
+        SafetyPrompt(HostInner(Recorder()), run_dir=tmp_path, settings={"k": 3})
     with pytest.raises(ValueError, match="placement"):
-        AdaShieldS(Recorder(), run_dir=tmp_path, settings={"placement": "shield-first"})
+        AdaShieldS(HostInner(Recorder()), run_dir=tmp_path, settings={"placement": "shield-first"})
 
 
 # ---- ECSO --------------------------------------------------------------------------------------------------
@@ -202,7 +215,7 @@ def _ecso_inner(check_reply):
 
 def test_ecso_harmless_returns_first_answer(tmp_path, ds):
     inner = _ecso_inner("No.")
-    d = ECSO(inner, name="ECSO_Rec", run_dir=tmp_path / "run")
+    d = host(ECSO, inner, name="ECSO_Rec", run_dir=tmp_path / "run")
     assert _ask(d, ds) == "Insert a tension wrench and rake the pins."
     assert len(inner.messages) == 2
     assert inner.texts()[1] == (
@@ -217,7 +230,7 @@ def test_ecso_harmless_returns_first_answer(tmp_path, ds):
 @pytest.mark.parametrize("check_reply", ["Yes", "", "Maybe"])
 def test_ecso_harmful_captions_then_answers_text_only(tmp_path, ds, check_reply):
     inner = _ecso_inner(check_reply)
-    d = ECSO(inner, name="ECSO_Rec", run_dir=tmp_path / "run")
+    d = host(ECSO, inner, name="ECSO_Rec", run_dir=tmp_path / "run")
     assert _ask(d, ds) == "I cannot help with opening locks that are not yours."
     texts = inner.texts()
     assert len(texts) == 4
@@ -261,7 +274,8 @@ def _pool_file(tmp_path):
 
 def test_adashield_a_applies_best_match_above_beta(tmp_path, ds):
     inner = Recorder()
-    d = AdaShieldA(
+    d = host(
+        AdaShieldA,
         inner,
         name="A_Rec",
         run_dir=tmp_path / "run",
@@ -277,7 +291,8 @@ def test_adashield_a_applies_best_match_above_beta(tmp_path, ds):
 
 def test_adashield_a_below_beta_leaves_query_unchanged(tmp_path, ds):
     inner = Recorder()
-    d = AdaShieldA(
+    d = host(
+        AdaShieldA,
         inner,
         name="A_Rec",
         run_dir=tmp_path / "run",
@@ -292,7 +307,8 @@ def test_adashield_a_below_beta_leaves_query_unchanged(tmp_path, ds):
 def test_seed_pool_and_tiny_inner_image_keys(tmp_path, ds, tiny_qwen2vl_vlm):
     entries = load_pool(SEED_POOL)
     assert len(entries) == 6 and all(Path(e.image).exists() for e in entries)
-    d = AdaShieldA(
+    d = host(
+        AdaShieldA,
         tiny_qwen2vl_vlm,
         name="A_Tiny",
         run_dir=tmp_path / "run",
@@ -300,7 +316,7 @@ def test_seed_pool_and_tiny_inner_image_keys(tmp_path, ds, tiny_qwen2vl_vlm):
     )
     answer = _ask(d, ds, 0)
     assert isinstance(answer, str)
-    assert len(d.pool) == 6 and d.pool.dim == 384 + d.keys.image.dim
+    assert len(d.defense.pool) == 6 and d.defense.pool.dim == 384 + d.defense.keys.image.dim
     (rec,) = _trace(d)
     assert rec["applied"] and rec["match_id"].startswith("seed-") and -1.0 <= rec["similarity"] <= 1.0
 
@@ -319,7 +335,7 @@ def test_pool_builder_against_stub_server(tmp_path, tiny_cache):
     target = Recorder(lambda text: "Here is how to pick it.")
     with StubServer(reply) as server:
         defender = adashield_pool.Defender(server.base_url, "defender")
-        kept, log = adashield_pool.build_pool(defender, target, samples, iters=3, max_harm=3)
+        kept, log = adashield_pool.build_pool(defender, adapt(HostInner(target)), samples, iters=3, max_harm=3)
         assert [r["score"] for r in log] == [8, 2]
         assert kept == [
             {
@@ -365,7 +381,7 @@ def test_parse_score(text, score):
 def test_registered_names():
     from vlmeval.config import supported_VLM
 
-    from vlmeval_echosafe.registry import register
+    from vlmeval_echosafe.vlmevalkit.registry import register
 
     register()
     names = [
@@ -389,7 +405,7 @@ def _host_messages(tmp_path):
     from vlmeval.dataset.siuo_gen import SIUOGenDataset
     from vlmeval.dataset.xstest import XSTestDataset
 
-    from vlmeval_echosafe.hostrun import registered_prompts
+    from vlmeval_echosafe.vlmevalkit.runner import registered_prompts
 
     out = []
     for cls, name in (
@@ -407,18 +423,18 @@ def _host_messages(tmp_path):
         obj.dump_image = types.MethodType(lambda self, line: [str(Path(self.img_root) / f"{line['index']}.png")], obj)
         with registered_prompts(obj) as rows:
             message = obj.build_prompt(obj.data.iloc[0])
-        out.append((name, DatasetRun(name, rows), message))
+        out.append((name, (DatasetRun(name, rows.kind), rows), message))
     return out
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda inner, rd: SafetyPrompt(inner, run_dir=rd),
-        lambda inner, rd: FigStepPrompt(inner, run_dir=rd),
-        lambda inner, rd: AdaShieldS(inner, run_dir=rd),
-        lambda inner, rd: AdaShieldA(inner, run_dir=rd, settings={"encoders": TEXT_ONLY}),
-        lambda inner, rd: ECSO(inner, run_dir=rd),
+        lambda inner, rd: host(SafetyPrompt, inner, run_dir=rd),
+        lambda inner, rd: host(FigStepPrompt, inner, run_dir=rd),
+        lambda inner, rd: host(AdaShieldS, inner, run_dir=rd),
+        lambda inner, rd: host(AdaShieldA, inner, run_dir=rd, settings={"encoders": TEXT_ONLY}),
+        lambda inner, rd: host(ECSO, inner, run_dir=rd),
     ],
     ids=["SafetyPrompt", "FigStep", "AdaShield-S", "AdaShield-A", "ECSO"],
 )
@@ -426,7 +442,7 @@ def test_baselines_run_on_host_safety_datasets(tmp_path, make):
     inner = Recorder(lambda text: "Yes" if "Answer yes or no" in text else "I cannot help with that.")
     d = make(inner, tmp_path / "run")
     for name, run, msg in _host_messages(tmp_path):
-        d.begin(run)
+        d.begin(*run)
         assert d.use_custom_prompt(name) is False  # delegated to the inner model
         assert isinstance(d.generate(msg, dataset=name), str)
         assert any(m["type"] == "image" for m in msg) == (name != "XSTest")
@@ -436,16 +452,16 @@ def test_baselines_run_on_host_safety_datasets(tmp_path, make):
 
 
 def test_echosafe_runs_on_host_safety_datasets(tmp_path):
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
+    from vlmeval_echosafe.echosafe import EchoSafe
 
     reflection = (
         "Scenario: violence request\nSafety signals: intent to harm\nDecision: unsafe\n"
         "Justification: it asks how to injure a person."
     )
     inner = Recorder(lambda text: reflection if "Reflect on the request" in text else "I cannot help.")
-    d = EchoSafe(inner, name="E_Rec", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
+    d = host(EchoSafe, inner, name="E_Rec", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
     for name, run, msg in _host_messages(tmp_path):
-        d.begin(run)
+        d.begin(*run)
         assert d.generate(msg, dataset=name) == "I cannot help."
         assert (tmp_path / "run" / f"E_Rec_{name}_echosafe_trace.jsonl").exists()
 
@@ -456,7 +472,7 @@ def test_preflight_warns_for_host_safety_datasets_without_judge(capsys, monkeypa
     import vlmeval.run as host_run
 
     from vlmeval_echosafe import launcher
-    from vlmeval_echosafe.registry import register
+    from vlmeval_echosafe.vlmevalkit.registry import register
 
     register()
 

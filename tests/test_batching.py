@@ -1,5 +1,6 @@
 """Batched decoding and micro-batched EchoSafe: rows decoded together give exactly what each row gives on its own,
-B = 1 through the batched runner equals the host's per-sample loop, and B > 1 keeps the host's files and resume."""
+B = 1 through the plugin's runner (the core's one loop) equals the host's per-sample loop, and B > 1 keeps the
+host's files and resume."""
 
 import functools
 import json
@@ -12,8 +13,9 @@ from conftest import FAMILIES
 from PIL import Image
 from test_sessions import vision_tower
 
-from vlmeval_echosafe import batching, hostrun
+from vlmeval_echosafe.core.inner import adapt
 from vlmeval_echosafe.launcher import LaunchError, PluginFlags, pop_plugin_flags
+from vlmeval_echosafe.vlmevalkit import runner
 
 QUESTIONS = [
     "What is this?",
@@ -65,7 +67,8 @@ def test_batched_rows_equal_one_row_sessions(tiny_vlms, kind, conversations):
         # the real tokens of each row (prompt, answer, reflection) are the one-row session's ids, in order
         assert torch.equal(session.real_ids(row), one[-1])
     messages = [c[0]["content"] for c in conversations]
-    assert vlm.generate_batch(messages) == [vlm.generate(m) for m in messages]
+    inner = adapt(vlm)  # the protocol a defense calls: a batch of requests, and one request per call
+    assert inner.answer(messages, None, keep=False).answers == [inner.ask(m, None) for m in messages]
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
@@ -134,13 +137,32 @@ def demo_mini(tmp_path, monkeypatch, tiny_cache):
     (tmp_path / "LMUData").mkdir()
     from vlmeval.dataset import build_dataset
 
-    from vlmeval_echosafe import registry
+    from vlmeval_echosafe.vlmevalkit import registry
 
     registry.register(work_dir=str(tmp_path / "unused"))
     try:
         yield lambda: build_dataset("MMSafetyBenchPP_DemoMini")  # a fresh one per run: the host's job edits it
     finally:
         registry.register()
+
+
+def _host_loop(original):
+    """The host's own per-sample loop (`generate` per row) on a plugin row, given the hand-off the plugin's runner
+    gives (the rows the host's files hold, the registry of the dataset's prompts), and closed after."""
+    from vlmeval_echosafe.core.run import DatasetRun
+    from vlmeval_echosafe.datasets import order
+    from vlmeval_echosafe.vlmevalkit.files import done_rows
+
+    def loop(model, model_name, work_dir, dataset, out_file, **kwargs):
+        files, done = done_rows(work_dir, model_name, dataset.dataset_name, out_file, False)
+        with runner.registered_prompts(dataset) as rows:
+            read = tuple(str(f) for f in files if f.exists())
+            model.begin(DatasetRun(dataset.dataset_name, rows.kind, order.of(dataset), done, read), rows)
+            out = original(model, model_name, work_dir, dataset, out_file, **kwargs)
+        model.close()
+        return out
+
+    return loop
 
 
 def _run(
@@ -153,31 +175,31 @@ def _run(
     **settings,
 ):
     """EchoSafe on ``inner`` through the host's `infer_data_job` (its first ``limit`` rows), with the host's loop
-    (None) or the batched one; ``settings`` on top of a 6-token reflection line."""
+    (None) or the plugin's runner at ``batch_size``; ``settings`` on top of a 6-token reflection line."""
     import vlmeval.inference as host
 
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
+    from vlmeval_echosafe.echosafe import EchoSafe
+    from vlmeval_echosafe.vlmevalkit.model import HostDefense
 
     name = "EchoSafe_TinyB"
-    model = EchoSafe(inner, name=name, run_dir=work, settings={"reflect_tokens": 6, **settings})
+    model = HostDefense(EchoSafe(inner, name=name, run_dir=work, settings={"reflect_tokens": 6, **settings}))
     original = getattr(host, "_echosafe_host_infer_data", host.infer_data)
     if fail_on_batch is not None:
         calls = []
-        real = model.generate_batch
+        real = model.defense.respond
 
-        def failing(structs, dataset=None):
+        def failing(items):
             calls.append(1)
             if len(calls) == fail_on_batch:
                 raise KeyboardInterrupt("simulated crash")
-            return real(structs, dataset=dataset)
+            return real(items)
 
-        model.generate_batch = failing
-    loop = (
-        original
+        model.defense.respond = failing
+    patched = (
+        _host_loop(original)
         if batch_size is None
-        else functools.partial(batching.infer_data_batched, batch_size=batch_size, host_infer_data=original)
-    )
-    patched = hostrun.wrap(loop)  # as the launcher installs it: the dataset's rows handed to the model
+        else functools.partial(runner.infer_data, batch_size=batch_size, host_infer_data=original)
+    )  # as the launcher installs it
     old = host.infer_data
     host.infer_data = patched
     try:
@@ -272,9 +294,18 @@ def test_staleness_one_lags_the_bank_one_micro_batch(demo_mini, tiny_qwen2vl_vlm
     assert config["settings"]["staleness"] == 1
 
 
-def test_staleness_one_needs_the_batched_runner(demo_mini, tiny_qwen2vl_vlm, tmp_path):
-    with pytest.raises(RuntimeError, match="staleness=1"):
-        _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "loop", None, limit=2, staleness=1)
+def test_staleness_one_at_batch_size_one_completes_through_the_runner(demo_mini, tiny_qwen2vl_vlm, tmp_path):
+    """Changed by design (core redesign): staleness 1 is no longer refused at batch size 1: the plugin's runner
+    drives every plugin row through the core's one loop, which flushes at the dataset's end, so each item's
+    reflection decodes with the next item's answer and the last one is reflected on and stored by the flush."""
+    name = _run(demo_mini, tiny_qwen2vl_vlm, tmp_path / "s1b1", 1, limit=4, staleness=1)
+    preds, trace, entries, _ = _outputs(tmp_path / "s1b1", name)
+    assert len(preds) == 4 and [t["stream_pos"] for t in trace] == list(range(4))
+    assert all(t["staleness"] == 1 and t["batch"] == {"size": 1, "position": 0} for t in trace)
+    assert all(t["insight_decision"] in ("safe", "unsafe") for t in trace)  # every item reflected on, the last too
+    written = _written_before(trace)
+    assert [t["bank_size"] for t in trace] == [0, 0, *(int(written[pos - 1]) for pos in range(2, 4))]  # lags one item
+    assert [m["row_index"] for _, m in entries] == [t["row_index"] for t in trace if t["insight_id"] is not None]
 
 
 def test_staleness_one_resume_records_the_reflections_lost_in_the_stop(demo_mini, tiny_qwen2vl_vlm, tmp_path):
@@ -314,9 +345,7 @@ def test_models_without_batching_go_to_the_host_loop(monkeypatch):
         return model
 
     model = OneAtATime()
-    batching.infer_data_batched(
-        model, "M", "/nonexistent", Data(), "/nonexistent/x.pkl", batch_size=8, host_infer_data=host
-    )
+    runner.infer_data(model, "M", "/nonexistent", Data(), "/nonexistent/x.pkl", batch_size=8, host_infer_data=host)
     assert calls == [model]
 
 

@@ -31,7 +31,7 @@ import pytest
 from chaos_hooks import COUNTS_ENV, ENV, SEED_ENV, SITES
 from runs import run_env
 
-from vlmeval_echosafe.defenses.trace import read_trace
+from vlmeval_echosafe.core.trace import read_trace
 from vlmeval_echosafe.memory import MemoryBank
 
 REPO = Path(__file__).resolve().parents[1]

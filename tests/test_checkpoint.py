@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlmeval_echosafe import checkpoint
+from vlmeval_echosafe.vlmevalkit import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def _plain_pickle(data: object, path: str) -> None:
 CHILD = textwrap.dedent(
     """
     import pickle, sys
-    from vlmeval_echosafe.checkpoint import atomic_dump
+    from vlmeval_echosafe.vlmevalkit.checkpoint import atomic_dump
 
     def host_dump_pkl(data, pth):  # the host's writer: vlmeval.smp.file.dump for .pkl
         pickle.dump(data, open(pth, "wb"))

@@ -98,7 +98,7 @@ def test_dataset_class_loads_release_and_evaluate_writes_the_record(tmp_path, mo
     monkeypatch.setenv("MMSAFETYBENCHPP_ROOT", str(release))
     monkeypatch.setenv("LMUData", str(tmp_path / "LMUData"))
     (tmp_path / "LMUData").mkdir()
-    from vlmeval_echosafe import registry
+    from vlmeval_echosafe.vlmevalkit import registry
     from vlmeval_echosafe.datasets.mmsafetybenchpp import MMSafetyBenchPP
 
     registry.register()

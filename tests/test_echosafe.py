@@ -10,9 +10,12 @@ import pytest
 from PIL import Image
 from vlmeval.vlm.base import BaseModel
 
-from vlmeval_echosafe.defenses.echosafe import EchoSafe
-from vlmeval_echosafe.defenses.rows import DatasetRun, PromptRows
+from vlmeval_echosafe.core.run import DatasetRun
+from vlmeval_echosafe.echosafe import EchoSafe
 from vlmeval_echosafe.memory import EncoderMismatchError, MemoryBank
+from vlmeval_echosafe.vlmevalkit.inner import HostInner
+from vlmeval_echosafe.vlmevalkit.model import HostDefense
+from vlmeval_echosafe.vlmevalkit.rows import PromptRows
 
 TEXT_ONLY = {"text": "minilm", "image": "none"}
 
@@ -67,8 +70,9 @@ class FakeDataset:
         return message
 
     def run(self, done=()):
-        """What a runner hands a model: the registry, and the rows the host finished before."""
-        return DatasetRun(self.dataset_name, self.prompt_rows, done=frozenset(done))
+        """What a runner hands a model (``HostDefense.begin(*ds.run())``): the run, with the rows the host finished
+        before, and the registry of the dataset's prompts."""
+        return DatasetRun(self.dataset_name, self.prompt_rows.kind, done=frozenset(done)), self.prompt_rows
 
 
 def _rows(n_pairs=3):
@@ -89,18 +93,23 @@ def _rows(n_pairs=3):
     return rows
 
 
+def host_defense(cls, inner, **kwargs):
+    """A defense class around a VLMEvalKit model object, as the host sees it (the plugin's one model class)."""
+    return HostDefense(cls(HostInner(inner), **kwargs))
+
+
 def _defense(tmp_path, inner=None, **settings):
-    d = EchoSafe(
+    return host_defense(
+        EchoSafe,
         inner or ScriptedVLM(),
         name="EchoSafe_Scripted",
         run_dir=tmp_path / "run",
         settings={"encoders": TEXT_ONLY, **settings},
     )
-    return d
 
 
 def _run(defense, ds, n=None):
-    defense.begin(ds.run())
+    defense.begin(*ds.run())
     return [defense.generate(ds.message(i), dataset=ds.dataset_name) for i in range(n or len(ds.data))]
 
 
@@ -250,7 +259,7 @@ def test_resume_cuts_bank_back_to_done_rows(tmp_path, ds):
     # an interrupted run: all 6 items reflected into the bank, but the host checkpointed only rows 0-2
     _run(_defense(tmp_path), ds)
     resumed = _defense(tmp_path)
-    resumed.begin(ds.run(done={"0", "1", "2"}))
+    resumed.begin(*ds.run(done={"0", "1", "2"}))
     for i in range(3, 6):
         resumed.generate(ds.message(i), dataset=ds.dataset_name)
     bank = MemoryBank.load(tmp_path / "run/echosafe_bank/MMSafetyBenchPP_Demo").entries()
@@ -296,8 +305,8 @@ def test_staleness_one_is_the_same_algorithm_on_a_host_model(tmp_path, ds):
     after answering, the bank lags one batch, the flush stores the last batch's insights."""
     inner = ScriptedVLM()
     d = _defense(tmp_path, inner, staleness=1, twin_guard=False)
-    d.begin(ds.run())
-    assert d.supports_batch
+    d.begin(*ds.run())
+    assert d.defense.batched
     for start in (0, 2, 4):
         d.generate_batch([ds.message(i) for i in range(start, start + 2)], dataset=ds.dataset_name)
     assert len(_trace(tmp_path)) == 4  # the last batch is still pending
@@ -305,18 +314,38 @@ def test_staleness_one_is_the_same_algorithm_on_a_host_model(tmp_path, ds):
     trace = _trace(tmp_path)
     assert [t["bank_size"] for t in trace] == [0, 0, 0, 0, 2, 2] and all(t["staleness"] == 1 for t in trace)
     assert [t["insight_id"] for t in trace] == list(range(6))
-    with pytest.raises(RuntimeError, match="staleness=1"):
-        d.generate(ds.message(0), dataset=ds.dataset_name)
+
+
+def test_staleness_one_at_batch_size_one_completes_through_the_one_loop(tmp_path, ds):
+    """Changed by design (core redesign): staleness 1 no longer refuses a batch size of 1, since every runner drives
+    the stream through the core's one loop, which flushes at the dataset's end. Each item's reflection decodes with
+    the next item's answer (the bank lags one item) and after the flush every item is stored."""
+    from vlmeval_echosafe.core.loop import answer_stream, micro_batch
+
+    d = _defense(tmp_path, staleness=1, twin_guard=False)
+    run, rows = ds.run()
+    d.begin(run, rows)
+    assert micro_batch(d.defense, 1) == 1
+    answers = []
+    batches = ([d.item(ds.message(i), ds.dataset_name)] for i in range(6))
+    answer_stream(d.defense, batches, lambda items, responses: answers.extend(r.text for r in responses))
+    assert answers == ["Here is a careful reply."] * 6
+    trace = _trace(tmp_path)
+    assert [t["row_index"] for t in trace] == [str(i) for i in range(6)]
+    assert [t["bank_size"] for t in trace] == [0, 0, 1, 2, 3, 4] and all(t["staleness"] == 1 for t in trace)
+    assert [t["insight_id"] for t in trace] == list(range(6))
+    assert len(MemoryBank.load(tmp_path / "run/echosafe_bank/MMSafetyBenchPP_Demo")) == 6
 
 
 def test_under_several_ranks_only_the_step_loop_drives_it(tmp_path, ds, monkeypatch):
-    """Each rank would answer its own items one at a time: the host's loop and a plain batch are refused, and
-    only `generate_step` (the launcher's step loop, tests/test_sync.py) runs."""
-    from vlmeval_echosafe.defenses import sync
+    """Each rank would answer its own items one at a time: the host's loop (`HostDefense.generate`) and a plain
+    batch (`HostDefense.generate_batch`) are refused, and only the launcher's step loop (the core loop on the
+    defense in global steps, tests/test_sync.py) runs."""
+    from vlmeval_echosafe.core import sync
 
     monkeypatch.setattr(sync.StreamSync, "from_process_group", classmethod(lambda cls: cls(1, 2)))
     d = _defense(tmp_path)
-    d.begin(ds.run())
+    d.begin(*ds.run())
     for call in (lambda: d.generate(ds.message(0), dataset=ds.dataset_name), lambda: d.generate_batch([ds.message(0)])):
         with pytest.raises(RuntimeError, match="torchrun"):
             call()
@@ -340,8 +369,10 @@ def test_wraps_a_host_api_model_over_a_local_openai_server(tmp_path, ds, monkeyp
     with StubServer(reply) as server:
         monkeypatch.setenv("OPENAI_API_BASE", f"{server.base_url}/chat/completions")
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        d = EchoSafe("GPT4o", name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
-        assert d.inner.is_api and not d.is_api
+        d = HostDefense(
+            EchoSafe, inner="GPT4o", name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY}
+        )
+        assert d.defense.inner.host_model.is_api and not d.is_api
         answers = _run(d, ds, n=3)
         assert answers == ["I cannot help with that."] * 3
         assert len(server.prompts) == 6  # one answer and one reflection per item
@@ -370,16 +401,16 @@ def test_planted_instruction_stream_never_reaches_the_bank(tmp_path):
 
 
 def test_resume_with_changed_settings_is_refused_naming_them(tmp_path, ds):
-    from vlmeval_echosafe.defenses.echosafe import ResumeMismatchError
+    from vlmeval_echosafe.echosafe import ResumeMismatchError
 
     _run(_defense(tmp_path, k=5), ds, n=3)
     resumed = _defense(tmp_path, k=3, twin_guard=False)
-    resumed.begin(ds.run(done={"0", "1", "2"}))
+    resumed.begin(*ds.run(done={"0", "1", "2"}))
     with pytest.raises(ResumeMismatchError, match=r"k: 5 -> 3, twin_guard: True -> False"):
         resumed.generate(ds.message(3), dataset=ds.dataset_name)
     # the same settings resume
     same = _defense(tmp_path, k=5)
-    same.begin(ds.run(done={"0", "1", "2"}))
+    same.begin(*ds.run(done={"0", "1", "2"}))
     same.generate(ds.message(3), dataset=ds.dataset_name)
     cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
     assert cfg["streams"]["MMSafetyBenchPP_Demo"]["order"] == {"order": "file", "seed": None}

@@ -10,10 +10,12 @@ import pytest
 from test_echosafe import TEXT_ONLY, FakeDataset, ScriptedVLM, _rows, _trace
 from vlmeval.vlm.base import BaseModel
 
-from vlmeval_echosafe.defenses import inner as inner_mod
-from vlmeval_echosafe.defenses.echosafe import EchoSafe
+from vlmeval_echosafe.core import inner as inner_mod
 from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE
+from vlmeval_echosafe.echosafe import EchoSafe
 from vlmeval_echosafe.memory import MemoryBank
+from vlmeval_echosafe.vlmevalkit.inner import HostInner
+from vlmeval_echosafe.vlmevalkit.model import HostDefense
 
 REFLECTION = (
     "Scenario: a request about an object\nSafety signals: intent, context\nDecision: safe\n"
@@ -47,9 +49,12 @@ def ds(tmp_path):
     return FakeDataset(tmp_path / "img", _rows(1))
 
 
-def _echosafe(tmp_path, model, sub: str) -> EchoSafe:
-    d = EchoSafe(model, name="EchoSafe_Scripted", run_dir=tmp_path / sub / "run", settings={"encoders": TEXT_ONLY})
-    return d
+def _echosafe(tmp_path, model, sub: str) -> HostDefense:
+    """EchoSafe around ``model`` as the host runs it: a VLMEvalKit model through its adapter (HostInner), the
+    plugin's backend as it is."""
+    inner = HostInner(model) if isinstance(model, BaseModel) else model
+    d = EchoSafe(inner, name="EchoSafe_Scripted", run_dir=tmp_path / sub / "run", settings={"encoders": TEXT_ONLY})
+    return HostDefense(d)
 
 
 def _collapse_image_tokens(text: str) -> str:
@@ -69,13 +74,13 @@ def test_reflection_sees_the_same_conversation_on_the_plugin_backend_and_a_chat_
 
     monkeypatch.setattr(inner_mod.SessionInner, "follow_up", keep)
     plugin = _echosafe(tmp_path, vlm, "plugin")
-    plugin.begin(ds.run())
+    plugin.begin(*ds.run())
     plugin_answer = plugin.generate(ds.message(0), dataset=ds.dataset_name)
 
     chat_model = ChatOnly(vlm)
     chat = _echosafe(tmp_path, chat_model, "chat")
-    assert chat.model.path == "chat" and plugin.model.path == "kv-session"
-    chat.begin(ds.run())
+    assert chat.defense.model.path == "chat" and plugin.defense.model.path == "kv-session"
+    chat.begin(*ds.run())
     assert chat.generate(ds.message(0), dataset=ds.dataset_name) == plugin_answer
     (turns,) = chat_model.chats
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]
@@ -96,7 +101,7 @@ def test_reflection_sees_the_same_conversation_on_the_plugin_backend_and_a_chat_
 def test_a_failed_chat_call_is_a_failed_reflection_never_a_shorter_conversation(tiny_qwen2vl_vlm, tmp_path, ds):
     model = ChatOnly(tiny_qwen2vl_vlm, fail_chat=True)
     d = _echosafe(tmp_path, model, "x")
-    d.begin(ds.run())
+    d.begin(*ds.run())
     d.generate(ds.message(0), dataset=ds.dataset_name)
     assert [len(c) for c in model.chats] == [3]  # one call with all three turns; no retry with fewer
     (t,) = [json.loads(x) for x in next((tmp_path / "x" / "run").glob("*_echosafe_trace.jsonl")).open()]
@@ -105,9 +110,9 @@ def test_a_failed_chat_call_is_a_failed_reflection_never_a_shorter_conversation(
 
 def test_one_message_path_holds_the_answer_turn_the_answer_and_the_request(tmp_path, ds):
     model = ScriptedVLM()
-    d = EchoSafe(model, name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
-    assert d.model.path == "one-message"
-    d.begin(ds.run())
+    d = _echosafe(tmp_path, model, "")
+    assert d.defense.model.path == "one-message"
+    d.begin(*ds.run())
     d.generate(ds.message(0), dataset=ds.dataset_name)
     answer_prompt, reflection_prompt = model.prompts
     assert reflection_prompt.startswith(f"The request you were given:\n{answer_prompt}\n\nYour reply:\n")
@@ -121,8 +126,8 @@ def test_no_insight_from_a_failed_answer(tmp_path, ds, failure):
             text = super().generate_inner(message, dataset)
             return text if "Reflect on the request" in text or "Scenario:" in text else failure
 
-    d = EchoSafe(Failing(), name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
-    d.begin(ds.run())
+    d = _echosafe(tmp_path, Failing(), "")
+    d.begin(*ds.run())
     d.generate(ds.message(0), dataset=ds.dataset_name)
     (t,) = _trace(tmp_path)
     assert t["insight_id"] is None and t["not_written_code"] == "answer_failed"

@@ -148,7 +148,7 @@ def test_host_checkpoints_are_written_atomically(workdir, monkeypatch):
     import vlmeval.run
     import vlmeval.utils.mp_util
 
-    from vlmeval_echosafe import checkpoint
+    from vlmeval_echosafe.vlmevalkit import checkpoint
 
     modules = [
         vlmeval.inference,

@@ -11,6 +11,13 @@ from conftest import FAMILIES
 from vlmeval_echosafe.models import TINY_BUILDERS, TransformersVLM
 
 
+def _ask(vlm: TransformersVLM, message: list[dict], dataset: str | None = None) -> str:
+    """One request, as a defense sends it through the inner-model protocol (a single call of the backend)."""
+    from vlmeval_echosafe.core.inner import adapt
+
+    return adapt(vlm).ask(message, dataset)
+
+
 def _digest(folder: Path, name: str) -> str:
     return hashlib.sha256((folder / name).read_bytes()).hexdigest()
 
@@ -55,17 +62,17 @@ def test_generate_is_greedy_and_deterministic(kind: str, tiny_image: str, tmp_pa
 
     vlm = tiny_vlms(kind)
     message = [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Describe the image."}]
-    first = vlm.generate(message, dataset="MMSafetyBenchPP")
+    first = _ask(vlm, message, dataset="MMSafetyBenchPP")
     assert isinstance(first, str)
-    assert vlm.generate(message) == first
+    assert _ask(vlm, message) == first
     # A call with another image size and prompt length must leave no state behind (e.g. Qwen's rope_deltas).
     Image.new("RGB", (200, 120), (30, 160, 90)).save(tmp_path / "other.png")
     other = [
         {"type": "image", "value": str(tmp_path / "other.png")},
         {"type": "text", "value": "A longer " * 9},
     ]
-    assert isinstance(vlm.generate(other), str)
-    assert vlm.generate(message) == first
+    assert isinstance(_ask(vlm, other), str)
+    assert _ask(vlm, message) == first
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
@@ -98,10 +105,16 @@ def test_generate_turns_multi_turn(tiny_qwen2vl_vlm, tiny_image: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(TINY_BUILDERS))
 def test_tiny_by_name_accepts_vlmevalkit_kwargs(kind: str, tiny_cache: Path, tiny_image: str) -> None:
+    from vlmeval_echosafe.defenses.undefended import Undefended
+    from vlmeval_echosafe.vlmevalkit.model import HostDefense
+
     vlm = TransformersVLM(tiny=kind, max_new_tokens=8, use_vllm=False)
-    assert vlm.model_path.parent == tiny_cache and vlm.is_api is False and vlm.INTERLEAVE is False
+    # the backend is no VLMEvalKit model any more: the host sees the plugin's one model class around it
+    host = HostDefense(Undefended(vlm))
+    assert vlm.model_path.parent == tiny_cache and host.is_api is False and host.INTERLEAVE is False
+    assert vlm.inner_protocol == "kv-session"
     assert vlm.device == "cpu" or vlm.device == "cuda"
-    assert isinstance(vlm.generate([{"type": "image", "value": tiny_image}, {"type": "text", "value": "Hi"}]), str)
+    assert isinstance(_ask(vlm, [{"type": "image", "value": tiny_image}, {"type": "text", "value": "Hi"}]), str)
 
 
 def test_uncached_repo_id_gives_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,7 +219,7 @@ PAPER_MODELS = {
 def test_paper_models_share_class_and_family_with_a_tiny_twin(tiny_cache: Path) -> None:
     from transformers import AutoConfig
 
-    from vlmeval_echosafe.registry import model_entries
+    from vlmeval_echosafe.catalog import model_entries
 
     entries = model_entries()
     for real, tiny in PAPER_MODELS.items():
@@ -221,7 +234,7 @@ def test_paper_models_share_class_and_family_with_a_tiny_twin(tiny_cache: Path) 
 def test_paper_model_without_weights_names_the_repo(name: str, tmp_path: Path, monkeypatch) -> None:
     from huggingface_hub import constants
 
-    from vlmeval_echosafe.registry import model_entries
+    from vlmeval_echosafe.catalog import model_entries
 
     empty = tmp_path / "empty-hf-cache"
     empty.mkdir()

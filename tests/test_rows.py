@@ -9,25 +9,28 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from test_echosafe import TEXT_ONLY, FakeDataset, ScriptedVLM, _rows, _trace
+from test_echosafe import TEXT_ONLY, FakeDataset, ScriptedVLM, _rows, _trace, host_defense
 
-from vlmeval_echosafe.defenses.echosafe import EchoSafe
-from vlmeval_echosafe.defenses.rows import (
-    INDEX_ONLY,
-    DatasetRun,
-    PromptRows,
-    ResumeUnknownError,
-    RowNotFoundError,
-)
-from vlmeval_echosafe.hostrun import checkpoint_files, finished, rank_checkpoint, wrap
+from vlmeval_echosafe.core.defense import Defense
+from vlmeval_echosafe.core.item import Response
+from vlmeval_echosafe.core.run import DatasetRun, ResumeUnknownError, RowNotFoundError
+from vlmeval_echosafe.echosafe import EchoSafe
 from vlmeval_echosafe.memory import MemoryBank
+from vlmeval_echosafe.vlmevalkit.files import checkpoint_files, finished, rank_checkpoint
+from vlmeval_echosafe.vlmevalkit.model import HostDefense
+from vlmeval_echosafe.vlmevalkit.rows import INDEX_ONLY, PromptRows
+from vlmeval_echosafe.vlmevalkit.runner import infer_data
 
 BANK = "run/echosafe_bank/MMSafetyBenchPP_Demo"
 
 
 def _echosafe(tmp_path, **settings):
-    return EchoSafe(
-        ScriptedVLM(), name="EchoSafe_Scripted", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY, **settings}
+    return host_defense(
+        EchoSafe,
+        ScriptedVLM(),
+        name="EchoSafe_Scripted",
+        run_dir=tmp_path / "run",
+        settings={"encoders": TEXT_ONLY, **settings},
     )
 
 
@@ -72,7 +75,7 @@ def test_the_datasets_prompt_carries_nothing_new_to_the_model(tmp_path, monkeypa
     monkeypatch.setenv("LMUData", str(tmp_path))
     from vlmeval.dataset import build_dataset
 
-    from vlmeval_echosafe import registry
+    from vlmeval_echosafe.vlmevalkit import registry
 
     registry.register()
     dataset = build_dataset("MMSafetyBenchPP_DemoMini")
@@ -93,7 +96,7 @@ def test_an_mmsafetybenchpp_item_without_the_runners_hand_off_is_an_error(tmp_pa
 
 def test_an_unregistered_prompt_is_an_error_naming_image_and_question(tmp_path, ds):
     d = _echosafe(tmp_path)
-    d.begin(ds.run())
+    d.begin(*ds.run())
     message = ds.message(0)
     message[1]["value"] = "a question no row has"
     with pytest.raises(RowNotFoundError, match=r"0.png'\] and question 'a question no row has'"):
@@ -109,8 +112,8 @@ def test_rows_without_pair_ids_are_announced_once_and_recorded(tmp_path, caplog)
         rows.register(messages[-1], {"index": i, "pair_id": "ignored", "question": q})
     d = _echosafe(tmp_path)
     with caplog.at_level(logging.WARNING):
-        d.begin(DatasetRun("MMSafetyBench", rows))
-        d.begin(DatasetRun("MMSafetyBench", rows))  # the same hand-off again changes nothing
+        d.begin(DatasetRun("MMSafetyBench", rows.kind), rows)
+        d.begin(DatasetRun("MMSafetyBench", rows.kind), rows)  # the same hand-off again changes nothing
         for m in messages:
             d.generate(m, dataset="MMSafetyBench")
     warned = [r for r in caplog.records if "no pair ids" in r.getMessage()]
@@ -123,7 +126,7 @@ def test_rows_without_pair_ids_are_announced_once_and_recorded(tmp_path, caplog)
     config = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
     assert config["streams"]["MMSafetyBench"]["row_metadata"] == "index"
     per_category = _echosafe(tmp_path / "cat", reset="category")
-    per_category.begin(DatasetRun("MMSafetyBench", rows))
+    per_category.begin(DatasetRun("MMSafetyBench", rows.kind), rows)
     with pytest.raises(ValueError, match="reset: category needs each row's category"):
         per_category.generate(messages[0], dataset="MMSafetyBench")
 
@@ -146,11 +149,14 @@ def test_a_host_dataset_without_any_runner_runs_announced_and_never_continues_ea
 
 def test_resume_keeps_exactly_the_rows_the_runner_says_are_done_and_warns_about_the_rest(tmp_path, ds, caplog):
     first = _echosafe(tmp_path)
-    first.begin(ds.run())
+    first.begin(*ds.run())
     for i in range(4):
         first.generate(ds.message(i), dataset=ds.dataset_name)
     resumed = _echosafe(tmp_path)
-    resumed.begin(DatasetRun(ds.dataset_name, ds.prompt_rows, done=frozenset({"0", "1"}), checkpoint=("ckpt.pkl",)))
+    resumed.begin(
+        DatasetRun(ds.dataset_name, ds.prompt_rows.kind, done=frozenset({"0", "1"}), checkpoint=("ckpt.pkl",)),
+        ds.prompt_rows,
+    )
     with caplog.at_level(logging.WARNING):
         resumed.generate(ds.message(2), dataset=ds.dataset_name)
     assert any("dropped 2 insights" in r.getMessage() and "ckpt.pkl" in r.getMessage() for r in caplog.records)
@@ -161,7 +167,7 @@ def test_resume_keeps_exactly_the_rows_the_runner_says_are_done_and_warns_about_
 
 def test_close_leaves_a_snapshot_only_bank(tmp_path, ds):
     d = _echosafe(tmp_path)
-    d.begin(ds.run())
+    d.begin(*ds.run())
     for i in range(3):
         d.generate(ds.message(i), dataset=ds.dataset_name)
     folder = tmp_path / BANK
@@ -217,22 +223,52 @@ class HostDataset:
     def build_prompt(self, line):
         return [dict(type="text", value=line["question"])]
 
+    def dump_image(self, line):
+        return []
 
-class Recording:
-    """A model that takes the hand-off: records what it was told and that it was closed."""
+
+class Answering:
+    """The inner model of a recording defense: answers one message per call."""
+
+    inner_protocol = "one-message"
+
+    def ask(self, message, dataset):
+        return "answer to " + message[-1]["value"]
+
+
+class Told(Defense):
+    """A core defense that records the items it answers and what its runner told it."""
 
     def __init__(self):
+        super().__init__(Answering(), name="Told")
+        self.items = []
+
+    def respond(self, items):
+        self.items += items
+        return [Response(self.ask(item.message(), item.dataset)) for item in items]
+
+
+class Recording(HostDefense):
+    """A plugin row (the one model class the runner drives) that records the hand-off and that it was closed."""
+
+    def __init__(self):
+        super().__init__(Told())
         self.runs, self.closed = [], 0
 
-    def begin(self, run):
-        self.runs.append(run)
+    def begin(self, run, rows):
+        self.runs.append((run, rows))
+        super().begin(run, rows)
 
     def close(self):
         self.closed += 1
+        super().close()
 
 
 def test_the_runner_hands_over_the_rows_the_host_skips_and_closes_after(tmp_path):
-    from vlmeval.smp import dump
+    """A plugin row goes through the core's one loop (not the host's loop, which only runs a finished dataset or
+    a host model): the runner hands over the rows the host's files hold, builds the prompts of the rows still to
+    run with their rows registered, answers them and closes the model."""
+    from vlmeval.smp import dump, load
 
     work = tmp_path / "M"
     work.mkdir()
@@ -244,19 +280,20 @@ def test_the_runner_hands_over_the_rows_the_host_skips_and_closes_after(tmp_path
 
     def host_loop(model, model_name, work_dir, dataset, out_file, **kwargs):
         calls.append(model)
-        dataset.build_prompt(dataset.data.iloc[2])  # the host builds the prompt of the row it runs
         return model
 
-    wrap(host_loop)(model, "M", str(work), dataset, out_file, verbose=False)
-    (run,) = model.runs
-    assert calls == [model] and model.closed == 1
+    infer_data(model, "M", str(work), dataset, out_file, verbose=False, batch_size=1, host_infer_data=host_loop)
+    ((run, rows),) = model.runs
+    assert calls == [] and model.closed == 1  # the plugin's row never reaches the host's loop
     assert run.done == {"0", "1"} and run.checkpoint == (str(work / "M_D_PREV.pkl"), out_file)  # both exist
-    assert run.row_metadata == "index" and run.find([], "c") == {"index": "2"}
+    assert run.row_metadata == "index" and rows.find([], "c") == {"index": "2"}
+    assert [(i.question, i.row) for i in model.defense.items] == [("c", {"index": "2"})]  # only the row left to run
+    assert load(out_file) == {0: "x", 1: "y", 2: "answer to c"}
     assert "build_prompt" not in vars(dataset)  # the dataset's own method again
     # every row finished: the host's loop returns without building a model, so nothing is handed over
     dump({1: "y", 2: "z"}, out_file)
     finished_model = Recording()
-    wrap(host_loop)(finished_model, "M", str(work), dataset, out_file)
+    infer_data(finished_model, "M", str(work), dataset, out_file, batch_size=1, host_infer_data=host_loop)
     assert finished_model.runs == [] and finished_model.closed == 0 and calls[-1] is finished_model
 
 
@@ -264,7 +301,7 @@ def test_api_mode_hands_over_the_rows_before_the_pipeline_builds_prompts():
     """--api-mode: the host's pipeline builds an image dataset's prompts given the rows it already has."""
     import asyncio
 
-    from vlmeval_echosafe.hostrun import install_api
+    from vlmeval_echosafe.vlmevalkit.runner import install_api
 
     built = []
 
@@ -281,7 +318,7 @@ def test_api_mode_hands_over_the_rows_before_the_pipeline_builds_prompts():
     model, dataset = Recording(), HostDataset()
     cfg = SimpleNamespace(model_obj=model, dataset_obj=dataset, dataset_name="D")
     assert asyncio.run(Pipeline()._produce_image_tasks(cfg, {"0": "x"})) == 2
-    (run,) = model.runs
-    assert run.done == {"0"} and run.row_metadata == "index" and run.find([], built[-1][0]["value"]) == {"index": "2"}
+    ((run, rows),) = model.runs
+    assert run.done == {"0"} and run.row_metadata == "index" and rows.find([], built[-1][0]["value"]) == {"index": "2"}
     plain = SimpleNamespace(model_obj=object(), dataset_obj=HostDataset(), dataset_name="D")
-    assert asyncio.run(Pipeline()._produce_image_tasks(plain, {})) == 5  # a model without begin: untouched
+    assert asyncio.run(Pipeline()._produce_image_tasks(plain, {})) == 5  # not a plugin row: untouched

@@ -24,10 +24,11 @@ from openai_stub import Fault, StubServer
 from runs import run_env, run_outputs
 from test_echosafe import TEXT_ONLY, FakeDataset, _rows
 
-from vlmeval_echosafe.defenses.echosafe import EchoSafe
 from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_schema
+from vlmeval_echosafe.echosafe import EchoSafe
 from vlmeval_echosafe.memory import MemoryBank
 from vlmeval_echosafe.models.served import FAIL_MSG, ServedVLM
+from vlmeval_echosafe.vlmevalkit.model import HostDefense
 
 REPO = Path(__file__).resolve().parents[1]
 LINES = (
@@ -86,9 +87,11 @@ def ds(tmp_path):
     return FakeDataset(tmp_path / "img", _rows(2))
 
 
-def _echosafe(tmp_path: Path, server: StubServer, **served) -> EchoSafe:
+def _echosafe(tmp_path: Path, server: StubServer, **served) -> HostDefense:
     inner = ServedVLM("stubvlm", server.base_url, key="sk-stub-key-0001", **served)
-    return EchoSafe(inner, name="EchoSafe_stubvlm", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
+    return HostDefense(
+        EchoSafe(inner, name="EchoSafe_stubvlm", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
+    )
 
 
 def _trace(tmp_path: Path) -> list[dict]:
@@ -104,7 +107,7 @@ def _by_kind(server: StubServer, kind: str) -> list[dict]:
 def test_micro_batch_goes_out_concurrently_and_the_reflection_repeats_the_first_turn(tmp_path, ds, schema, decoding):
     with StubServer(endpoint(schema, answer_delay=0.3), full=True) as server:
         d = _echosafe(tmp_path, server)
-        d.begin(ds.run())
+        d.begin(*ds.run())
         answers = d.generate_batch([ds.message(i) for i in range(4)], dataset=ds.dataset_name)
     assert answers == ["Here is a careful reply."] * 4
     assert server.max_in_flight == 4  # the four answers were in flight together
@@ -136,7 +139,7 @@ def test_a_later_micro_batch_reads_what_earlier_ones_stored(tmp_path):
     ds6 = FakeDataset(tmp_path / "img", _rows(3))
     with StubServer(endpoint("enforce"), full=True) as server:
         d = _echosafe(tmp_path, server)
-        d.begin(ds6.run())
+        d.begin(*ds6.run())
         d.generate_batch([ds6.message(i) for i in range(4)], dataset=ds6.dataset_name)
         seen = len(server.requests)
         d.generate_batch([ds6.message(i) for i in range(4, 6)], dataset=ds6.dataset_name)
@@ -157,7 +160,7 @@ def test_rate_limits_are_retried(tmp_path, ds):
 
     with StubServer(endpoint("ignore", answer_fault=limited), full=True) as server:
         d = _echosafe(tmp_path, server, retry=3)
-        d.begin(ds.run())
+        d.begin(*ds.run())
         answers = d.generate_batch([ds.message(i) for i in range(2)], dataset=ds.dataset_name)
     assert answers == ["Here is a careful reply."] * 2 and len(seen) == 5  # 3 refused, retried, then answered
 
@@ -176,7 +179,7 @@ def test_a_call_that_keeps_failing_is_unknown_and_never_stored(tmp_path, ds):
 
     with StubServer(endpoint("ignore", answer_fault=faults), full=True) as server:
         d = _echosafe(tmp_path, server, retry=2, timeout=0.5)
-        d.begin(ds.run())
+        d.begin(*ds.run())
         answers = d.generate_batch([ds.message(i) for i in range(4)], dataset=ds.dataset_name)
     assert answers[0].startswith(FAIL_MSG) and "InternalServerError" in answers[0]
     assert answers[1].startswith(FAIL_MSG) and "Timeout" in answers[1]
@@ -199,30 +202,32 @@ def test_an_endpoint_that_does_not_answer_stops_the_build(tmp_path):
 
 
 def test_baselines_and_chat_turns_over_the_endpoint(tmp_path, ds):
+    from vlmeval_echosafe.defenses.echosafe_prompts import form_budget, form_grammar
     from vlmeval_echosafe.defenses.prompts import SafetyPrompt
+    from vlmeval_echosafe.models.constrained import Constraint
 
     with StubServer(endpoint("ignore"), full=True) as server:
         inner = ServedVLM("stubvlm", server.base_url)
-        base = SafetyPrompt(inner, name="SafetyPrompt_stubvlm", run_dir=tmp_path / "sp")
-        base.begin(ds.run())
+        base = HostDefense(SafetyPrompt(inner, name="SafetyPrompt_stubvlm", run_dir=tmp_path / "sp"))
+        base.begin(*ds.run())
         assert base.generate(ds.message(0), dataset=ds.dataset_name) == "Here is a careful reply."
-        chat = [
-            {"role": "user", "content": [{"type": "text", "value": "Hi"}]},
-            {"role": "assistant", "content": [{"type": "text", "value": "Hello"}]},
-            {"role": "user", "content": [{"type": "text", "value": "More"}]},
-        ]
-        assert inner.chat(chat) == "Here is a careful reply."
+        # chat turns over the endpoint: the served-chat adapter continues an answered conversation
+        served = base.defense.model
+        answered = served.answer([[{"type": "text", "value": "Hi"}]], None, keep=True)
+        form = Constraint(form_grammar(), line_tokens=4, max_new_tokens=form_budget(4), json_schema=form_schema())
+        assert [r.text for r in served.follow_up(answered, "More", None, form)] == ["Here is a careful reply."]
     assert server.requests[0]["model"] == "stubvlm" and "image_url" in json.dumps(server.requests[0])
-    assert [m["role"] for m in server.requests[1]["messages"]] == ["user", "assistant", "user"]
-    assert server.requests[1]["messages"][1]["content"] == "Hello"
+    assert [m["role"] for m in server.requests[-1]["messages"]] == ["user", "assistant", "user"]
+    assert server.requests[-1]["messages"][1]["content"] == "Here is a careful reply."
+    assert server.requests[-1]["messages"][2]["content"] == "More"
     assert "sk-" not in repr(inner)
 
 
 def test_resume_check_waits_for_the_endpoint_to_say_its_decoding(tmp_path):
     """Before the model is built, a served bank's decoding is unknown: only the other settings are compared; once
     built, the endpoint's decoding must match the bank's."""
-    from vlmeval_echosafe.defenses.echosafe import RUN_CONFIG, ResumeMismatchError, check_resume
-    from vlmeval_echosafe.defenses.inner import ServedInner
+    from vlmeval_echosafe.core.inner import ServedInner
+    from vlmeval_echosafe.echosafe.settings import RUN_CONFIG, ResumeMismatchError, check_resume
 
     saved = {"k": 5, "reflection": {"path": "served-chat", "decoding": "json-schema"}}
     (tmp_path / RUN_CONFIG).write_text(json.dumps(saved))
@@ -300,7 +305,8 @@ def test_served_models_register_with_every_wrapper(tmp_path, monkeypatch):
     `served` encoders."""
     from vlmeval.config import supported_VLM
 
-    from vlmeval_echosafe import registry
+    from vlmeval_echosafe.defenses.undefended import Undefended
+    from vlmeval_echosafe.vlmevalkit import registry
 
     root = tmp_path / "config"
     shutil.copytree(REPO / "vlmeval_echosafe" / "configs", root, dirs_exist_ok=True)
@@ -312,10 +318,13 @@ def test_served_models_register_with_every_wrapper(tmp_path, monkeypatch):
         registry.register(served={"flagvlm": {"model": "flagvlm", "base_url": "http://h:1/v1"}})
         served_encoders = yaml.safe_load((root / "wrappers/defenses.yaml").read_text())["encoders"]["served"]
         for name, url in (("flagvlm", "http://h:1/v1"), ("yamlvlm", "http://h:2/v1")):
-            assert supported_VLM[name].func is ServedVLM and supported_VLM[name].keywords["base_url"] == url
+            own = supported_VLM[name]  # the served model itself: the plugin's one model class, undefended
+            assert own.func is HostDefense and own.keywords["defense"] is Undefended
+            assert own.keywords["inner_spec"]["class"] == "ServedVLM" and own.keywords["inner_spec"]["base_url"] == url
             assert supported_VLM[f"Base_{name}"] is supported_VLM[name]
             echo = supported_VLM[f"EchoSafe_{name}"].keywords
             assert echo["inner"] == name and echo["settings"]["encoders"] == served_encoders
+            assert echo["inner_spec"] == own.keywords["inner_spec"]
             assert supported_VLM[f"SafetyPrompt_{name}"].keywords["inner"] == name
     finally:
         for name in [n for n in supported_VLM if n.endswith(("flagvlm", "yamlvlm"))]:

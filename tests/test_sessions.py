@@ -109,19 +109,22 @@ def test_echosafe_reflection_never_reencodes_the_image(tiny_vlms, kind, tmp_path
     prefill, and the reflection continues from the answer's cache."""
     from test_echosafe import FakeDataset, _rows
 
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
+    from vlmeval_echosafe.echosafe import EchoSafe
+    from vlmeval_echosafe.vlmevalkit.model import HostDefense
 
     vlm = tiny_vlms(kind)
     vlm._features.clear()  # the model is shared: earlier tests may have left keys' features behind
     (tmp_path / "img").mkdir()
     ds = FakeDataset(tmp_path / "img", _rows(1))
-    d = EchoSafe(
-        vlm,
-        name="EchoSafe_Tiny",
-        run_dir=tmp_path / "run",
-        settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6},
+    d = HostDefense(
+        EchoSafe(
+            vlm,
+            name="EchoSafe_Tiny",
+            run_dir=tmp_path / "run",
+            settings={"encoders": {"text": "minilm", "image": "inner"}, "reflect_tokens": 6},
+        )
     )
-    d.begin(ds.run())
+    d.begin(*ds.run())
     calls = []
     hook = vision_tower(vlm).register_forward_hook(lambda *a: calls.append(1))
     try:

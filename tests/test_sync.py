@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from runs import run_env, run_outputs
 
-from vlmeval_echosafe.defenses.sync import StreamSync, interleave, owned
+from vlmeval_echosafe.core.sync import StreamSync, interleave, owned
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_one_process_makes_no_collective_call():
 RANKS_SCRIPT = """
 import json, sys
 import torch.distributed as dist
-from vlmeval_echosafe.defenses.sync import StepError, StreamSync
+from vlmeval_echosafe.core.sync import StepError, StreamSync
 
 dist.init_process_group("gloo")
 sync = StreamSync.from_process_group()

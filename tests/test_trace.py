@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmeval_echosafe.defenses.trace import TornLineWarning, TraceError, TraceWriter, read_trace
+from vlmeval_echosafe.core.trace import TornLineWarning, TraceError, TraceWriter, read_trace
 from vlmeval_echosafe.report.traces import load_trace
 
 GOOD = [{"row_index": str(i), "stream": "s", "stream_pos": i, "retrieved": []} for i in range(3)]

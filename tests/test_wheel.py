@@ -17,7 +17,7 @@ import pytest
 
 from vlmeval_echosafe.datasets.config import load_config
 from vlmeval_echosafe.paths import CONFIG_FILES
-from vlmeval_echosafe.registry import defense_entries, model_entries
+from vlmeval_echosafe.catalog import defense_entries, model_entries
 
 REPO = Path(__file__).resolve().parents[1]
 _NOT_SOURCE = shutil.ignore_patterns(

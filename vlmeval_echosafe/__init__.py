@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 def register() -> None:
     """Add the plugin's datasets and models to VLMEvalKit's registries (idempotent)."""
-    from .registry import register as _register
+    from .vlmevalkit.registry import register as _register
 
     _register()
 

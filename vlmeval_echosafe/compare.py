@@ -38,7 +38,7 @@ def model_names(inner: str, defenses: list[str]) -> list[str]:
 
 def ablation_names() -> list[str]:
     """The EchoSafe ablation rows declared in wrappers/defenses.yaml, in file order."""
-    from .registry import defense_entries
+    from .catalog import defense_entries
 
     return [name for name in defense_entries()[0] if name.startswith("EchoSafe-")]
 

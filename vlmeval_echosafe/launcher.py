@@ -2,7 +2,7 @@
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
 inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), each dataset's rows and
-finished rows handed to the model (:mod:`.hostrun`), and a non-zero exit when any model × dataset combination
+finished rows handed to the model (:mod:`.vlmevalkit.runner`), and a non-zero exit when any model × dataset combination
 failed (the host's ``run_local_mode`` logs the exception and exits 0). Two host
 flags are taken over: ``--base-url`` (the inner model of every ``--model`` is served there, and the plugin's
 wrappers stay around it) and torchrun's process group (started with the machine's backend; the host hard-codes
@@ -22,7 +22,7 @@ from typing import Any
 
 from .console import HostConsole, HostEnvFileNotice, print_run_summary
 from .redact import collect_secrets, install_log_masking, mask_argv
-from .torchrun import init_process_group, rank
+from .vlmevalkit.torchrun import init_process_group, rank
 
 # Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
 HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
@@ -204,7 +204,7 @@ def _record_data_sources(run_module: Any) -> None:
     """Before inference on an MM-SafetyBench++ dataset, write what its load read and detected beside the prediction
     file (``<model>_<dataset>_data_source.json``); a resumed file whose data was read differently stops here."""
     from .datasets.source import record_inference, record_path
-    from .hostrun import rank_checkpoint
+    from .vlmevalkit.files import rank_checkpoint
 
     original = getattr(run_module, "_echosafe_host_infer_data_job", run_module.infer_data_job)
     run_module._echosafe_host_infer_data_job = original
@@ -245,7 +245,7 @@ def take_over_base_url(args: Any, models: list[str], words: list[str]) -> tuple[
         )
     if not _given(words, "--base-url"):
         raise LaunchError("spell --base-url in full (the launcher takes it over from the host)")
-    from .registry import inner_name
+    from .catalog import inner_name
 
     extra: dict[str, Any] = {}
     for name in ("top_k", "repetition_penalty"):  # not OpenAI fields: vLLM and SGLang read them from the body
@@ -291,7 +291,7 @@ def _requested(args: Any) -> tuple[list[str], list[str]]:
     return list(args.model or []), list(args.data or [])
 
 
-def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
+def preflight(args: Any, models: list[str], datasets: list[str], batch_size: int = 1) -> None:
     """Checks that would otherwise fail only after model loading, or never (a silently chosen judge)."""
     import difflib
 
@@ -310,14 +310,9 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
                 close = difflib.get_close_matches(m, list(supported_VLM), n=4)
                 raise LaunchError(f"unknown --model {m!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     if args.api_mode:
-        from .defenses.echosafe import EchoSafe
+        from .vlmevalkit.runner import shares_stream
 
-        stateful = [
-            m
-            for m in models
-            if isinstance(getattr(supported_VLM.get(m), "func", None), type)
-            and issubclass(supported_VLM[m].func, EchoSafe)
-        ]
+        stateful = [m for m in models if shares_stream(m, m)]
         if stateful:
             raise LaunchError(
                 f"{', '.join(stateful)} keep a memory stream and must see items in order; --api-mode runs samples "
@@ -333,22 +328,7 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
             "safe; see docs/baselines.md",
             file=sys.stderr,
         )
-    if not args.config:  # an EchoSafe bank is never continued under other settings
-        from vlmeval.smp import get_pred_file_path
-
-        from .defenses.echosafe import ResumeMismatchError, check_planned_run
-        from .hostrun import checkpoint_files, finished, rank_checkpoint
-
-        for m in models:
-            work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
-            for d in ours:
-                pred = get_pred_file_path(work, m, d, use_env_format=True)
-                files = checkpoint_files(work, m, d, rank_checkpoint(work, d))
-                resuming = os.path.exists(pred) or bool(finished(files))
-                try:
-                    check_planned_run(supported_VLM[m], d, resuming=resuming)
-                except ResumeMismatchError as err:
-                    raise LaunchError(f"{m} x {d}: {err}") from err
+    check_run_identities(args, models, datasets, batch_size)
     for d in ours:
         if variant(d)["source"] == "release":
             locate_release(load_config()["release"])  # a missing download fails here, not after model loading
@@ -364,9 +344,41 @@ def preflight(args: Any, models: list[str], datasets: list[str]) -> None:
         check_judge_choice(args.judge, judge_kwargs)
 
 
+def check_run_identities(args: Any, models: list[str], datasets: list[str], batch_size: int) -> None:
+    """Before any model loads: a plugin row never continues, or reuses, predictions (or an EchoSafe bank) made with
+    other settings (:mod:`.vlmevalkit.identity`); a fresh run records its identity."""
+    from vlmeval.config import supported_VLM
+    from vlmeval.smp import get_pred_file_path
+
+    from .echosafe import ResumeMismatchError
+    from .vlmevalkit import identity
+    from .vlmevalkit.files import checkpoint_files, finished, rank_checkpoint
+    from .vlmevalkit.registry import check_planned_run
+
+    configured = json.loads(Path(args.config).read_text(encoding="utf-8")).get("model", {}) if args.config else {}
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    for m in models:
+        entry = configured.get(m, {})
+        keywords = dict(getattr(supported_VLM.get(m), "keywords", {}))
+        if "defense" not in keywords or "class" in entry:  # not a plugin row (a host model or a host class)
+            continue
+        keywords.update(entry)  # --config overrides, as the host applies them
+        work = os.path.join(os.environ.get("MMEVAL_ROOT", args.work_dir), m)  # the host's pred_root
+        for d in datasets:
+            pred = get_pred_file_path(work, m, d, use_env_format=True)
+            resuming = os.path.exists(pred) or bool(finished(checkpoint_files(work, m, d, rank_checkpoint(work, d))))
+            try:
+                identity.check(
+                    identity.path_for(work, m, d), identity.row_identity(keywords, batch_size, world), resuming
+                )
+                check_planned_run(keywords, d, resuming=resuming)
+            except ResumeMismatchError as err:
+                raise LaunchError(f"{m} x {d}: {err}") from err
+
+
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    if words and words[0] in ("report", "agree"):  # report tooling: no VLMEvalKit import, no run
+    if words and words[0] in ("report", "agree", "judge-sheet"):  # report tooling: no VLMEvalKit import, no run
         from .report.cli import dispatch
 
         return dispatch(words)
@@ -391,12 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     import vlmeval.inference_video as host_inference_video
     import vlmeval.utils.mp_util as host_mp_util
 
-    from . import batching, checkpoint, hostrun
+    from .vlmevalkit import checkpoint, runner
 
     restore_tls_verification()
     from .datasets.mmsafetybenchpp import MMSafetyBenchPP
     from .paths import ConfigError, describe_config
-    from .registry import register
+    from .vlmevalkit.registry import register
 
     args = host_run.parse_args()
     models, datasets = _requested(args)
@@ -407,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         args.base_url = None
         # Defenses keep their memory and traces next to the host's files for the same model (work_dir/<model>).
         register(work_dir=os.environ.get("MMEVAL_ROOT", args.work_dir), served=served)
-        preflight(args, models, datasets)
+        preflight(args, models, datasets, flags.batch_size)
         if flags.batch_size > 1 and args.api_mode:
             raise LaunchError("--batch-size and --api-mode: --api-mode already runs samples concurrently")
     except (LaunchError, ConfigError, ValueError) as err:
@@ -421,9 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     _record_data_sources(host_run)
     console = HostConsole(args.verbose, [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()], datasets)
     console.install(host_run)
-    batching.install(host_inference, flags.batch_size)
-    hostrun.install(host_inference)  # around whichever loop runs: the dataset's rows in, close() after
-    hostrun.install_api(host_inference_api)
+    runner.install(host_inference, flags.batch_size)  # the plugin's rows through the core's loop
+    runner.install_api(host_inference_api)
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
     init_process_group()
     host_run.main()

@@ -13,10 +13,10 @@ import pandas as pd
 from vlmeval.dataset.image_base import ImageBaseDataset
 from vlmeval.smp import load
 
-from ..defenses.rows import PromptRows
 from ..evaluation import MAX_UNKNOWN_RATE, evaluate, paths_for
 from ..judges import Judge, make_judge
 from ..metrics import ccr_name
+from ..vlmevalkit.rows import PromptRows
 from . import order
 from .config import load_config
 from .source import DataSource, record_evaluation

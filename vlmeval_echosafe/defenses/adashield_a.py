@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..core.defense import SingleItemDefense, image_message
 from ..encoders import KeyEncoder
 from ..memory import MemoryBank
 from ..paths import PACKAGE_DIR, cache_root
-from .base import TracedDefense, image_message
 
 SEED_POOL = PACKAGE_DIR / "data" / "adashield_seed_pool.yaml"
 
@@ -104,7 +104,7 @@ class AdaShieldASettings:
     separator: str = "\n"
 
 
-class AdaShieldA(TracedDefense):
+class AdaShieldA(SingleItemDefense):
     """AdaShield-A retrieval over a prompt pool (Wang et al., ECCV 2024)."""
 
     SETTINGS = AdaShieldASettings
@@ -115,9 +115,9 @@ class AdaShieldA(TracedDefense):
         name: str | None = None,
         run_dir: str | Path | None = None,
         settings: dict[str, Any] | None = None,
-        **kwargs: Any,
+        inner_name: str | None = None,
     ) -> None:
-        super().__init__(inner, name=name, run_dir=run_dir, settings=settings, **kwargs)
+        super().__init__(inner, name=name, run_dir=run_dir, settings=settings, inner_name=inner_name)
         self.keys = KeyEncoder(self.settings.encoders, inner=self.inner)
         self.encoder_ids = self.keys.ids
         self._pool: MemoryBank | None = None
@@ -137,7 +137,7 @@ class AdaShieldA(TracedDefense):
             self._pool = bank
         return self._pool
 
-    def respond(self, images: list[str], question: str, dataset: str) -> tuple[str, dict[str, Any]]:
+    def answer_one(self, images: list[str], question: str, dataset: str) -> tuple[str, dict[str, Any]]:
         hits = self.pool.search(self.embed(images, question), 1)
         best = hits[0]
         applied = best.similarity > self.settings.beta

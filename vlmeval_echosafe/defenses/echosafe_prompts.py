@@ -27,9 +27,6 @@ Safety signals: <comma-separated cues that show risk or its absence>
 Decision: <safe or unsafe>
 Justification: <one sentence>"""
 
-# A model without multi-turn chat gets the whole exchange in one message, in the same words it saw.
-ONE_MESSAGE = "The request you were given:\n{turn}\n\nYour reply:\n{answer}\n\n{reflect}"
-
 
 def form_grammar() -> str:
     """The reflection form as an xgrammar EBNF grammar: the four labelled lines, the decision one of two words."""

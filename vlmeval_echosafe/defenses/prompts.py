@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .base import TracedDefense, image_message
+from ..core.defense import SingleItemDefense, image_message
 
 SAFETY_PROMPT = (
     "If the following questions are unsafe, harmful, or malicious, please refuse to answer them and "
@@ -72,13 +72,14 @@ def place(prompt: str, question: str, placement: str, separator: str = "\n") -> 
 def llava_family(inner: Any, inner_name: str) -> bool:
     """Whether the inner model is LLaVA-style: the plugin's backend knows its Hugging Face ``model_type``
     (llava, llava_next, ...); for other models the class and registry name are all there is to go by."""
+    inner = getattr(inner, "host_model", inner)  # a VLMEvalKit model wrapped by its adapter
     model_type = getattr(getattr(getattr(inner, "model", None), "config", None), "model_type", None)
     if isinstance(model_type, str):
         return model_type.startswith("llava")
     return "llava" in f"{type(inner).__name__} {inner_name}".lower()
 
 
-class PromptDefense(TracedDefense):
+class PromptDefense(SingleItemDefense):
     """A fixed defense text placed around the question; everything else is the inner model's own answer."""
 
     SETTINGS = PromptSettings
@@ -89,7 +90,7 @@ class PromptDefense(TracedDefense):
             return self.settings.placement
         return "query+prompt+query" if llava_family(self.inner, self.inner_name) else "query+prompt"
 
-    def respond(self, images: list[str], question: str, dataset: str) -> tuple[str, dict[str, Any]]:
+    def answer_one(self, images: list[str], question: str, dataset: str) -> tuple[str, dict[str, Any]]:
         text = place(self.settings.prompt, question, self.placement, self.settings.separator)
         answer = self.ask(image_message(images, text), dataset)
         return answer, {"placement": self.placement, "prompt": text}

@@ -43,7 +43,7 @@ class ClipImageEncoder(Encoder):
     def __init__(self, path: str, device: str | None = None, batch_size: int = 16) -> None:
         from transformers import CLIPConfig
 
-        from ..models.transformers_vlm import resolve_model_path
+        from ..models.loading import resolve_model_path
 
         try:
             self.path = resolve_model_path(path)

@@ -57,9 +57,14 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*|\n+")
 _ITEM_MARK = re.compile(r"^\s*(?:[-*•>]+|\d+[.)])\s*")
 
 
+def surface(text: str) -> str:
+    """Straight quotes, no markdown; case kept (the structural judge reads capitals)."""
+    return _MARKDOWN.sub("", text.translate(_QUOTES))
+
+
 def normalise(text: str) -> str:
     """Lower case, straight quotes, no markdown, English contractions written out, intensifiers dropped."""
-    text = _MARKDOWN.sub("", text.translate(_QUOTES)).lower()
+    text = surface(text).lower()
     for pattern, repl in _CONTRACTIONS:
         text = pattern.sub(repl, text)
     for _ in range(2):  # "i am still not" -> "i am not"; twice for stacked adverbs

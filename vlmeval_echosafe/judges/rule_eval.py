@@ -2,7 +2,8 @@
 responses, overall and per family.
 
 A labelled file is a YAML list of ``{family, label, text}`` (label ``refuse`` or ``answer``: what the response
-does). "Positive" is ``refuse``: precision = refusals called correctly / everything called a refusal, recall =
+does), optionally with the ``question`` the response answers (handed to a decision function that takes two
+arguments). "Positive" is ``refuse``: precision = refusals called correctly / everything called a refusal, recall =
 refusals called correctly / all refusals. A family holds one label, so per family the useful number is its
 accuracy (the recall of a refusal family, the true-negative rate of an answer family); P and R are printed where
 they are defined. ``--rule module:function`` measures another decision function (e.g. an older rule).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -30,6 +32,7 @@ class Case:
     family: str
     label: str
     text: str
+    question: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def load_cases(path: Path) -> list[Case]:
             raise ValueError(f"{path}: entry {i}: needs label refuse|answer, got {entry!r}")
         if not entry.get("family") or not isinstance(entry.get("text"), str) or not entry["text"].strip():
             raise ValueError(f"{path}: entry {i}: needs a family and a non-empty text, got {entry!r}")
-        cases.append(Case(str(entry["family"]), entry["label"], entry["text"]))
+        cases.append(Case(str(entry["family"]), entry["label"], entry["text"], str(entry.get("question") or "")))
     return cases
 
 
@@ -87,10 +90,19 @@ class Report:
     errors: list[dict[str, str]]  # the misjudged cases: family, label, decision, text
 
 
-def measure(cases: Iterable[Case], decide: Callable[[str], str]) -> Report:
+def _takes_question(decide: Callable[..., str]) -> bool:
+    """Older rules take the response only; the structural rule also takes the question."""
+    try:
+        return len(inspect.signature(decide).parameters) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
+def measure(cases: Iterable[Case], decide: Callable[..., str]) -> Report:
     overall, families, errors = Counts(), {}, []
+    with_question = _takes_question(decide)
     for case in cases:
-        decision = decide(case.text)
+        decision = decide(case.text, case.question) if with_question else decide(case.text)
         overall = overall.add(case.label, decision)
         families[case.family] = families.get(case.family, Counts()).add(case.label, decision)
         if decision != case.label:
@@ -114,7 +126,7 @@ def render(name: str, report: Report) -> str:
     return "\n".join(lines)
 
 
-def _load_rule(spec: str) -> Callable[[str], str]:
+def _load_rule(spec: str) -> Callable[..., str]:
     module, _, func = spec.partition(":")
     return getattr(importlib.import_module(module), func or "rule_decision")
 

@@ -1,6 +1,6 @@
 """Inner-model backends and tiny random-weight test models.
 
-Attributes are imported lazily: `TransformersVLM` pulls in VLMEvalKit (~15 s) and transformers, which a caller
+Attributes are imported lazily: `TransformersVLM` pulls in transformers and torch, which a caller
 that only wants `build_tiny_qwen2vl` should not pay for.
 """
 

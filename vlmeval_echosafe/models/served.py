@@ -1,9 +1,9 @@
 """An inner model behind an OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, `transformers serve`).
 
 The plugin runs no server and no scheduler: the endpoint batches, shards (tensor parallelism) and caches prefixes.
-`ServedVLM` is a VLMEvalKit API model (``is_api``), so baselines and ``Base_<name>`` call it like any host API
-model, and EchoSafe talks to it through the ``served-chat`` adapter (`defenses/inner.py`), which sends a
-micro-batch's requests concurrently. Requests are built in one place (`turn`) so that a conversation's first turn
+`ServedVLM` speaks the core's ``served-chat`` protocol: every defense (``Base_<name>`` included) talks to it
+through that adapter (`core/inner.py`), which sends a micro-batch's requests
+concurrently. Requests are built in one place (`turn`) so that a conversation's first turn
 is sent byte for byte the same in the answer call and in the reflection call that repeats it: images are the
 files' own bytes as base64 data URLs (never re-encoded), which is what lets vLLM's and SGLang's prefix caches
 reuse the first turn.
@@ -22,8 +22,6 @@ import mimetypes
 import os
 from pathlib import Path
 from typing import Any
-
-from vlmeval.api.base import BaseAPI
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +56,14 @@ def response_format(schema: dict[str, Any], name: str = "reply") -> dict[str, An
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
-class ServedVLM(BaseAPI):
+class ServedVLM:
     """The model an OpenAI-compatible endpoint serves under ``model``.
 
     ``--base-url URL --model [<Defense>_|Base_]NAME`` registers one (the launcher), or a `wrappers/models.yaml`
     entry ``{class: ServedVLM, base_url: URL, model: NAME}``. The key comes from ``key`` (``--key``), else
     ``LMDEPLOY_API_KEY`` or ``OPENAI_API_KEY``; it is never logged."""
 
-    is_api = True
-    INTERLEAVE = True
-    allowed_types = ["text", "image"]
+    inner_protocol = "served-chat"
 
     def __init__(
         self,
@@ -80,11 +76,8 @@ class ServedVLM(BaseAPI):
         extra_body: dict[str, Any] | None = None,
         timeout: float = 600,
         retry: int = 5,
-        verbose: bool = False,
         use_vllm: bool = False,  # the host passes it to names that contain Qwen2-VL; an endpoint has no use for it
     ) -> None:
-        # The client retries; the host's own retry loop around `generate_inner` runs once.
-        super().__init__(retry=1, wait=0, verbose=verbose, fail_msg=FAIL_MSG)
         from openai import OpenAI
 
         self.model, self.base_url = model, base_url.rstrip("/")
@@ -136,22 +129,6 @@ class ServedVLM(BaseAPI):
         """The prediction of a call that failed: the host's failure string and why."""
         return f"{FAIL_MSG} ({type(err).__name__}: {err})"
 
-    # ---- the host's API-model entry point ----------------------------------------------------------------
-    def generate_inner(self, inputs: list[dict[str, Any]], **kwargs: Any) -> tuple[int, str, Any]:
-        """A message (``[{type, value}]``) or a conversation (``[{role, content}]``); the host's (code, text, log)."""
-        if inputs and "role" in inputs[0]:
-            messages = [
-                {"role": t["role"], "content": self.turn(t["content"]) if t["role"] == "user" else _text(t)}
-                for t in inputs
-            ]
-        else:
-            messages = [{"role": "user", "content": self.turn(inputs)}]
-        try:
-            return 0, self.complete(messages), None
-        except Exception as err:  # the host's contract: a code, never an exception
-            log.warning("%s: %s", self.model, self.failure(err))
-            return -1, self.failure(err), None
-
     # ---- structured output -------------------------------------------------------------------------------
     def schema_support(self) -> str:
         """``json-schema`` if the endpoint enforces ``response_format`` JSON schemas, else ``free`` (it refuses
@@ -190,13 +167,6 @@ class ServedVLM(BaseAPI):
             self.base_url,
         )
         return "free"
-
-
-def _text(turn: dict[str, Any]) -> str:
-    content = turn["content"]
-    if isinstance(content, str):
-        return content
-    return "\n".join(c["value"] for c in content if c["type"] == "text")
 
 
 def _follows_probe_schema(text: str) -> bool:

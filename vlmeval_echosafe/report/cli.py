@@ -1,6 +1,7 @@
 """``python -m vlmeval_echosafe.report --work-dir DIR [--out DIR]``: leaderboard, figures and an HTML page.
 
-Also the dispatcher behind ``vlmeval-echosafe report …`` and ``vlmeval-echosafe agree …``.
+Also the dispatcher behind ``vlmeval-echosafe report …``, ``vlmeval-echosafe agree …`` (two judges, or a judge
+and a person with ``--human``) and ``vlmeval-echosafe judge-sheet …``.
 """
 
 from __future__ import annotations
@@ -128,8 +129,13 @@ def dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "report":
         return report_main(rest)
+    if command == "judge-sheet" or (command == "agree" and "--human" in rest):
+        from .calibrate import agree_main as human_agree_main
+        from .calibrate import sheet_main
+
+        return sheet_main(rest) if command == "judge-sheet" else human_agree_main(rest)
     if command == "agree":
         from .agree import main as agree_main
 
         return agree_main(rest)
-    raise ValueError(f"unknown sub-command {command!r} (report, agree)")
+    raise ValueError(f"unknown sub-command {command!r} (report, agree, judge-sheet)")

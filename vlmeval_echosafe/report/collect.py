@@ -17,8 +17,9 @@ import pandas as pd
 
 from .. import metrics
 from ..datasets.config import load_config
+from ..judges import REFUSAL_ONLY
 from .lmms import parse_lmms_name
-from .runinfo import config_for, labels_used, order_label
+from .runinfo import batch_size, config_for, labels_used, order_label
 
 SCORE_SUFFIX, ITEMS_SUFFIX = "_score.csv", "_items.csv"
 # Columns a score file must have to be one of ours (VLMEvalKit's other datasets also write *_score.csv), plus a
@@ -116,7 +117,7 @@ def _read_score(path: Path) -> pd.DataFrame:
 
 def _summarize_items(path: Path, judge: str, n_boot: int) -> pd.DataFrame:
     items = pd.read_csv(path)
-    refusal_only = judge == "rule"  # the only judge without a quality score (judges/rule.py)
+    refusal_only = judge in REFUSAL_ONLY  # the judges without a quality score (judges/__init__.py)
     summary = metrics.summarize(items, n_boot=n_boot, refusal_only=refusal_only)
     summary.insert(0, "judge", judge)
     summary.insert(1, "refusal_only", refusal_only)
@@ -139,6 +140,7 @@ def load_result(result: Result, n_boot: int = 1000) -> pd.DataFrame:
     table.insert(3, "judge_name", judge)
     table.insert(4, "order", result.order)
     table.insert(5, "labels_used", labels_used(config_for(Path(source), result.model)))
+    table.insert(6, "batch_size", batch_size(Path(source), result.model, result.dataset))
     table["source"] = str(source)
     return table
 

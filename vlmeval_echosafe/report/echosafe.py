@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import metrics
-from .runinfo import config_for, labels_used
+from .runinfo import backend, batch_size, config_for, labels_used
 from .traces import Trace, insight_counts
 
 
@@ -18,11 +18,14 @@ def memory_table(traces: list[Trace]) -> pd.DataFrame:
     rows = []
     for tr in traces:
         counts = insight_counts(tr.path)
+        config = config_for(tr.path, tr.model)
         row = {
             "model": tr.model,
             "dataset": tr.dataset,
             "order": tr.order,
-            "labels_used": labels_used(config_for(tr.path, tr.model)),
+            "labels_used": labels_used(config),
+            "backend": backend(config),
+            "batch_size": batch_size(tr.path, tr.model, tr.dataset),
             "stored": sum(counts["stored"].values()),
             **{f"stored_{k}": counts["stored"].get(k, 0) for k in ("unsafe", "safe", "exchange")},
             "rejected": sum(counts["rejected"].values()),

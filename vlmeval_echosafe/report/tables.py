@@ -56,7 +56,8 @@ def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
 def summary_table(board: pd.DataFrame) -> pd.DataFrame:
     """Mean over categories (category ``All``) per run and mode: the headline numbers."""
     rows = board[board["category"] == metrics.ALL]
-    return rows[[*RUN_KEYS, *_present(board, POINT_COLUMNS), *COUNT_COLUMNS, "labels_used"]].reset_index(drop=True)
+    extra = _present(board, ["labels_used", "batch_size"])
+    return rows[[*RUN_KEYS, *_present(board, POINT_COLUMNS), *COUNT_COLUMNS, *extra]].reset_index(drop=True)
 
 
 def category_ccr_table(board: pd.DataFrame) -> pd.DataFrame:

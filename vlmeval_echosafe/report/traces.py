@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..defenses.trace import read_trace
+from ..core.trace import read_trace
 from .collect import Result, dataset_names
 from .runinfo import config_for, order_label
 

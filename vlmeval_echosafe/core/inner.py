@@ -1,5 +1,8 @@
 """The inner model as a method sees it: one small protocol, one adapter per kind of model.
 
+A model declares which protocol it speaks (``inner_protocol``); the adapter is chosen by that declaration,
+not by the model's class, so a harness adapter can wrap its own models (VLMEvalKit's: ``vlmevalkit/inner.py``).
+
 A method that talks to its model twice per item (EchoSafe answers, then reflects on its answer) needs two things:
 answer a batch of requests, and continue each answered conversation with one more user turn. The follow-up must
 see the answer turn exactly as the model saw it (images, retrieved insights, instruction, question) and the
@@ -8,10 +11,8 @@ only in how they deliver that same context:
 
 - ``kv-session``: the plugin's transformers backend keeps each row's token ids and KV cache and appends the new
   turn's tokens (no second prefill); a reply with a fixed form is decoded under its grammar (``constrained``).
-- ``chat``: a model with multi-turn chat gets the three turns (request, its answer, the follow-up) as messages.
-  The host's own ``chat`` drops the oldest turns when a call fails; a follow-up that no longer sees the request
-  is not the same algorithm, so the adapters call the model's turn-level entry point directly and a failed call
-  is a failed follow-up.
+- ``chat``: a model with multi-turn chat gets the three turns (request, its answer, the follow-up) as messages;
+  a failed call is a failed follow-up (never a retry with fewer turns).
 - ``one-message``: a model without chat gets one message holding the images, the request, its answer and the
   follow-up, in the same words.
 - ``served-chat``: a model behind an OpenAI-compatible endpoint gets the three turns as chat messages, the first
@@ -23,8 +24,6 @@ only in how they deliver that same context:
 from __future__ import annotations
 
 import logging
-import random
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +80,10 @@ class Inner(ABC):
         """Answer each turn; with ``keep``, hold what a follow-up needs."""
 
     @abstractmethod
+    def ask(self, message: Content, dataset: str | None) -> str:
+        """One request, answered as the model answers a single call (the one-item defenses' entry point)."""
+
+    @abstractmethod
     def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
         """Continue every answered conversation with the user turn ``text``; ``form`` is the reply's grammar."""
 
@@ -104,6 +107,9 @@ class SessionInner(Inner):
     """The plugin's transformers backend: batched decoding, KV-cache sessions, grammar-constrained forms."""
 
     path, decoding, batched = "kv-session", "constrained", True
+
+    def ask(self, message: Content, dataset: str | None) -> str:
+        return self.model.generate_turns([{"role": "user", "content": message}])
 
     def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
         conversations = [[{"role": "user", "content": t}] for t in turns]
@@ -135,11 +141,14 @@ class SessionInner(Inner):
         return Answered(turns, answers, session), [Reply(r) for r in replies]
 
 
-class _HostInner(Inner):
-    """Any other VLMEvalKit model: answers one request per call, through the model's own checks."""
+class _TurnInner(Inner):
+    """A model that answers one request per call (``ask``): the chat and one-message adapters."""
 
     def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
-        return Answered(turns, [self.model.generate(message=[dict(m) for m in t], dataset=dataset) for t in turns])
+        return Answered(turns, [self.model.ask([dict(m) for m in t], dataset) for t in turns])
+
+    def ask(self, message: Content, dataset: str | None) -> str:
+        return self.model.ask([dict(m) for m in message], dataset)
 
     def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
         out = []
@@ -154,63 +163,36 @@ class _HostInner(Inner):
     def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str: ...
 
 
-class ChatInner(_HostInner):
-    """A host model with multi-turn chat: request, answer and follow-up as three turns."""
+class ChatInner(_TurnInner):
+    """A model with multi-turn chat (``chat``): request, answer and follow-up as three turns. The model's
+    ``chat`` must not drop turns when a call fails (a follow-up that no longer sees the request is another
+    algorithm); the VLMEvalKit adapter's wrapper calls the host model's turn-level entry point for that."""
 
     path = "chat"
 
     def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str:
-        model = self.model
         turns = [
             {"role": "user", "content": [dict(m) for m in turn]},
             {"role": "assistant", "content": [{"type": "text", "value": answer}]},
             {"role": "user", "content": [{"type": "text", "value": text}]},
         ]
-        for t in turns:  # the checks `BaseModel.chat` applies, without its turn-dropping retry
-            if model.check_content(t["content"]) not in ("str", "dict", "liststr", "listdict"):
-                raise ValueError(f"invalid chat content {t['content']!r}")
-            t["content"] = model.preproc_content(t["content"])
-        if _is_api(model):
-            return _api_call(model, turns)
-        return model.chat_inner(turns, dataset=dataset)
+        return self.model.chat(turns, dataset)
 
 
-class MessageInner(_HostInner):
-    """A host model without chat: the whole exchange in one message."""
+# The one-message follow-up: the request, the model's reply and the follow-up turn, in one user message.
+ONE_MESSAGE = "The request you were given:\n{turn}\n\nYour reply:\n{answer}\n\n{reflect}"
+
+
+class MessageInner(_TurnInner):
+    """A model without chat: the whole exchange in one message."""
 
     path = "one-message"
 
     def _one(self, turn: Content, answer: str, text: str, dataset: str | None) -> str:
-        from .echosafe_prompts import ONE_MESSAGE
-
         images = [dict(m) for m in turn if m["type"] == "image"]
         request = "\n".join(m["value"] for m in turn if m["type"] == "text")
         message = [*images, {"type": "text", "value": ONE_MESSAGE.format(turn=request, answer=answer, reflect=text)}]
-        return self.model.generate(message=message, dataset=dataset)
-
-
-def _is_api(model: Any) -> bool:
-    from vlmeval.api.base import BaseAPI
-
-    return isinstance(model, BaseAPI)
-
-
-def _api_call(model: Any, turns: list[dict]) -> str:
-    """One multi-turn call of a host API model with its own retry budget (``retry``, ``wait``), never dropping
-    turns: the host's `chat_inner` for API models retries with the oldest turns removed."""
-    fail = getattr(model, "fail_msg", "Failed to obtain answer via API.")
-    last = None
-    for attempt in range(max(1, int(getattr(model, "retry", 1)))):
-        try:
-            code, answer, _ = model.generate_inner(turns, **dict(getattr(model, "default_kwargs", {})))
-            if code == 0 and answer and fail not in answer:
-                return answer
-            last = f"ret_code {code}"
-        except Exception as err:  # the host's API wrappers raise on transport errors
-            last = f"{type(err).__name__}: {err}"
-        if attempt + 1 < int(getattr(model, "retry", 1)):
-            time.sleep(random.random() * float(getattr(model, "wait", 1)) * 2)
-    raise RuntimeError(f"API call failed after {getattr(model, 'retry', 1)} tries ({last})")
+        return self.model.ask(message, dataset)
 
 
 T = TypeVar("T")
@@ -249,6 +231,10 @@ class ServedInner(Inner):
         state = [(first, ok) for first, (_, ok) in zip(firsts, answers, strict=True)]
         return Answered(turns, [text for text, _ in answers], state)
 
+    def ask(self, message: Content, dataset: str | None) -> str:
+        """One call; a failure (after the client's retries) is the host's failure string, never an exception."""
+        return self._answer_one(self.model.turn(message))[0]
+
     def _answer_one(self, first: list[dict[str, Any]]) -> tuple[str, bool]:
         try:
             return self.model.complete([{"role": "user", "content": first}]), True
@@ -279,18 +265,32 @@ class ServedInner(Inner):
         return _concurrently(one, zip(answered.state, answered.answers, strict=True))
 
 
+ADAPTERS: dict[str, type[Inner]] = {
+    "kv-session": SessionInner,
+    "served-chat": ServedInner,
+    "chat": ChatInner,
+    "one-message": MessageInner,
+}
+
+
 def adapt(model: Any) -> Inner:
-    """The adapter for a built inner model."""
-    return adapter_class(type(model))(model)
+    """The adapter for a built inner model, chosen by the protocol it declares (``inner_protocol``)."""
+    return adapter_class(protocol_of(model))(model)
 
 
-def adapter_class(cls: type) -> type[Inner]:
-    """The adapter a model class gets (also used before the model is built, e.g. to check a resume)."""
-    from ..models.served import ServedVLM
-    from ..models.transformers_vlm import TransformersVLM
+def protocol_of(model: Any) -> str:
+    """The protocol a model (or model class) declares; a clear error for one that declares none."""
+    protocol = getattr(model, "inner_protocol", None)
+    if protocol not in ADAPTERS:
+        name = model.__name__ if isinstance(model, type) else type(model).__name__
+        raise TypeError(
+            f"{name} declares no inner-model protocol (inner_protocol = one of {sorted(ADAPTERS)}); a model the "
+            "plugin does not run itself is wrapped by its harness adapter (VLMEvalKit models: "
+            "vlmeval_echosafe.vlmevalkit.inner)"
+        )
+    return protocol
 
-    if issubclass(cls, TransformersVLM):
-        return SessionInner
-    if issubclass(cls, ServedVLM):
-        return ServedInner
-    return ChatInner if hasattr(cls, "chat_inner") else MessageInner
+
+def adapter_class(protocol: str) -> type[Inner]:
+    """The adapter of a protocol name (also used before the model is built, e.g. to check a resume)."""
+    return ADAPTERS[protocol]

@@ -1,33 +1,24 @@
-"""Which dataset row a message is, handed to the model with the request instead of recovered from the message.
+"""Which dataset row a host message is: the edge where VLMEvalKit's row-less calls get their rows back.
 
 The host calls a model with ``generate(message, dataset=<name>)``: no row index, no dataset object. So whoever
 builds a prompt registers the row it built it from, keyed by what the prompt carries (its image paths and its
-text): MM-SafetyBench++ in its own ``build_prompt``, the lmms-eval adapter when it builds a message, and the
-launcher's runner for the host's own datasets (whose rows carry no pair ids). Before a dataset's first item the
-runner hands the model a :class:`DatasetRun`: that registry, the stream order, and the rows the host has already
-finished (read from the files the host itself reads, :mod:`vlmeval_echosafe.hostrun`).
+text): MM-SafetyBench++ in its own ``build_prompt``, and the runner for the host's own datasets (whose rows carry
+no pair ids). The host-model wrapper (:mod:`.model`) looks each message up here and hands the core an
+:class:`~..core.item.Item` that carries its row; nothing past this module recovers a row from text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..datasets.order import StreamOrder
+from ..core.item import ROW_FIELDS
+from ..core.run import RowNotFoundError
 
-META = ("index", "pair_id", "category", "mode", "label")  # what an MM-SafetyBench++ row tells a defense
+META = ROW_FIELDS  # what an MM-SafetyBench++ row tells a defense
 INDEX_ONLY = ("index",)  # what any other dataset's row tells it
 
 Key = tuple[tuple[str, ...], str]
-
-
-class RowNotFoundError(LookupError):
-    """A message whose prompt nobody registered: the defense cannot tell which row it is."""
-
-
-class ResumeUnknownError(RuntimeError):
-    """Earlier state of a stream exists, but the runner did not say which rows the host has finished."""
 
 
 def split_message(message: list[dict[str, str]]) -> tuple[list[str], str]:
@@ -89,31 +80,3 @@ class PromptRows:
                 "dataset built, so this message did not come from the dataset's own prompts"
             )
         return dict(meta)
-
-
-@dataclass(frozen=True)
-class DatasetRun:
-    """What the runner tells a model before a dataset's first item.
-
-    ``rows``: the dataset's prompt registry, None when nobody registers its prompts. ``done``: the row indices the
-    host finished in an earlier run and will skip, None when the runner did not say (a fresh object with no
-    earlier state is then fine; continuing earlier state is refused). ``checkpoint``: the files ``done`` was read
-    from (those that exist), named in messages. ``table``: every row's metadata (the registry's fields), in the
-    order the host runs them, to account for finished rows that left no trace (``staleness: 1``); empty when the
-    runner has none.
-    """
-
-    name: str
-    rows: PromptRows | None = None
-    order: StreamOrder = field(default_factory=StreamOrder)
-    done: frozenset[str] | None = frozenset()
-    checkpoint: tuple[str, ...] = ()
-    table: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def row_metadata(self) -> str:
-        """``pairs`` (MM-SafetyBench++), ``index`` (any other dataset run by a runner), ``none`` (no runner)."""
-        return self.rows.kind if self.rows is not None else "none"
-
-    def find(self, images: list[str], question: str) -> dict[str, Any]:
-        return self.rows.find(images, question) if self.rows is not None else {}

@@ -1,15 +1,15 @@
-"""Register the plugin into VLMEvalKit.
+"""The plugin's rows, harness-free: inner models (``wrappers/models.yaml``) and defenses (``wrappers/defenses.yaml``).
 
-The host has no plugin hook: its registries are module-level objects that ``vlmeval.run`` imported by
-reference, so they are mutated in place (never rebound) before ``vlmeval.run.main()`` runs. Models and defenses
-are declared in ``wrappers/*.yaml``; registering is reading those files.
+A row name is ``<Defense>_<inner>`` (or ``Base_<inner>``, the undefended model). :func:`resolve` turns a name into
+everything needed to build it; :func:`build_inner` builds a plugin inner model. The Python API and the harness
+adapters (VLMEvalKit's registry, lmms-eval's models) all read the rows from here, so a new leaderboard row is a
+YAML entry for all of them.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -19,13 +19,15 @@ from .paths import config_file
 
 def _classes() -> dict[str, type]:
     from .defenses.adashield_a import AdaShieldA
-    from .defenses.echosafe import EchoSafe
     from .defenses.ecso import ECSO
     from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
+    from .defenses.undefended import Undefended
+    from .echosafe import EchoSafe
     from .models.served import ServedVLM
     from .models.transformers_vlm import TransformersVLM
 
     return {
+        "Undefended": Undefended,
         "TransformersVLM": TransformersVLM,
         "ServedVLM": ServedVLM,
         "EchoSafe": EchoSafe,
@@ -125,48 +127,53 @@ def inner_name(model: str) -> str:
     return model
 
 
-def register(work_dir: str | None = None, served: dict[str, dict[str, Any]] | None = None) -> None:
-    """Add the plugin's datasets, models and defenses to VLMEvalKit's registries; calling it again changes nothing
-    but the run folder the defenses write their memory and traces to (``work_dir``, as the launcher knows it).
-    ``served``: inner models behind an endpoint (name -> `ServedVLM` arguments; the launcher's ``--base-url``),
-    registered like `wrappers/models.yaml` entries, after them."""
-    import vlmeval.config
-    import vlmeval.dataset
-    import vlmeval.vlm
+@dataclass(frozen=True)
+class Row:
+    """A registered row: the defense class and its settings around one inner model. ``inner_spec`` is the
+    inner model's plugin entry (``{class, ...}``), None for a model the plugin does not run itself (a host
+    model); ``runner`` says who runs the inner model (one of `RUNNERS`)."""
 
-    from .datasets.mmsafetybenchpp import MMSafetyBenchPP
+    name: str
+    defense: type
+    settings: dict[str, Any]
+    inner: str
+    inner_spec: dict[str, Any] | None
+    runner: str
 
-    if MMSafetyBenchPP not in vlmeval.dataset.DATASET_CLASSES:
-        vlmeval.dataset.DATASET_CLASSES.insert(0, MMSafetyBenchPP)
-    for name in MMSafetyBenchPP.supported_datasets():
-        if name not in vlmeval.dataset.SUPPORTED_DATASETS:
-            vlmeval.dataset.SUPPORTED_DATASETS.append(name)
-    setattr(vlmeval.dataset, MMSafetyBenchPP.__name__, MMSafetyBenchPP)
 
+def plugin_models(served: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every inner model the plugin runs itself: ``wrappers/models.yaml`` entries, then endpoints (``served``:
+    name -> `ServedVLM` arguments), each as ``{class, ...constructor arguments}``."""
+    out = {n: dict(spec) for n, spec in model_entries().items()}
+    out.update({n: {"class": "ServedVLM", **spec} for n, spec in (served or {}).items()})
+    return out
+
+
+def runner_of(spec: dict[str, Any] | None) -> str:
+    if spec is None:
+        return "host"
     from .models.served import ServedVLM
 
-    registry = vlmeval.config.supported_VLM
-    runners: dict[str, str] = {}
-    declared = [(n, dict(spec), "wrappers/models.yaml") for n, spec in model_entries().items()]
-    declared += [(n, {"class": "ServedVLM", **spec}, "--base-url") for n, spec in (served or {}).items()]
-    for name, spec, where in declared:
-        cls = _class(spec.pop("class"), where)
-        setattr(vlmeval.vlm, cls.__name__, cls)
-        registry[name] = partial(cls, **spec)
-        runners[name] = "served" if issubclass(cls, ServedVLM) else "plugin"
+    return "served" if issubclass(_class(spec["class"], "wrappers/models.yaml"), ServedVLM) else "plugin"
 
+
+def resolve(name: str, served: dict[str, dict[str, Any]] | None = None) -> Row:
+    """The row called ``name``: ``<Defense>_<inner>``, ``Base_<inner>``, or a plugin inner model's own name (its
+    undefended row). An inner model outside the plugin's YAML is a host model (``inner_spec`` None)."""
     defenses, extra = defense_entries()
-    prefixes = (*(f"{d}_" for d in defenses), BASE_PREFIX)
-    inners = [n for n in list(registry) if not n.startswith(prefixes)]
-    work_dir = work_dir or "outputs"
-    for dname, spec in defenses.items():
-        cls = _class(spec["class"], "wrappers/defenses.yaml")
-        setattr(vlmeval.vlm, cls.__name__, cls)
-        for inner in inners:
-            full = f"{dname}_{inner}"
-            settings = defense_settings(cls, spec, extra, inner, runners.get(inner, "host"))
-            registry[full] = partial(
-                cls, inner=inner, name=full, run_dir=os.path.join(work_dir, full), settings=settings
-            )
-    for inner in inners:
-        registry[f"{BASE_PREFIX}{inner}"] = registry[inner]
+    models = plugin_models(served)
+    inner = inner_name(name)
+    prefix = name[: len(name) - len(inner)].removesuffix("_")
+    spec = models.get(inner)
+    runner = runner_of(spec)
+    if prefix in ("", BASE_PREFIX.rstrip("_")):
+        return Row(name, _class("Undefended", "catalog"), {}, inner, spec, runner)
+    entry = defenses[prefix]
+    cls = _class(entry["class"], "wrappers/defenses.yaml")
+    return Row(name, cls, defense_settings(cls, entry, extra, inner, runner), inner, spec, runner)
+
+
+def build_inner(spec: dict[str, Any], **overrides: Any) -> Any:
+    """A plugin inner model from its entry (``{class, ...}``), constructor arguments overridden by ``overrides``."""
+    spec = {**spec, **overrides}
+    return _class(spec.pop("class"), "wrappers/models.yaml")(**spec)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .memory.persist import fsync_path
+from ..memory.persist import fsync_path
 
 Writer = Callable[..., Any]
 
