@@ -34,3 +34,26 @@ def run_outputs(run_dir: Path, data: str) -> tuple[list[str], list[list], list[d
     for t in trace:
         t.pop("timings")
     return pred["prediction"].tolist(), entries, trace
+
+
+PATH_LABELS = ("predictions", "scores", "bank", "trace")
+
+
+def closing_paths(stdout: str, cwd: Path) -> dict[str, Path]:
+    """The paths a run ends with, after checking that its console output ends with the per-category table (the
+    mean row ``All`` of the last mode) followed by exactly the labelled paths, all in one style (relative to the
+    working folder) and all existing."""
+    lines = stdout.rstrip().splitlines()
+    tail = lines[-len(PATH_LABELS) :]
+    labels = [line.split(":", 1)[0] for line in tail]
+    assert labels == list(PATH_LABELS), "\n".join(lines[-12:])
+    assert lines[-len(PATH_LABELS) - 1].split()[1:2] == ["All"], "\n".join(lines[-12:])  # the table's last row
+    paths = {label: line.split(":", 1)[1].strip() for label, line in zip(labels, tail, strict=True)}
+    assert not any(p.startswith(("/", "./")) for p in paths.values()), paths
+    assert all((cwd / p).exists() for p in paths.values()), paths
+    return {label: cwd / p for label, p in paths.items()}
+
+
+def console_problems(output: str) -> list[str]:
+    """Lines a clean run must not print: ERROR records and tracebacks."""
+    return [line for line in output.splitlines() if "ERROR" in line or "Traceback" in line]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import run_env
+from runs import closing_paths, console_problems, run_env
 
 from vlmeval_echosafe.datasets.schema import CATEGORIES
 from vlmeval_echosafe.memory import MemoryBank
@@ -269,11 +269,36 @@ def _noise(proc: subprocess.CompletedProcess) -> list[str]:
 
 def test_demo_run_prints_no_error_and_no_deprecation(tmp_path):
     """The README's smoke test, as a first-time user runs it: neither the host's missing-.env ERROR nor a
-    transformers deprecation warning."""
-    proc = _run(tmp_path, "--data", "MMSafetyBenchPP_DemoMini", "--model", ECHO, "--judge", "rule")
+    transformers deprecation warning nor a traceback; it ends with the table, then the four paths."""
+    cmd = [sys.executable, str(REPO / "run.py"), "--data", "MMSafetyBenchPP_DemoMini", "--model", ECHO]
+    cmd += ["--judge", "rule"]
+    proc = subprocess.run(  # as the README runs it: default work dir, paths printed relative to the working folder
+        cmd,
+        cwd=tmp_path,
+        env=run_env(tmp_path, tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not _noise(proc), "\n".join(_noise(proc))
-    assert (tmp_path / f"out/{ECHO}/{ECHO}_MMSafetyBenchPP_DemoMini_rule_score.csv").is_file()
+    assert not console_problems(proc.stdout + proc.stderr)
+    # quiet: the table and the paths once, not the host's evaluation dump and run summary (in its log file only)
+    assert "Evaluation Results" not in proc.stdout and "Run Summary Report" not in proc.stdout
+    assert proc.stdout.count("Illegal_Activity") == 1 and "[A" not in proc.stderr
+    paths = closing_paths(proc.stdout, tmp_path)
+    assert paths["scores"] == tmp_path / f"outputs/{ECHO}/{ECHO}_MMSafetyBenchPP_DemoMini_rule_score.csv"
+    (log,) = (tmp_path / "outputs" / "logs").glob("*.log")
+    assert "Evaluation Results" in log.read_text() and "Run Summary Report" in log.read_text()
+
+
+def test_verbose_restores_the_hosts_output(demo_run):
+    """--verbose (the host's flag): the host's evaluation dump is on the console again."""
+    tmp, _ = demo_run
+    proc = _run(tmp, "--data", "MMSafetyBenchPP_Demo", "--model", "TinyQwen2VL", "--judge", "rule", "--mode", "eval",
+                "--verbose")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Evaluation Results" in proc.stdout and "Run Summary Report" in proc.stdout
 
 
 NEW_FAMILIES = ["EchoSafe_TinyQwen25VL", "EchoSafe_TinyLLaVANeXT", "EchoSafe_TinyQwen3VL", "EchoSafe_TinyInternVL"]

@@ -145,11 +145,15 @@ def test_one_shared_evaluation_for_every_metric(rule_judge, tmp_path, monkeypatc
     assert task.aggregate_CCR_NonRefusal.keywords == {"metric": "CCR_NonRefusal"}
 
 
-def test_unknowns_make_the_task_result_not_valid(rule_judge, tmp_path, capsys):
+def test_unknowns_make_the_task_result_not_valid(rule_judge, tmp_path, monkeypatch):
     records = _records(lambda i, row: "" if i % 4 == 0 else "Sure, here is how.")  # 25% empty predictions
+    closing: list[str] = []  # what the task prints when lmms-eval ends, after lmms-eval's own table
+    monkeypatch.setattr(task.console, "print_at_exit", closing.append)
     task.aggregate(records, metric="RR", args=_Args(tmp_path))
-    printed = capsys.readouterr().out
+    printed = "\n".join(closing)
     assert "NOT VALID: 36 of 144 items undecided" in printed and "NonRefusalRate" in printed
+    stem = task.console.shown(tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule")
+    assert printed.splitlines()[-2:] == [f"predictions: {stem}_items.csv", f"scores:      {stem}_score.csv"]
     result = json.loads((tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule_score.json").read_text())
     assert result["valid"] is False and result["unknown"] == 36
     items = pd.read_csv(tmp_path / "mmsafetybenchpp" / "MMSafetyBenchPP_Demo_rule_items.csv", keep_default_na=False)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from release_layout import write_release
 
+from vlmeval_echosafe.datasets.check import failure_report_path
 from vlmeval_echosafe.datasets.check import main as data_main
 from vlmeval_echosafe.datasets.config import load_config
 from vlmeval_echosafe.datasets.schema import CATEGORIES, EXPECTED_PAIRS, LABELS, MODES
@@ -121,7 +122,8 @@ def test_renamed_column_fails_naming_it(copy, capsys):
     assert code == 1
     assert "FAILED: 1 problem(s)" in out and "column 'label' (for label) not found" in out
     assert "safety_label" in out and "release.columns.label" in out and str(copy / "test.jsonl") in out
-    assert json.loads((copy / MANIFEST_NAME).read_text())["passed"] is False
+    assert not (copy / MANIFEST_NAME).exists()  # a failed check leaves the folder as it was
+    assert json.loads(failure_report_path(copy).read_text())["passed"] is False
 
 
 def test_missing_image_fails_naming_file_and_row(copy, capsys, monkeypatch):
@@ -203,3 +205,37 @@ def test_forced_id_linking_without_the_column_names_the_key(position_release, mo
 def test_not_a_folder_exits_2(tmp_path, capsys):
     assert data_main(["check", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("contents", [{}, {"README.md": "# some other dataset\n"}], ids=["empty", "wrong"])
+def test_failed_check_leaves_the_folder_as_it_was_and_names_the_download(contents, tmp_path, capsys):
+    """An empty folder stays empty and a wrong one keeps exactly its files; the message names the likely cause and
+    the two commands, spelled for that folder, and the report lies outside it."""
+    folder = tmp_path / "mmsbpp"
+    folder.mkdir()
+    for name, text in contents.items():
+        (folder / name).write_text(text)
+    code, out = _check(folder, capsys)
+    assert code == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted(contents)
+    repo = load_config()["release"]["hf_repo"]
+    assert "not downloaded there" in out
+    assert f"hf download {repo} --repo-type dataset --local-dir {folder}" in out
+    assert f"vlmeval-echosafe data check {folder}" in out
+    report = failure_report_path(folder)
+    assert f"report:   {report}" in out and json.loads(report.read_text())["passed"] is False
+
+
+def test_missing_folder_names_the_download(tmp_path, capsys):
+    code = launcher_main(["data", "check", str(tmp_path / "absent")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a folder" in err and f"--local-dir {tmp_path / 'absent'}" in err
+    assert not (tmp_path / "absent").exists()
+
+
+def test_the_loader_names_the_download_for_an_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMSAFETYBENCHPP_ROOT", str(tmp_path))
+    hint = r"none of the row files .* not downloaded there: .*hf download .*data check"
+    with pytest.raises(DatasetError, match=hint):
+        load_variant_source("MMSafetyBenchPP_Gen")
+    assert list(tmp_path.iterdir()) == []

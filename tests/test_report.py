@@ -325,7 +325,33 @@ def test_launcher_dispatches_report_without_the_host(
 
     assert main(["report", "--work-dir", str(work_dir), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "index.html").is_file()
-    assert "measured rows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # 3 runs x 14 rows (6 categories + the mean, two modes); every file written is listed, memory.csv included
+    assert "42 leaderboard rows (one per category x image mode, plus each mode's mean, per run) from 3 runs" in out
+    listed = {line.strip() for line in out.splitlines() if line.startswith("  ")}
+    assert {str(tmp_path / "r" / n) for n in ("leaderboard.md", "memory.csv", "reference_paper.csv")} <= listed
+
+
+def test_the_lmms_eval_run_is_picked_up_beside_run_py(work_dir: Path, tmp_path: Path) -> None:
+    """lmms-eval's task files (``<output_path>/mmsafetybenchpp/<dataset>_<judge>_*``, no model in the name) are a
+    run of their own, named by the model record the task writes beside them."""
+    import shutil
+
+    from vlmeval_echosafe.report.lmms import TASK_FOLDER, write_model_record
+
+    work = tmp_path / "outputs"
+    shutil.copytree(work_dir, work)
+    lmms = work / "lmms_eval" / TASK_FOLDER
+    lmms.mkdir(parents=True)
+    for kind in ("items", "score"):
+        source = work / "EchoSafe_M" / f"EchoSafe_M_{DATASET}_rule_{kind}.csv"
+        shutil.copy(source, lmms / f"{DATASET}_rule_{kind}.csv")
+    args = type("Args", (), {"model": "echosafe", "model_args": "inner=M"})()
+    write_model_record(lmms, DATASET, "EchoSafe_M", args)
+    board, _, notes = collect(work)
+    ours = board[board["model"] == "EchoSafe_M (lmms-eval)"]
+    assert len(ours) == 14 and not any("duplicate" in n for n in notes)
+    assert ours["RR"].tolist() == board.loc[board["model"] == "EchoSafe_M", "RR"].tolist()
 
 
 # ---------------------------------------------------------------------------------------------- agreement

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .console import HostConsole, HostEnvFileNotice, print_run_summary
 from .redact import collect_secrets, install_log_masking, mask_argv
 from .vlmevalkit.torchrun import init_process_group, rank
 
@@ -151,14 +152,15 @@ class OutcomeTracker:
         if kw.get("metrics_source") is not None:
             out.evaluated = True
 
-    def failures(self, models: list[str], datasets: list[str], mode: str) -> list[str]:
-        lines = []
+    def failures(self, models: list[str], datasets: list[str], mode: str) -> list[tuple[str, str, str]]:
+        """(model, dataset, why) of every combination that failed."""
+        found = []
         for m in models:
             for d in datasets:
                 why = self.outcomes.get((m, d), Outcome()).failure(mode)
                 if why:
-                    lines.append(f"  {m} x {d}: {why}")
-        return lines
+                    found.append((m, d, why))
+        return found
 
 
 def _mask_recorded_argv(run_module: Any, secrets: list[str]) -> None:
@@ -185,27 +187,10 @@ def _set_order_env(flags: PluginFlags) -> None:
         os.environ[SEED_ENV] = str(flags.order_seed)
 
 
-class _HostEnvFileNotice(logging.Filter):
-    """Drops the one record ``import vlmeval`` logs at ERROR when its optional ``.env`` file is absent.
-
-    VLMEvalKit reads API keys from ``<site-packages>/.env`` if that file exists (beside the installed package,
-    where a user of a wheel would not put one) and otherwise logs "Did not detect the .env file …" at ERROR,
-    on every run. The plugin takes judge keys from the environment and ``--judge-key``, so the missing file is
-    not an error for it; only that record is dropped, and only while the host is first imported. A ``.env``
-    that does exist is still loaded and logged by the host as before."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno == logging.ERROR
-            and record.funcName == "load_env"
-            and str(record.msg).startswith("Did not detect the .env file")
-        )
-
-
 def import_host() -> tuple[Any, Any]:
     """Import VLMEvalKit's runner and inference modules without the host's missing-``.env`` ERROR line."""
     root = logging.getLogger()
-    notice = _HostEnvFileNotice()
+    notice = HostEnvFileNotice()
     root.addFilter(notice)
     try:
         import vlmeval.inference as host_inference
@@ -391,32 +376,6 @@ def check_run_identities(args: Any, models: list[str], datasets: list[str], batc
                 raise LaunchError(f"{m} x {d}: {err}") from err
 
 
-def print_tables(args: Any, models: list[str], datasets: list[str]) -> None:
-    """The per-category table of every MM-SafetyBench++ result this run produced (RR / AR / CCR, or under the
-    rule judge RR / NonRefusalRate / CCR_NonRefusal), rendered as the lmms-eval task renders it."""
-    import pandas as pd
-    from vlmeval.smp import get_pred_file_path
-
-    from .datasets.mmsafetybenchpp import MMSafetyBenchPP, output_paths
-    from .evaluation import render
-    from .report.traces import format_insight_counts, insight_counts
-
-    for m in models:
-        for d in (d for d in datasets if d in MMSafetyBenchPP.supported_datasets()):
-            pred = get_pred_file_path(os.path.join(args.work_dir, m), m, d, use_env_format=True)
-            paths = output_paths(pred, args.judge or "")
-            if not paths["score"].exists() or not paths["summary"].exists():
-                continue
-            table = pd.read_csv(paths["score"])
-            summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
-            print(f"\n{m} x {d}, judge {summary['judge']} (version {summary['judge_version']})")
-            print(render(table, summary, "re-run with --reuse"))
-            print(f"predictions: {pred}\nscores:      {paths['score']}")
-            trace = Path(os.path.join(args.work_dir, m)) / f"{m}_{d}_echosafe_trace.jsonl"
-            if trace.exists():
-                print(f"EchoSafe memory: {format_insight_counts(insight_counts(trace))}")
-
-
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     if words and words[0] in ("report", "agree", "judge-sheet"):  # report tooling: no VLMEvalKit import, no run
@@ -447,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     from .vlmevalkit import checkpoint, runner
 
     restore_tls_verification()
+    from .datasets.mmsafetybenchpp import MMSafetyBenchPP
     from .paths import ConfigError, describe_config
     from .vlmevalkit.registry import register
 
@@ -471,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker = OutcomeTracker()
     tracker.install(host_run)
     _record_data_sources(host_run)
+    console = HostConsole(args.verbose, [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()], datasets)
+    console.install(host_run)
     runner.install(host_inference, flags.batch_size)  # the plugin's rows through the core's loop
     runner.install_api(host_inference_api)
     checkpoint.install(host_inference, host_inference_api, host_inference_mt, host_inference_video, host_mp_util)
@@ -479,12 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     if rank() != 0:  # the host records outcomes and evaluates on rank 0 only
         return 0
     failures = tracker.failures(models, datasets, args.mode)
-    print_tables(args, models, datasets)
+    print_run_summary(args.work_dir, args.judge or "", models, datasets)
     if failures:
-        print(
-            "vlmeval-echosafe: these combinations failed (details in the log above):\n" + "\n".join(failures),
-            file=sys.stderr,
-        )
+        print(console.failed(failures), file=sys.stderr)
         return 1
     return 0
 

@@ -4,7 +4,8 @@ A run on a wrong or partial copy costs GPU hours and yields numbers nobody can t
 folder exactly as the loader does (same detection, same row checks), then also counts rows per category x mode x
 label against the release's sizes, decodes every image, lists twins that share an image, and prints two rows per
 (mode, label) so a person can see at a glance that the texts are right. It writes a manifest (sha256 of every
-file) into DIR; later loads record its hash next to the predictions. Exit status 0 only when everything holds.
+file) into DIR when everything holds, and nowhere in DIR otherwise (the failure report goes to the temp folder);
+later loads record its hash next to the predictions. Exit status 0 only when everything holds.
 No VLMEvalKit import.
 """
 
@@ -16,6 +17,7 @@ import hashlib
 import io
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..paths import ConfigError, describe_config
 from .config import load_config
+from .hints import download_hint
 from .release import Mapped, find_row_files, map_rows, question_fields, read_rows
 from .schema import CATEGORIES, EXPECTED_PAIRS, LABELS, MODES
 from .source import MANIFEST_NAME, data_files
@@ -219,8 +222,16 @@ def hash_files(root: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
     return out
 
 
+def failure_report_path(root: Path) -> Path:
+    """Where a failed check's report goes: outside the checked folder, which a failed check leaves as it was (an
+    empty folder stays empty, a partial download gets no file that later tools would take for the release's)."""
+    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / "vlmeval-echosafe" / f"data-check-{root.name or 'root'}-{tag}.json"
+
+
 def write_manifest(report: Report, progress: bool = True) -> Path:
-    """``DIR/echosafe_data_manifest.json``: what was checked, the verdict and every file's hash."""
+    """What was checked, the verdict and every file's hash: ``DIR/echosafe_data_manifest.json`` when the check
+    passed, else the same record at :func:`failure_report_path`."""
     source = report.mapped.source if report.mapped else None
     manifest = {
         "tool": f"vlmeval-echosafe {__version__} data check",
@@ -233,7 +244,8 @@ def write_manifest(report: Report, progress: bool = True) -> Path:
         "twins_sharing_an_image": report.shared_images,
         "files": hash_files(report.root, progress),
     }
-    path = report.root / MANIFEST_NAME
+    path = report.root / MANIFEST_NAME if report.passed else failure_report_path(report.root)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return path
 
@@ -291,20 +303,26 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--question-style", default=None, help="a release.question_styles name (default: the config's)")
     check.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if not args.dir.is_dir():
-        print(f"vlmeval-echosafe data check: {args.dir} is not a folder", file=sys.stderr)
-        return 2
     try:
         print(describe_config())
         cfg = load_config()["release"]
     except (ConfigError, ValueError) as err:
         print(f"vlmeval-echosafe data check: {err}", file=sys.stderr)
         return 2
+    if not args.dir.is_dir():
+        print(
+            f"vlmeval-echosafe data check: {args.dir} is not a folder; {download_hint(cfg['hf_repo'], args.dir)}",
+            file=sys.stderr,
+        )
+        return 2
     report = check_folder(args.dir.resolve(), cfg, args.question_style, progress=not args.no_progress)
     path = write_manifest(report, progress=not args.no_progress)
     print_report(report)
-    print(f"manifest: {path}")
-    return 0 if report.passed else 1
+    if report.passed:
+        print(f"manifest: {path}")
+        return 0
+    print(f"report:   {path} (nothing was written into {report.root})")
+    return 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..paths import config_file
 from .config import CONFIG_FILE
+from .hints import download_hint
 from .schema import CATEGORIES, LABELS, MODES
 from .source import DataSource, find_manifest
 from .validate import IMAGE_REF_MAX, DatasetError
@@ -43,9 +44,8 @@ def resolve_root(cfg: dict[str, Any]) -> Path:
     if given:
         root = Path(given).expanduser()
         if not root.is_dir():
-            raise DatasetError(
-                f"MM-SafetyBench++ data folder {root} (from {env_name} / {CFG} release.root) does not exist"
-            )
+            where = f"MM-SafetyBench++ data folder {root} (from {env_name} / {CFG} release.root)"
+            raise DatasetError(f"{where} does not exist; {download_hint(cfg['hf_repo'], root)}")
         return root
     repo = cfg["hf_repo"]
     try:
@@ -70,7 +70,7 @@ def find_row_files(root: Path, cfg: dict[str, Any]) -> list[Path]:
             return found
     raise DatasetError(
         f"{root}: none of the row files {cfg['rows_files']} exists (found: {sorted(p.name for p in root.iterdir())}); "
-        f"set release.rows_files in {CFG}"
+        f"{download_hint(cfg['hf_repo'], root)}; for another layout set release.rows_files in {CFG}"
     )
 
 

@@ -16,7 +16,13 @@ MODELS = {
 
 
 def model_manifests() -> list:
-    """Entry-point payload for lmms-eval's ``ModelRegistryV2``."""
+    """Entry-point payload for lmms-eval's ``ModelRegistryV2``. lmms-eval loads it at start-up, before any model is
+    built: the moment to drop the host's false missing-``.env`` ERROR, which ``import vlmeval`` logs later when a
+    model of the plugin is built (:class:`..console.HostEnvFileNotice`; the launcher does the same for run.py)."""
     from lmms_eval.models.registry_v2 import ModelManifest
+
+    from ..console import drop_host_env_notice
+
+    drop_host_env_notice()
 
     return [ModelManifest(model_id=mid, simple_class_path=f"{__name__}.models.{cls}") for mid, cls in MODELS.items()]

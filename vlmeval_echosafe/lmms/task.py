@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from .. import metrics
+from .. import console, metrics
 from ..datasets import order
 from ..datasets.config import load_config
 from ..datasets.release import Rows, resolve_root, rows_to_frame
@@ -33,6 +33,7 @@ from ..datasets.variants import decode_image, image_files, load_variant_source, 
 from ..evaluation import ITEM_FIELDS, MAX_UNKNOWN_RATE, Evaluation, evaluate, render
 from ..judges import Judge, check_judge_choice, make_judge
 from ..paths import config_file
+from ..report.lmms import write_model_record
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def _as_docs(variant: str, frame: pd.DataFrame, source: DataSource):
     # lmms-eval builds the docs before inference: the place to refuse a judge that cannot work (no key, no URL).
     settings = dict(judge_settings())
     check_judge_choice(settings.pop("model"), settings)
+    console.unnest_weight_bars()  # an encoder loaded at the first request would draw its bar under the model's
     # What the load read and detected travels with every doc to the results (written by the CCR aggregation).
     # The stream order (MMSBPP_ORDER / MMSBPP_ORDER_SEED) is applied as VLMEvalKit's dataset applies it: lmms-eval
     # hands requests over in doc order, so both harnesses feed a stateful defense the same stream.
@@ -196,15 +198,22 @@ def evaluated(records: list[dict[str, Any]], args: Any = None) -> Evaluation:
         )
         if record is not None:
             Path(f"{stem}_data_source.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        note = " (refusal-only: no QS)" if j.refusal_only else ""
-        print(
-            f"MM-SafetyBench++ ({stem.name}), judge {j.name}{note}:\n"
-            f"{render(result.summary, result.result, 'run the same lmms-eval command again')}\n"
-            f"written: {result.paths['score']}",
-            flush=True,
-        )
+        run = console.lmms_run_dir(args)
+        write_model_record(out, stem.name, run[1] if run else None, args)  # the files' names omit the model
+        console.print_at_exit(_closing_block(stem.name, j, result, args))
         _EVALUATED[key] = result
     return _EVALUATED[key]
+
+
+def _closing_block(variant: str, j: Judge, result: Evaluation, args: Any) -> str:
+    """The table and the files, as ``run.py`` ends: lmms-eval prints its own results table after the aggregation,
+    so this block is printed when the process ends (the predictions are in the items file)."""
+    note = " (refusal-only: no QS)" if j.refusal_only else ""
+    table = render(result.summary, result.result, "run the same lmms-eval command again")
+    run = console.lmms_run_dir(args)
+    bank, trace, memory = console.echosafe_files(run[0], run[1], variant) if run else (None, None, None)
+    paths = {"predictions": result.paths["items"], "scores": result.paths["score"], "bank": bank, "trace": trace}
+    return console.closing_block(f"MM-SafetyBench++ ({variant}), judge {j.name}{note}", table, paths, memory)
 
 
 def _data_source_record(frame: pd.DataFrame) -> dict[str, Any] | None:

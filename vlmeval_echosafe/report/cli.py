@@ -82,6 +82,7 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
         "html": page,
         "notes": notes,
         "rows": len(board),
+        "runs": len(board.drop_duplicates(["model", "dataset", "judge", "order"])),
     }
 
 
@@ -111,9 +112,13 @@ def report_main(argv: list[str] | None = None) -> int:
     for note in written["notes"]:
         print(f"note: {note}", file=sys.stderr)
     tables = written["tables"]
-    print(f"{written['rows']} measured rows; wrote in {time.perf_counter() - start:.1f} s:")
-    for key in ("markdown", "csv", "json", "reference_csv"):
-        print(f"  {tables[key]}")
+    runs = written["runs"]
+    print(
+        f"{written['rows']} leaderboard rows (one per category x image mode, plus each mode's mean, per run) from "
+        f"{runs} run{'s' if runs != 1 else ''}; wrote in {time.perf_counter() - start:.1f} s:"
+    )
+    for path in tables.values():
+        print(f"  {path}")
     print(f"  {len(written['figures'])} figures (PNG + SVG) in {out / 'plots'}")
     print(f"  {written['html']}")
     return 0

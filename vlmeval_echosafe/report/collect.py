@@ -18,6 +18,7 @@ import pandas as pd
 from .. import metrics
 from ..datasets.config import load_config
 from ..judges import REFUSAL_ONLY
+from .lmms import parse_lmms_name
 from .runinfo import batch_size, config_for, labels_used, order_label
 
 SCORE_SUFFIX, ITEMS_SUFFIX = "_score.csv", "_items.csv"
@@ -54,7 +55,11 @@ def dataset_names() -> list[str]:
 
 
 def parse_name(path: Path, suffix: str) -> tuple[str, str, str] | None:
-    """``<model>_<dataset>_<judge><suffix>`` -> (model, dataset, judge), or None for a foreign file."""
+    """``<model>_<dataset>_<judge><suffix>`` -> (model, dataset, judge), or None for a foreign file; the lmms-eval
+    task's ``mmsafetybenchpp/<dataset>_<judge><suffix>`` as in :mod:`.lmms`."""
+    lmms = parse_lmms_name(path, suffix, dataset_names())
+    if lmms is not None:
+        return lmms
     name = path.name
     if not name.endswith(suffix):
         return None
