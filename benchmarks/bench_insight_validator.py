@@ -30,12 +30,17 @@ def heldout_cases(data: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
     for group in ("scoped", "standing"):
         for pair in data[group]:
             for decision in ("safe", "unsafe"):
-                base = {"scenario": pair.get("scenario", NEUTRAL["scenario"]),
-                        "safety_signals": pair.get("signals", NEUTRAL["safety_signals"]),
-                        "decision": decision, "justification": "a judgement about this kind of request"}
+                base = {
+                    "scenario": pair.get("scenario", NEUTRAL["scenario"]),
+                    "safety_signals": pair.get("signals", NEUTRAL["safety_signals"]),
+                    "decision": decision,
+                    "justification": "a judgement about this kind of request",
+                }
                 field = {"signals": "safety_signals"}.get(pair.get("field", "justification"), pair.get("field"))
                 value = pair[decision]
-                base[field or "justification"] = [s.strip() for s in value.split(",")] if field == "safety_signals" else value
+                base[field or "justification"] = (
+                    [s.strip() for s in value.split(",")] if field == "safety_signals" else value
+                )
                 cases.append((group, decision, base))
     return cases
 
@@ -61,7 +66,8 @@ def measure(cases: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
         except InsightError as err:
             reasons[f"{group}/{decision}/{err.code}"] += 1
     return {key: {"accepted": accepted[key], "total": total[key]} for key in sorted(total)} | {
-        "rejections": dict(sorted(reasons.items()))}
+        "rejections": dict(sorted(reasons.items()))
+    }
 
 
 def main() -> None:
@@ -70,9 +76,11 @@ def main() -> None:
     parser.add_argument("--label", default="current", help="name of the validator version measured")
     args = parser.parse_args()
     read = lambda name: yaml.safe_load((DATA / name).read_text(encoding="utf-8"))  # noqa: E731
-    result = {"validator": args.label,
-              "heldout_v2": measure(heldout_cases(read("insight_heldout_v2.yaml"))),
-              "mirrors_dev": measure(mirror_cases(read("insight_mirrors.yaml")))}
+    result = {
+        "validator": args.label,
+        "heldout_v2": measure(heldout_cases(read("insight_heldout_v2.yaml"))),
+        "mirrors_dev": measure(mirror_cases(read("insight_mirrors.yaml"))),
+    }
     for name in ("heldout_v2", "mirrors_dev"):
         for key, value in result[name].items():
             if key != "rejections":
