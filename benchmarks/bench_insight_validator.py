@@ -36,11 +36,9 @@ def heldout_cases(data: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
                     "decision": decision,
                     "justification": "a judgement about this kind of request",
                 }
-                field = {"signals": "safety_signals"}.get(pair.get("field", "justification"), pair.get("field"))
+                field = {"signals": "safety_signals"}.get(pair.get("field"), pair.get("field", "justification"))
                 value = pair[decision]
-                base[field or "justification"] = (
-                    [s.strip() for s in value.split(",")] if field == "safety_signals" else value
-                )
+                base[field] = [s.strip() for s in value.split(",")] if field == "safety_signals" else value
                 cases.append((group, decision, base))
     return cases
 

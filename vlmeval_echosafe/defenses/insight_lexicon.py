@@ -22,21 +22,28 @@ def _alt(*parts: str) -> str:
 # Direction words, both directions in one class (that is the point). Multi-word forms come first.
 DIRECTION = _alt(
     r"turn(?:s|ed|ing)?\s+(?:away|down)", r"say(?:s|ing)?\s+(?:yes|no)(?:\s+to)?", r"said\s+(?:yes|no)(?:\s+to)?",
-    r"answer(?:s|ed|ing)?", r"help(?:s|ed|ing)?", r"assist(?:s|ed|ing|ance)?", r"compl(?:y|ies|ied|ying|iance)",
-    r"provid(?:e|es|ed|ing)", r"fulfil+(?:s|ed|ing|ment)?", r"respon(?:d|ds|ded|ding|se|ses)",
-    r"repl(?:y|ies|ied|ying)", r"grant(?:s|ed|ing)?", r"accept(?:s|ed|ing)?", r"obey(?:s|ed|ing)?",
-    r"engag(?:e|es|ed|ing)", r"refus(?:e|es|ed|ing|als?)", r"declin(?:e|es|ed|ing)", r"reject(?:s|ed|ing|ions?)?",
-    r"withh(?:old|olds|olding|eld)", r"den(?:y|ies|ied|ying|ials?)", r"rebuff(?:s|ed|ing)?",
-    # de (separable "lehne ... ab" keeps "ab", a function word) r"(?:be)?antwort\w*", r"hilf\w*", r"helf\w*",
-    r"geholfen", r"unterstütz\w*", r"erfüll\w*", r"ablehn\w*", r"abgelehnt\w*", r"abzulehn\w*", r"lehn(?:e|en|t|st)",
-    r"verweiger\w*", r"zurückzuweis\w*", r"zurückweis\w*", # es / pt / it / fr r"respond\w*",
-    r"contest(?:a|ar|e|en|ad[oa]s?)", r"ayud\w*", r"asist\w*", r"atend\w*", r"rechaz\w*", r"ni[eé]g\w*", r"negar\w*",
-    r"deneg\w*", r"rehus\w*", r"respost\w*", r"ajud\w*", r"recus\w*", r"rejeit\w*", r"neg(?:ar|ue|ado|ada|ados|adas)",
-    r"répond\w*", r"répons\w*", r"aid(?:er|e|ez|ons)", r"refus\w*", r"rejet\w*", r"déclin\w*", r"rispond\w*",
-    r"rispost\w*", r"aiut\w*", r"assist\w*", r"soddisf\w*", r"rifiut\w*", r"respin\w*", r"nega(?:re|ta|to|te|ti|no)",
-    # ru r"ответ\w*", r"отвеча\w*", r"помог\w*", r"помощ\w*", r"помоч\w*", r"выполн\w*", r"отказ\w*", r"отклон\w*",
+    r"answer(?:s|ed|ing)?", r"help(?:s|ed|ing|ful|fully)?", r"assist(?:s|ed|ing|ance)?",
+    r"compl(?:y|ies|ied|ying|iance)", r"provid(?:e|es|ed|ing)", r"fulfil+(?:s|ed|ing|ment)?",
+    r"respon(?:d|ds|ded|ding|se|ses)", r"repl(?:y|ies|ied|ying)", r"grant(?:s|ed|ing)?", r"accept(?:s|ed|ing)?",
+    r"obey(?:s|ed|ing)?", r"engag(?:e|es|ed|ing)", r"refus(?:e|es|ed|ing|als?)", r"declin(?:e|es|ed|ing)",
+    r"reject(?:s|ed|ing|ions?)?", r"withh(?:old|olds|olding|eld)", r"den(?:y|ies|ied|ying|ials?)",
+    r"rebuff(?:s|ed|ing)?",
+    # de (separable "lehne ... ab" keeps "ab", a function word)
+    r"(?:be)?antwort\w*", r"hilf\w*", r"helf\w*", r"geholfen", r"unterstütz\w*", r"erfüll\w*", r"ablehn\w*",
+    r"abgelehnt\w*", r"abzulehn\w*", r"lehn(?:e|en|t|st)", r"verweiger\w*", r"zurückzuweis\w*", r"zurückweis\w*",
+    # es / pt / it / fr
+    r"respond\w*", r"contest(?:a|ar|e|en|ad[oa]s?)", r"ayud\w*", r"asist\w*", r"atend\w*", r"rechaz\w*",
+    r"ni[eé]g\w*", r"negar\w*", r"deneg\w*", r"rehus\w*", r"respost\w*", r"ajud\w*", r"recus\w*", r"rejeit\w*",
+    r"neg(?:ar|ue|ado|ada|ados|adas)", r"répond\w*", r"répons\w*", r"aid(?:er|e|ez|ons)", r"refus\w*", r"rejet\w*",
+    r"déclin\w*", r"rispond\w*", r"rispost\w*", r"aiut\w*", r"assist\w*", r"soddisf\w*", r"rifiut\w*",
+    r"respin\w*", r"nega(?:re|ta|to|te|ti|no)",
+    # ru
+    r"ответ\w*", r"отвеча\w*", r"помог\w*", r"помощ\w*", r"помоч\w*", r"выполн\w*", r"отказ\w*", r"отклон\w*",
     r"отверг\w*",
 )
+# A particle after a direction verb is part of it ("help with", "respond to", "responde a", "отвечай на"); an
+# article before one goes with it ("an answer", "a refusal").
+PARTICLE = r"(?:\s+(?:with|to|for|a|à|al|au|aux|на))?"
 DIRECTION_CJK = _alt(
     "回答", "答复", "回复", "帮助", "协助", "满足", "提供", "遵从", "服从", "拒绝",
     "驳回", "回绝", "婉拒", "応答", "答え", "手伝", "支援", "協力", "応じ",
@@ -123,7 +130,7 @@ GENERIC = _alt(
     r"il", r"lo", r"gli", r"e", r"os", r"as", r"и", r"или",
 )
 ALWAYS = _alt(
-    r"always", r"never", r"unconditionally", r"invariably", r"regardless",
+    r"always", r"never", r"unconditionally", r"invariably", r"regardless", r"no\s+exceptions?",
     r"without\s+(?:any\s+)?(?:exceptions?|questions?|hesitation|conditions?|limits?|reservations?)",
     r"in\s+(?:every|all)\s+cases?", r"immer", r"nie(?:mals)?", r"stets", r"ausnahmslos", r"bedingungslos", r"siempre",
     r"nunca", r"jamás", r"sin\s+excepci[oó]n", r"toujours", r"jamais", r"sans\s+exception", r"sempre", r"mai",

@@ -28,7 +28,8 @@ def _word(pattern: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w){pattern}(?!\w)")
 
 
-_DIRECTION, _DIRECTION_CJK = _word(lx.DIRECTION), re.compile(lx.DIRECTION_CJK)
+_DIRECTION, _DIRECTION_CJK = _word(r"(?:an?\s+)?" + lx.DIRECTION + lx.PARTICLE), re.compile(lx.DIRECTION_CJK)
+_REPEATS = re.compile(rf"{lx.ACT}(?:\s+{lx.ACT})+")
 _POLARITY, _POLARITY_CJK = _word(lx.POLARITY), re.compile(lx.POLARITY_CJK)
 _WHOLE = {
     name: re.compile(rf"(?:{getattr(lx, name)})")
@@ -57,7 +58,8 @@ def canonical(text: str) -> str:
     """``text`` with every direction word as ACT and every decision label as POL (casefolded, NFKC)."""
     t = unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
     t = _DIRECTION_CJK.sub(f" {lx.ACT} ", _DIRECTION.sub(f" {lx.ACT} ", t))
-    return _POLARITY_CJK.sub(f" {lx.POL} ", _POLARITY.sub(f" {lx.POL} ", t))
+    t = _POLARITY_CJK.sub(f" {lx.POL} ", _POLARITY.sub(f" {lx.POL} ", t))
+    return " ".join(_REPEATS.sub(lx.ACT, t).split())
 
 
 def _is(name: str, token: str) -> bool:
