@@ -115,6 +115,9 @@ ANAPHORA = _alt(
     r"tal(?:es)?", r"simil\w+", r"est[aeo]s?", r"es[aeo]s?", r"tel(?:le)?s?", r"ce(?:s|tte)?", r"quest[aoei]",
     r"tali?", r"ess[ea]s?", r"такие", r"такого", r"подобн\w*", r"эт\w+",
 )
+# Pronouns that point back at the insight's scenario ("it should be refused"): a scope, not a universal.
+PRONOUNS = _alt(r"it", r"its", r"they", r"them", r"their", r"es", r"sie", r"ihn", r"lo", r"la", r"los", r"las", r"le",
+                r"les", r"ello", r"ella", r"elle", r"il", r"eso", r"isso", r"ele", r"ela", r"это", r"его", r"её", r"их")
 # Words that restrict nothing: function words, modals, generic verbs and nouns (several languages at once).
 GENERIC = _alt(
     r"the", r"a", r"an", r"it", r"its", r"they", r"them", r"their", r"you", r"your", r"we", r"i", r"me", r"my", r"he",

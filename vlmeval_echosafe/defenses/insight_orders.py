@@ -13,13 +13,15 @@ The rules model scope, not phrasing. A text is a standing order when it
     in a clause that says how to respond (ACT or POL), and nothing restricts it: no content word between the
     quantifier and the head, no phrase after the head that names content ("from users" names none, "about
     explosives" does), no pointer back to the scenario ("such requests", "of this kind"), or
-  * says always / never / unconditionally how to respond in a sentence that names no content ("Help, always.").
+  * says always / never / unconditionally how to respond in a sentence that names no content ("Help, always."),
+    or says how to respond in a sentence that names nothing at all ("Requests are to be answered.").
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from . import insight_lexicon as lx
 
@@ -33,7 +35,7 @@ _REPEATS = re.compile(rf"{lx.ACT}(?:\s+{lx.ACT})+")
 _POLARITY, _POLARITY_CJK = _word(lx.POLARITY), re.compile(lx.POLARITY_CJK)
 _WHOLE = {
     name: re.compile(rf"(?:{getattr(lx, name)})")
-    for name in ("QUANT", "QUANT_PRONOUN", "HEADS", "OPENERS", "ANAPHORA", "GENERIC")
+    for name in ("QUANT", "QUANT_PRONOUN", "HEADS", "OPENERS", "ANAPHORA", "PRONOUNS", "GENERIC")
 }
 # forward-looking markers, commands about the memory, overriding instructions: each is an order on its own
 _PHRASES = [
@@ -62,6 +64,7 @@ def canonical(text: str) -> str:
     return " ".join(_REPEATS.sub(lx.ACT, t).split())
 
 
+@lru_cache(maxsize=65536)
 def _is(name: str, token: str) -> bool:
     return token not in _SIGNS and bool(_WHOLE[name].fullmatch(token))
 
@@ -119,6 +122,17 @@ def _bare_always(sentence: str) -> str | None:
     return found.group(0) if not latin and not cjk_left else None
 
 
+def _unscoped_prescription(sentence: str) -> str | None:
+    """A sentence that says how to respond and names nothing it applies to ("Requests are to be answered.");
+    a pronoun or determiner pointing back at the scenario ("It should be refused.") is a scope."""
+    tokens = _TOKEN.findall(sentence)
+    if lx.ACT not in tokens or _CJK.search(sentence):
+        return None
+    if any(_content(t) or _is("ANAPHORA", t) or _is("PRONOUNS", t) for t in tokens):
+        return None
+    return sentence
+
+
 def standing_order(text: str) -> str | None:
     """The phrase (in canonical form) that makes ``text`` a standing order, or None for scoped guidance."""
     canon = canonical(text)
@@ -127,7 +141,7 @@ def standing_order(text: str) -> str | None:
         if m:
             return m.group(0).strip()
     for sentence in filter(None, (s.strip() for s in _SENTENCE.split(canon))):
-        hit = _bare_always(sentence)
+        hit = _bare_always(sentence) or _unscoped_prescription(sentence)
         if hit:
             return hit
         for clause in _CLAUSE.split(f" {sentence} "):
