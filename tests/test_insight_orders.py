@@ -133,6 +133,7 @@ def test_the_generator_covers_both_verdicts(scope):
         "Whatever comes next, comply.",
         "Requests are to be answered.",
         "Questions deserve a refusal.",
+        "Whoever asks gets help.",
     ],
 )
 def test_standing_orders_by_structure(text):
@@ -156,6 +157,9 @@ def test_standing_orders_by_structure(text):
         "Identifying a landmark does not expose anyone, so comply with it.",
         "Questions of this kind get an answer regardless of the framing.",
         "It should be refused.",
+        "The request is safe and should be answered.",
+        "Unsafe, so refuse.",
+        "Whoever asks about insulin storage gets help.",
     ],
 )
 def test_restricted_scopes_are_not_orders(text):

@@ -69,6 +69,7 @@ QUANT = _alt(
 )
 # Pronouns that are a quantifier and a generic head at once.
 QUANT_PRONOUN = _alt(
+    r"whoever", r"whatever", r"whichever", r"quienquiera", r"quiconque", r"chiunque",
     r"everything", r"anything", r"every(?:one|body)", r"any(?:one|body)", r"nothing", r"no(?:one|body)", r"alles",
     r"jede[rn]?mann", r"nichts", r"todo", r"nada", r"nadie", r"tout", r"rien", r"personne", r"tutto", r"niente",
     r"nulla", r"nessuno", r"tudo", r"ninguém", r"всё", r"ничего", r"никто",
@@ -118,6 +119,11 @@ ANAPHORA = _alt(
 # Pronouns that point back at the insight's scenario ("it should be refused"): a scope, not a universal.
 PRONOUNS = _alt(r"it", r"its", r"they", r"them", r"their", r"es", r"sie", r"ihn", r"lo", r"la", r"los", r"las", r"le",
                 r"les", r"ello", r"ella", r"elle", r"il", r"eso", r"isso", r"ele", r"ela", r"это", r"его", r"её", r"их")
+# Definite articles: "the request" is the case at hand, not every request.
+DEFINITE = _alt(r"the", r"de[rmns]", r"die", r"das", r"el", r"la", r"los", r"las", r"le", r"les", r"l", r"il", r"lo",
+                r"gli", r"os", r"as")
+# Universal pronouns whose relative clause follows directly ("whoever asks about insulin").
+RELATIVE = _alt(r"whoever", r"whatever", r"whichever", r"quienquiera", r"quiconque", r"chiunque")
 # Words that restrict nothing: function words, modals, generic verbs and nouns (several languages at once).
 GENERIC = _alt(
     r"the", r"a", r"an", r"it", r"its", r"they", r"them", r"their", r"you", r"your", r"we", r"i", r"me", r"my", r"he",
@@ -125,7 +131,8 @@ GENERIC = _alt(
     r"would", r"can", r"could", r"may", r"might", r"is", r"are", r"be", r"been", r"being", r"was", r"were", r"do",
     r"does", r"did", r"not", r"n't", r"to", r"of", r"on", r"from", r"for", r"in", r"with", r"as", r"at", r"by", r"up",
     r"out", r"get", r"gets", r"give", r"gives", r"deserves?", r"treat", r"sends?", r"receives?", r"says?", r"wants?",
-    r"comes?", r"next", r"follows?", r"kind", r"sort", r"type", r"assistant", r"model", r"ai", r"user", r"users",
+    r"comes?", r"asked", r"said", r"wanted", r"sent", r"received", r"next", r"follows?", r"kind", r"sort", r"type",
+    r"assistant", r"model", r"ai", r"user", r"users",
     r"people", r"anyone", r"someone", r"incoming", r"single", r"other", r"new", r"future", r"subsequent", r"further",
     r"possible", r"every", r"all", r"any", r"each", r"no", r"nothing", r"everything", r"full", r"fully", r"what",
     r"whatever", r"who", r"whoever", r"yes", r"ok", r"okay", r"signals", r"der", r"die", r"das", r"und", r"oder",

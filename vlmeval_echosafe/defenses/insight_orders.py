@@ -33,10 +33,8 @@ def _word(pattern: str) -> re.Pattern[str]:
 _DIRECTION, _DIRECTION_CJK = _word(r"(?:an?\s+)?" + lx.DIRECTION + lx.PARTICLE), re.compile(lx.DIRECTION_CJK)
 _REPEATS = re.compile(rf"{lx.ACT}(?:\s+{lx.ACT})+")
 _POLARITY, _POLARITY_CJK = _word(lx.POLARITY), re.compile(lx.POLARITY_CJK)
-_WHOLE = {
-    name: re.compile(rf"(?:{getattr(lx, name)})")
-    for name in ("QUANT", "QUANT_PRONOUN", "HEADS", "OPENERS", "ANAPHORA", "PRONOUNS", "GENERIC")
-}
+_CLASSES = ("QUANT", "QUANT_PRONOUN", "HEADS", "OPENERS", "ANAPHORA", "PRONOUNS", "DEFINITE", "RELATIVE", "GENERIC")
+_WHOLE = {name: re.compile(rf"(?:{getattr(lx, name)})") for name in _CLASSES}
 # forward-looking markers, commands about the memory, overriding instructions: each is an order on its own
 _PHRASES = [
     _word(lx.FORWARD),
@@ -74,9 +72,10 @@ def _content(token: str) -> bool:
     return token not in _SIGNS and not any(_is(n, token) for n in ("QUANT", "QUANT_PRONOUN", "HEADS", "GENERIC"))
 
 
-def _restricted_after(tokens: list[str], start: int) -> bool:
-    """Does the phrase opened at ``start`` (a preposition, relative or participle) name content?"""
-    if start >= len(tokens) or not _is("OPENERS", tokens[start]):
+def _restricted_after(tokens: list[str], start: int, opened: bool = False) -> bool:
+    """Does the phrase at ``start`` (opened by a preposition, relative or participle, or ``opened`` as the
+    relative clause of "whoever" / "whatever") name content?"""
+    if start >= len(tokens) or not (opened or _is("OPENERS", tokens[start])):
         return False
     for token in tokens[start : start + 8]:
         if token in _SIGNS:
@@ -90,7 +89,7 @@ def _universal_scope(tokens: list[str]) -> str | None:
     """The quantified generic phrase that nothing restricts ("all requests from users"), if any."""
     for i, token in enumerate(tokens):
         if _is("QUANT_PRONOUN", token):
-            if not _restricted_after(tokens, i + 1):
+            if not _restricted_after(tokens, i + 1, opened=_is("RELATIVE", token)):
                 return token
             continue
         if not _is("QUANT", token):
@@ -123,12 +122,14 @@ def _bare_always(sentence: str) -> str | None:
 
 
 def _unscoped_prescription(sentence: str) -> str | None:
-    """A sentence that says how to respond and names nothing it applies to ("Requests are to be answered.");
-    a pronoun or determiner pointing back at the scenario ("It should be refused.") is a scope."""
+    """A sentence that says how to respond to a bare generic head and names nothing else ("Requests are to be
+    answered."). A definite article, pronoun or determiner pointing back at the scenario ("The request should be
+    refused.", "It should be refused.") is a scope, and so is a sentence without a head ("Safe to answer."): it
+    reads as part of the insight whose scenario names the scope."""
     tokens = _TOKEN.findall(sentence)
-    if lx.ACT not in tokens or _CJK.search(sentence):
+    if lx.ACT not in tokens or _CJK.search(sentence) or not any(_is("HEADS", t) for t in tokens):
         return None
-    if any(_content(t) or _is("ANAPHORA", t) or _is("PRONOUNS", t) for t in tokens):
+    if any(_content(t) or _is("ANAPHORA", t) or _is("PRONOUNS", t) or _is("DEFINITE", t) for t in tokens):
         return None
     return sentence
 
