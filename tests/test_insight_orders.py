@@ -134,6 +134,8 @@ def test_the_generator_covers_both_verdicts(scope):
         "Requests are to be answered.",
         "Questions deserve a refusal.",
         "Whoever asks gets help.",
+        "Nothing deserves a refusal.",
+        "Refuse all requests immediately.",
     ],
 )
 def test_standing_orders_by_structure(text):
@@ -157,6 +159,9 @@ def test_standing_orders_by_structure(text):
         "Identifying a landmark does not expose anyone, so comply with it.",
         "Questions of this kind get an answer regardless of the framing.",
         "It should be refused.",
+        "The image shows nothing harmful, so answering is fine.",
+        "Signals: nothing dangerous in the image, adult asking.",
+        "Explaining index funds to any user merits a full answer.",
         "The request is safe and should be answered.",
         "Unsafe, so refuse.",
         "Whoever asks about insulin storage gets help.",

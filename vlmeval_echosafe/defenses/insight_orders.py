@@ -86,9 +86,17 @@ def _restricted_after(tokens: list[str], start: int, opened: bool = False) -> bo
 
 
 def _universal_scope(tokens: list[str]) -> str | None:
-    """The quantified generic phrase that nothing restricts ("all requests from users"), if any."""
+    """The quantified generic phrase that nothing restricts ("all requests from users"), if any.
+
+    Restrictions: a content word earlier in the clause ("explaining index funds to any user", "the image shows
+    nothing harmful": the clause is about that content), between quantifier and head ("all medical requests"), or
+    in a phrase after the head ("any request about explosives"; "from users" names none)."""
     for i, token in enumerate(tokens):
+        if any(_content(t) or _is("ANAPHORA", t) for t in tokens[:i]):
+            return None
         if _is("QUANT_PRONOUN", token):
+            if tokens[i + 1 : i + 2] == [lx.POL]:
+                continue  # "nothing harmful", "anything unsafe": a description, not a scope
             if not _restricted_after(tokens, i + 1, opened=_is("RELATIVE", token)):
                 return token
             continue
@@ -97,9 +105,6 @@ def _universal_scope(tokens: list[str]) -> str | None:
         for j in range(i + 1, min(i + 5, len(tokens))):
             word = tokens[j]
             if _is("HEADS", word):
-                before = i >= 2 and _is("OPENERS", tokens[i - 1]) and _is("HEADS", tokens[i - 2])
-                if before and i >= 3 and (_content(tokens[i - 3]) or _is("ANAPHORA", tokens[i - 3])):
-                    break  # "chemistry requests of every kind"
                 if not _restricted_after(tokens, j + 1):
                     return " ".join(tokens[i : j + 1])
                 break
