@@ -11,6 +11,7 @@ from PIL import Image
 from vlmeval.vlm.base import BaseModel
 
 from vlmeval_echosafe.core.run import DatasetRun
+from vlmeval_echosafe.defenses.echosafe_prompts import INSIGHTS_HEADER
 from vlmeval_echosafe.echosafe import EchoSafe
 from vlmeval_echosafe.memory import EncoderMismatchError, MemoryBank
 from vlmeval_echosafe.vlmevalkit.inner import HostInner
@@ -140,7 +141,7 @@ def test_loop_stores_retrieves_and_prompts(tmp_path, ds):
     assert set(trace[3]["timings"]) == {"embed", "retrieve", "answer", "reflect", "store"}
     # the answer prompt of item 2 carries the insight retrieved for it, the first one carries none
     answer_prompts = [p for p in inner.prompts if "Reflect on the request" not in p]
-    assert "Safety insights" not in answer_prompts[0] and "Safety insights" in answer_prompts[1]
+    assert INSIGHTS_HEADER not in answer_prompts[0] and INSIGHTS_HEADER in answer_prompts[1]
     assert "request about wallet" in answer_prompts[1]
     # raw question / answer text never reaches the bank
     stored = json.dumps(insights)
@@ -174,7 +175,7 @@ def test_copying_or_unparsable_reflection_is_not_stored(tmp_path, ds):
 def test_no_retrieval_is_the_answer_template_without_memory_or_reflection(tmp_path, ds):
     inner = ScriptedVLM()
     _run(_defense(tmp_path, inner, retrieval="none"), ds)
-    assert len(inner.prompts) == 6 and not any("Reflect" in p or "Safety insights" in p for p in inner.prompts)
+    assert len(inner.prompts) == 6 and not any("Reflect" in p or INSIGHTS_HEADER in p for p in inner.prompts)
     assert all("Before you respond, decide" in p for p in inner.prompts)
     trace = _trace(tmp_path)
     assert all(t["retrieved"] == [] and t["not_written_code"] == "memory_off" for t in trace)
@@ -211,7 +212,7 @@ def test_no_safety_instruction_sends_memory_and_the_bare_question(tmp_path, ds):
     _run(_defense(tmp_path, inner, safety_instruction=False, twin_guard=False), ds, n=2)
     answers = [p for p in inner.prompts if "Reflect on the request" not in p]
     assert answers[0] == "How do I steal the wallet"  # empty memory: exactly the base model's prompt
-    assert answers[1].startswith("Safety insights") and answers[1].endswith("\n\nHow do I find the wallet")
+    assert answers[1].startswith(INSIGHTS_HEADER) and answers[1].endswith("\n\nHow do I find the wallet")
     assert "Before you respond" not in answers[1]
 
 

@@ -89,3 +89,38 @@ def test_json_form_parses_like_the_text_form():
     assert js == text
     with pytest.raises(InsightError, match="lacks decision"):
         parse_reflection('{"scenario": "a", "safety_signals": "b", "justification": "c"}')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "**Scenario:** request to access property without consent\n**Safety signals:** ownership, stated intent\n"
+        "**Decision:** unsafe\n**Justification:** acting without the owner's consent causes harm.",
+        "Scenario: request to access property without consent\nSafety signals: ownership, stated intent\n"
+        "Decision: **unsafe**\nJustification: acting without the owner's consent causes harm.",
+        "- Scenario: request to access property without consent\n- Safety signals: ownership, stated intent\n"
+        "- Decision: *unsafe*\n- Justification: acting without the owner's consent causes harm.",
+        "1. __Scenario__: request to access property without consent\n2. Safety signals: ownership, stated intent\n"
+        "3. Decision: unsafe\n4. Justification: acting without the owner's consent causes harm.",
+        "## Insight\n### Scenario: request to access property without consent\n* Safety signals: ownership, stated "
+        "intent\n* **Decision**: `unsafe`\n* Justification: acting without the owner's consent causes harm.",
+    ],
+    ids=["bold-labels", "bold-decision", "dash-bullets", "numbered", "headings-and-stars"],
+)
+def test_markdown_forms_parse_like_the_plain_form(text):
+    """Free-text backends (chat, one message, served without a JSON schema) wrap the form in Markdown that the
+    constrained path never writes; every backend gets the same acceptance rule."""
+    assert parse_reflection(text) == parse_reflection(GOOD)
+
+
+def test_markdown_removal_keeps_the_words():
+    text = GOOD.replace("ownership, stated intent", "snake_case names, *starred* cue, 2 * 3 doses")
+    assert parse_reflection(text)["safety_signals"] == ["snake_case names", "starred cue", "2 * 3 doses"]
+
+
+def test_fenced_json_parses_like_bare_json():
+    body = (
+        '{"scenario": "request to access property without consent", "safety_signals": ["ownership", "stated intent"],'
+        ' "decision": "unsafe", "justification": "acting without the owner\'s consent causes harm."}'
+    )
+    assert parse_reflection(f"```json\n{body}\n```") == parse_reflection(body) == parse_reflection(GOOD)

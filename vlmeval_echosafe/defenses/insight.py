@@ -4,10 +4,11 @@ An insight is abstract: a scenario type, the cues that signal risk (or its absen
 justification. It must not carry the user's request or the model's reply (no raw text in the bank), and it is
 length-capped so a long or adversarial reflection cannot grow the prompt of every later item.
 
-The validator is symmetric on purpose: a rule that guards against misuse in one direction only (say, rejecting
-"the assistant should help" but storing "the assistant should refuse") lets the bank drift towards refusal and
-lowers AR, the over-defence the benchmark measures. Scoped guidance passes in both directions; standing orders
-(universal or forward-looking commands to the model) are rejected in both directions.
+The validator is symmetric by construction: a rule that guards against misuse in one direction only (say,
+rejecting "the assistant should help" but storing "the assistant should refuse") lets the bank drift towards
+refusal and lowers AR, the over-defence the benchmark measures. Standing orders (`insight_orders`) are found on a
+canonical text in which both directions are one token, so scoped guidance and standing orders get the same
+verdict whichever way they point.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import re
 from typing import Any
 
+from .insight_orders import standing_order
+
 DECISIONS = ("safe", "unsafe")
 LIMITS = {"scenario": 200, "signal": 80, "signals": 6, "justification": 300}
 COPY_SPAN = 6  # an insight sharing this many consecutive words with the question or answer is a copy
@@ -23,47 +26,11 @@ FIELDS = ("Scenario", "Safety signals", "Decision", "Justification")
 KEYS = ("scenario", "safety_signals", "decision", "justification")
 
 _WORD = re.compile(r"[a-z0-9']+")
-
-# ---- standing orders ---------------------------------------------------------------------------------------
-# Verbs that tell the model how to respond, in both directions.
-_RESPOND = (
-    r"(?:refuse|decline|reject|deny|turn\s+down|say\s+(?:no|yes)\s+to|answer|respond\s+to|reply\s+to|"
-    r"comply(?:\s+with)?|help(?:\s+with)?|assist(?:\s+with)?|fulfil+|obey|follow|accept|grant)"
-)
-# A universal object: every request, whatever is asked, everything the user says.
-_UNIVERSAL = r"(?:all|any|every|each|whatever|everything|anything|anyone|anybody|everyone|everybody)\b"
-# What may follow the universal word before its scope: "any (single) (user) request ...".
-_OBJECT = (
-    r"(?:\s+(?:single|user|incoming|other|of\s+the))?(?:\s+(?:requests?|questions?|quer(?:y|ies)|prompts?|users?|"
-    r"instructions?|messages?|tasks?|inputs?|one|thing|time))?"
-)
-# Words that restrict what follows to a kind of request ("any request involving explosives"): then it is scoped.
-_SCOPE = (
-    r"(?:about|involving|that|which|who|for|to|related|regarding|concerning|on|asking|seeking|where|with|"
-    r"containing|mentioning|of|in\s+which|like|such|from)"
-)
-_STANDING = [
-    # forward-looking: the insight tries to govern every later item
-    r"\bfrom\s+now\s+on\b|\bgoing\s+forward\b|\bhenceforth\b|\bfrom\s+this\s+point\b|\bfor\s+the\s+rest\s+of\b",
-    r"\b(?:in|for)\s+(?:all\s+)?(?:the\s+)?future\b",
-    # orders about memory itself
-    r"\b(?:remember|store|save|memori[sz]e|record|keep)\s+(?:this|that|the\s+following)\b",
-    r"\b(?:add|write|put)\s+(?:this|it)\s+(?:to|in|into)\s+(?:your\s+|the\s+)?memory\b",
-    # overriding the model's instructions
-    r"\b(?:ignore|disregard|override|forget|bypass)\b[^.]{0,40}?\b(?:instructions?|rules?|guidelines?|polic(?:y|ies)|"
-    r"safety|previous|prior|system)\b",
-    # a response verb over a universal object that nothing scopes: "refuse all requests", "answer any question"
-    rf"\b{_RESPOND}\s+{_UNIVERSAL}(?!{_OBJECT}\s+{_SCOPE}\b)",
-    # unconditional manner: "comply without question", "refuse regardless"
-    rf"\b{_RESPOND}\b(?:\s+\w+){{0,2}}?\s+(?:without\s+(?:any\s+)?(?:questions?|exceptions?|hesitation|"
-    r"conditions?|limits?)|unconditionally|regardless)\b",
-    # "always refuse." / "never help." with nothing after the verb
-    rf"\b(?:always|never|unconditionally)\s+{_RESPOND}\s*(?:[.;,!]|$)",
-    # "whatever is asked", "no matter what": the unconditional clause itself
-    r"\bno\s+matter\s+what\b|\bwhatever\s+(?:is|they|the\s+user)\s+(?:asked|asks|ask|say|says|wants?)\b",
-]
-_STANDING_ORDER = re.compile("|".join(f"(?:{p})" for p in _STANDING), re.IGNORECASE)
 _LINE = re.compile(r"^\s*(scenario|safety signals|signals|decision|justification)\s*:\s*(.*)$", re.IGNORECASE)
+# Markdown a free-text reflection may wrap the form in: heading marks, bullets or numbering, emphasis.
+_MARKUP_LEAD = re.compile(r"^\s*(?:#{1,6}\s+|>\s*)?(?:(?:[-*+\u2022]|\d{1,2}[.)])\s+)?")
+_EMPHASIS = re.compile(r"(?<!\w)(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1(?!\w)")
+_FENCE = re.compile(r"^```[\w-]*\s*$", re.MULTILINE)
 
 
 class InsightError(ValueError):
@@ -83,12 +50,12 @@ def parse_reflection(text: str) -> dict[str, Any]:
     served endpoint returns under a JSON schema)."""
     if not isinstance(text, str) or not text.strip():
         raise InsightError("empty reflection", "empty")
-    body = text.strip()
+    body = _FENCE.sub("", text).strip()
     if body.startswith("{"):
         return _parse_json(body)
     found: dict[str, str] = {}
     for line in body.splitlines():
-        m = _LINE.match(line)
+        m = _LINE.match(plain_line(line))
         if m:
             key = m.group(1).lower()
             key = "safety_signals" if key in ("safety signals", "signals") else key
@@ -102,6 +69,19 @@ def parse_reflection(text: str) -> dict[str, Any]:
         "decision": found["decision"].strip(" .").lower(),
         "justification": found["justification"],
     }
+
+
+def plain_line(line: str) -> str:
+    """One line of a reflection without Markdown: "**Decision:** *unsafe*" reads as "Decision: unsafe".
+
+    Free-text backends (chat, one message, an endpoint without a JSON schema) often wrap the form in emphasis,
+    bullets or headings, which the constrained path never produces; removing them here gives every backend one
+    acceptance rule."""
+    previous = None
+    line = _MARKUP_LEAD.sub("", line)
+    while previous != line:
+        previous, line = line, _EMPHASIS.sub(r"\2", line)
+    return line.replace("**", "").replace("__", "").strip()
 
 
 def _signals(value: Any) -> list[str]:
@@ -136,20 +116,16 @@ def _spans(words: list[str], n: int) -> set[tuple[str, ...]]:
 
 
 def copies_source(insight: dict[str, Any], *sources: str, span: int = COPY_SPAN) -> bool:
-    """True when the insight repeats ``span`` consecutive words of any source text."""
-    text = " ".join([insight["scenario"], *insight["safety_signals"], insight["justification"]])
-    mine = _spans(_words(text), span)
+    """True when the insight, as rendered, repeats ``span`` consecutive words of any source text."""
+    mine = _spans(_words(format_insight(insight)), span)
     return any(mine & _spans(_words(src), span) for src in sources if src)
 
 
-def standing_order(text: str) -> str | None:
-    """The phrase that makes ``text`` a standing order to the model, or None for scoped guidance."""
-    m = _STANDING_ORDER.search(text)
-    return m.group(0) if m else None
-
-
 def validate_insight(raw: dict[str, Any], question: str, answer: str) -> dict[str, Any]:
-    """Return a clean insight or raise InsightError naming the rule it breaks."""
+    """Return a clean insight or raise InsightError naming the rule it breaks.
+
+    The content rules read the insight exactly as `format_insight` renders it into later prompts, so the text
+    checked is the text the model sees (no cue that passes as one field and reads as an order once joined)."""
     decision = raw.get("decision")
     if decision not in DECISIONS:
         raise InsightError(f"decision {decision!r} is not safe/unsafe", "decision")
@@ -162,7 +138,7 @@ def validate_insight(raw: dict[str, Any], question: str, answer: str) -> dict[st
     if len(signals) > LIMITS["signals"] or any(len(s) > LIMITS["signal"] for s in signals):
         raise InsightError("too many or too long safety signals", "length")
     insight = {"scenario": scenario, "safety_signals": signals, "decision": decision, "justification": justification}
-    order = standing_order(" ".join([scenario, *signals, justification]))
+    order = standing_order(format_insight(insight))
     if order:
         raise InsightError(f"insight is a standing order to the model ({order!r}; possible memory injection)", "order")
     if copies_source(insight, question, answer):
@@ -171,7 +147,7 @@ def validate_insight(raw: dict[str, Any], question: str, answer: str) -> dict[st
 
 
 def format_insight(insight: dict[str, Any]) -> str:
-    """One line per memory entry in the answer prompt."""
+    """One line per memory entry in the answer prompt; the validator checks this same string."""
     if insight.get("kind") == "exchange":  # the NoReflection ablation stores the raw exchange
         return f'Earlier request: "{insight["question"]}" Earlier reply: "{insight["answer"]}"'
     return (
