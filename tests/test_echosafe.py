@@ -295,10 +295,14 @@ def test_settings_are_validated_and_recorded(tmp_path):
     _defense(tmp_path, k=3)
     cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
     assert cfg["settings"]["k"] == 3 and cfg["settings"]["staleness"] == 0 and cfg["encoders"]["image"] == "none"
-    assert cfg["reflection"] == {"path": "one-message", "decoding": "free"} and cfg["labels_used"] == []
+    # the twin guard (on by default) reads each item's pair id: an oracle label, listed as such
+    assert cfg["reflection"] == {"path": "one-message", "decoding": "free"} and cfg["labels_used"] == ["pair_id"]
     _defense(tmp_path, reset="category")
     cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
-    assert cfg["labels_used"] == ["category"]
+    assert cfg["labels_used"] == ["pair_id", "category"]
+    _defense(tmp_path, twin_guard=False)  # the paper's protocol reads no label
+    cfg = json.loads((tmp_path / "run/EchoSafe_Scripted_echosafe_config.json").read_text())
+    assert cfg["labels_used"] == []
 
 
 def test_staleness_one_is_the_same_algorithm_on_a_host_model(tmp_path, ds):

@@ -328,7 +328,6 @@ def preflight(args: Any, models: list[str], datasets: list[str], batch_size: int
             "safe; see docs/baselines.md",
             file=sys.stderr,
         )
-    check_run_identities(args, models, datasets, batch_size)
     for d in ours:
         if variant(d)["source"] == "release":
             locate_release(load_config()["release"])  # a missing download fails here, not after model loading
@@ -342,6 +341,8 @@ def preflight(args: Any, models: list[str], datasets: list[str], batch_size: int
             except json.JSONDecodeError as err:
                 raise LaunchError(f"--judge-args is not JSON ({err}): {args.judge_args!r}") from err
         check_judge_choice(args.judge, judge_kwargs)
+    # last: a fresh run records its identity, so every check that can refuse the run comes first
+    check_run_identities(args, models, datasets, batch_size)
 
 
 def check_run_identities(args: Any, models: list[str], datasets: list[str], batch_size: int) -> None:

@@ -18,6 +18,7 @@ from ..catalog import build_inner
 from ..core.defense import Defense
 from ..core.item import Item
 from ..core.run import DatasetRun
+from ..core.sync import StreamSync
 from .inner import HostInner
 from .rows import PromptRows, RowNotFoundError, split_message
 
@@ -111,14 +112,25 @@ class HostDefense(BaseModel):
 
     # ---- the host's calls ----------------------------------------------------------------------------------
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> str:
+        self._single_process_only()
         dataset = dataset or "unknown"
         return self.defense.respond([self.item(message, dataset)])[0].text
 
     def generate_batch(self, messages: list[Any], dataset: str | None = None) -> list[str]:
-        """Several host messages as one micro-batch (under torchrun: this rank's part of a global step)."""
+        """Several host messages as one micro-batch, in one process."""
+        self._single_process_only()
         dataset = dataset or "unknown"
         items = [self.item(checked_message(self, m), dataset) for m in messages]
         return [r.text for r in self.defense.respond(items)]
+
+    def _single_process_only(self) -> None:
+        """Under torchrun the ranks of a shared stream must all enter every step; a caller that answers items one
+        rank at a time (the host's loop, --api-mode) would make their streams diverge or hang."""
+        if self.defense.shares_stream and StreamSync.from_process_group().multi:
+            raise RuntimeError(
+                f"{self.defense.name}: under torchrun the ranks share one stream, which only the launcher's step loop "
+                "drives (torchrun … run.py / vlmeval-echosafe); this caller answers items one rank at a time"
+            )
 
     def flush(self) -> None:
         self.defense.flush()
