@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlmeval_echosafe.encoders import text as text_module
 from vlmeval_echosafe.encoders import (
     ClipImageEncoder,
     InnerVisionEncoder,
@@ -17,6 +16,7 @@ from vlmeval_echosafe.encoders import (
     contextual_key,
     l2_normalize,
 )
+from vlmeval_echosafe.encoders import text as text_module
 
 
 def _assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:

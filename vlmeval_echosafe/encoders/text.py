@@ -107,6 +107,7 @@ class MiniLMTextEncoder(Encoder):
             for a, b in segments:
                 tokens = hidden[a:b][None]
                 mask = torch.ones((*tokens.shape[:2], 1), dtype=tokens.dtype, device=tokens.device)
-                mean = torch.sum(tokens * mask, 1) / torch.clamp(mask.sum(1), min=1e-9)  # sentence-transformers' Pooling
-                out.append(torch.nn.functional.normalize(mean, p=2, dim=1))  # its Normalize
+                # sentence-transformers' Pooling (mean), then its Normalize
+                mean = torch.sum(tokens * mask, 1) / torch.clamp(mask.sum(1), min=1e-9)
+                out.append(torch.nn.functional.normalize(mean, p=2, dim=1))
         return torch.cat(out).float().cpu().numpy()
