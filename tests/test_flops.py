@@ -66,3 +66,16 @@ def test_table_rows() -> None:
         assert table["EchoSafe-NoReflection"][name] < echo
     # more insight text, more FLOPs
     assert flops_table(_bench(500))["EchoSafe"]["Qwen2.5-VL-7B"] > table["EchoSafe"]["Qwen2.5-VL-7B"]
+
+
+def test_command_prints_every_row(capsys) -> None:
+    from pathlib import Path
+
+    from vlmeval_echosafe.report.flops import main
+
+    main([str(Path(__file__).resolve().parents[1] / "benchmarks/results/overhead_cpu_256.json")])
+    out = capsys.readouterr().out
+    assert out.startswith("FLOPs vs Base per item (ESTIMATE; paper: EchoSafe 1.69x)")
+    for row in ("Base", "EchoSafe", "EchoSafe@B8", "EchoSafe@B8/s1", "EchoSafe-NoRetrieval", "EchoSafe-k10"):
+        assert f"| {row} | " in out
+    assert "| ECSO | n/a" in out and "| AdaShield-A | n/a" in out  # listed, with why, never left out silently
