@@ -41,9 +41,10 @@ class Gpu:
 
 
 def load_gpus(path: Path | None = None) -> dict[str, Gpu]:
+    """GPU profiles by key (YAML reads ``989.4e12`` as a string: the numbers are converted here)."""
     raw = yaml.safe_load((path or config_file(GPUS_FILE)).read_text())
     return {
-        key: Gpu(**{k: (float(v) if k != "name" and k != "source" else v) for k, v in spec.items()})
+        key: Gpu(spec["name"], float(spec["bf16_flops"]), float(spec["hbm_bytes_per_s"]), spec["source"])
         for key, spec in raw["gpus"].items()
     }
 
