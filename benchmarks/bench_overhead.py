@@ -16,8 +16,12 @@ stretched to N tokens would time nothing real.
 
 Written per row: wall and CPU seconds per item, the ratio of total time to Base at the same batch size (wall and
 CPU), inner-model calls, and per item the generated tokens and forward passes of answers and of follow-ups; for
-EchoSafe rows the time split from its trace (embed / retrieve / answer / reflect / store, mean per item). The last
-line printed is ``EchoSafe@B8 / Base@B8: R`` (wall time).
+EchoSafe rows the time split from its trace (embed / retrieve / answer / reflect / store, mean per item), the embed
+part cut into the text key (MiniLM, timed on its own) and the image key, and ``bookkeeping`` (the row's time no part
+explains). ``model-independent overhead per item: X ms`` is EchoSafe@B8's text key + retrieve + store + bookkeeping.
+After the timed blocks, the key encoder before packing (one text per pass) and after are timed side by side on the
+same questions, and the counts the FLOPs model reads are written (``counts``). The last line printed is
+``EchoSafe@B8 / Base@B8: R`` (wall time).
 
     python benchmarks/bench_overhead.py --items 32 --answer-tokens 256 --out benchmarks/results/overhead_cpu_256.json
     python benchmarks/bench_overhead.py --items 48 --out benchmarks/results/overhead_cpu_tiny.json
@@ -36,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 from demo_items import as_host_model, base_model, hand_off, inner_and_items
+from overhead_parts import key_embedding_side_by_side, split, time_text_keys, token_counts
 
 # the backend's entry points: one request (`generate_turns`), a batch kept for follow-ups (`start_batch`, which a
 # batch of answers alone also goes through), follow-ups, and answers decoded with earlier follow-ups
@@ -147,6 +152,7 @@ def main() -> None:
     decoded = getattr(inner, "decoded", Counter())  # what the backend decoded (other inner models: nothing)
     calls["_active"] = "warmup"
     warm_up(models, batched, echo, messages, dataset)
+    text_key_s = time_text_keys(models, echo)  # wrapped after the warm-up: only timed calls are counted
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
     wall: dict[str, list[float]] = {label: [] for label in models}
@@ -229,7 +235,13 @@ def main() -> None:
             row["insights_written"] = sum(t["insight_id"] is not None for t in trace)
             row["reflect_tokens"] = settings.reflect_tokens
             row["staleness"] = getattr(settings, "staleness", 0)
+            row["split_mean_s"] = split(row, sum(text_key_s[label]), n)
         result["models"][label] = row
+    if echo:
+        encoder = models[next(iter(echo))].defense.keys
+        questions = [next(x["value"] for x in reversed(m) if x["type"] == "text") for m in timed]
+        result["key_embedding_side_by_side"] = key_embedding_side_by_side(encoder.text, questions, args.block)
+        result["counts"] = token_counts(inner, timed, encoder.text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"load average (1 min) before/after: {result['machine']['loadavg_1min_before_after']}")
@@ -243,6 +255,19 @@ def main() -> None:
             + (f"; steady state x{steady:.2f}" if r.get("staleness") and steady is not None else "")
         )
     head = f"EchoSafe@B{args.block}"
+    if "key_embedding_side_by_side" in result:
+        side = result["key_embedding_side_by_side"]
+        print(
+            f"key embedding per item, same questions side by side: one text per pass {side['one_text_per_pass_ms']:.2f}"
+            f" ms, packed {side['packed_ms']:.2f} ms (x{side['ratio']:.2f})"
+        )
+    if head in result["models"] and "split_mean_s" in result["models"][head]:
+        parts = {k: 1000 * v for k, v in result["models"][head]["split_mean_s"].items()}
+        print(
+            f"{head} split per item (ms): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if k != "model_independent")
+        )
+        print(f"model-independent overhead per item: {parts['model_independent']:.2f} ms")
     if head in result["models"]:
         print(f"{head} / Base@B{args.block}: {result['models'][head]['ratio_vs_base_same_batch_wall']:.2f}")
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benches on a CUDA machine: EchoSafe's cost at real answer lengths (bench_overhead), its reflection decoded one
 # token per pass against jump-forward (bench_reflection), micro-batching throughput (bench_batching) and memory
-# retrieval (bench_retrieval, on GPU faiss where a GPU build is installed).
+# retrieval (bench_retrieval, on GPU faiss where a GPU build is installed); then the measured EchoSafe@B8 / Base@B8
+# beside the roofline ESTIMATE for this GPU (gpu_compare.py -> gpu_ratio_<tag>.json; comparable when INNER is a real
+# model, e.g. INNER=Qwen2.5-VL-7B with its weights in the local cache).
 # The tiny random-weight models are built on the machine itself; nothing is downloaded. JSON lands in $OUT.
 #
 #   bash benchmarks/gpu_check.sh             # on the GPU; refuses to start without one
@@ -11,7 +13,8 @@
 #
 # Settings (environment): PYTHON (default python), OUT (default benchmarks/results), INNER (default TinyQwen2VL),
 # ITEMS (32, overhead bench), BATCH_ITEMS (48, batching bench), ANSWER_TOKENS (256), SIZES (retrieval bank sizes,
-# "1000 10000 100000 1000000"), DIM (896).
+# "1000 10000 100000 1000000"), DIM (896), GPU_PROFILE (h100 | h200 | ...: default from the device name, else h100),
+# ROOFLINE_MODEL (default INNER when task_configs/model_shapes.yaml has it, else Qwen2.5-VL-7B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,5 +69,13 @@ set -x
 # shellcheck disable=SC2086  # SIZES is a list
 "$PYTHON" benchmarks/bench_retrieval.py --sizes $SIZES --dim "$DIM" --gpu "${RETRIEVAL_EXTRA[@]}" \
   --out "$OUT/retrieval_${TAG}.json"
+BLOCK=8
+[[ $DRY == 1 ]] && BLOCK=2
+GPU_PROFILE=${GPU_PROFILE:-$("$PYTHON" -c "import torch; n = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''; print('h200' if 'H200' in n else 'h100')")}
+ROOFLINE_MODEL=${ROOFLINE_MODEL:-$("$PYTHON" -c "import sys; from vlmeval_echosafe.report.flops import load_shapes; print(sys.argv[1] if sys.argv[1] in load_shapes()[0] else 'Qwen2.5-VL-7B')" "$INNER")}
+"$PYTHON" -m vlmeval_echosafe.report.roofline --gpu "$GPU_PROFILE" --model "$ROOFLINE_MODEL" --batch "$BLOCK" \
+  --answer-tokens "$ANSWER_TOKENS" --bench "$OUT/overhead_${TAG}_${ANSWER_TOKENS}.json" --json "$OUT/roofline_${TAG}.json"
+"$PYTHON" benchmarks/gpu_compare.py --overhead "$OUT/overhead_${TAG}_${ANSWER_TOKENS}.json" --gpu "$GPU_PROFILE" \
+  --model "$ROOFLINE_MODEL" --out "$OUT/gpu_ratio_${TAG}.json"
 set +x
 echo "gpu_check: results in $OUT"

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,6 +49,16 @@ def test_bench_overhead_forced_answers(tmp_path, tiny_cache):
     assert piped["per_item"]["follow_up_tokens"] > 0 and piped["flush_wall_s"] > 0
     assert "steady_ratio_vs_base_same_batch_wall" in piped
     assert stdout.strip().splitlines()[-1].startswith("EchoSafe@B2 / Base@B2: ")
+    # the model-independent split: its parts add up to the row's time, the printed line is their sum
+    split = models["EchoSafe@B2"]["split_mean_s"]
+    assert split["key_text"] > 0 and split["key_image"] >= 0
+    assert sum(
+        split[k] for k in ("key_text", "key_image", "retrieve", "answer", "reflect", "store", "bookkeeping")
+    ) == (pytest.approx(models["EchoSafe@B2"]["s_per_item_wall_mean"]))
+    line = next(x for x in stdout.splitlines() if x.startswith("model-independent overhead per item: "))
+    assert float(line.split(": ")[1].split()[0]) == pytest.approx(1000 * split["model_independent"], abs=0.01)
+    assert result["key_embedding_side_by_side"]["packed_ms"] > 0
+    assert result["counts"]["question_minilm_tokens"] > 0 and result["counts"]["images_per_item"] == 1
 
 
 def test_bench_overhead_every_defense_at_its_own_length(tmp_path, tiny_cache):

@@ -28,7 +28,17 @@ def test_dry_run_writes_every_result(tmp_path, tiny_cache):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = sorted(p.name for p in out.glob("*.json"))
-    assert files == ["batching_dry_tiny.json", "overhead_dry_8.json", "reflection_dry_8.json", "retrieval_dry.json"]
+    assert files == [
+        "batching_dry_tiny.json",
+        "gpu_ratio_dry.json",
+        "overhead_dry_8.json",
+        "reflection_dry_8.json",
+        "retrieval_dry.json",
+        "roofline_dry.json",
+    ]
+    ratio = json.loads((out / "gpu_ratio_dry.json").read_text())
+    assert ratio["comparable"] is False  # a tiny model on no GPU: the estimate is not checked by it
+    assert ratio["measured"]["ratios"]["staleness_0"] > 0 and ratio["estimate"]["ratios"]["staleness_0"] > 1
     overhead = json.loads((out / "overhead_dry_8.json").read_text())
     assert overhead["answer_tokens"] == 8 and "EchoSafe@B2" in overhead["models"]
     assert json.loads((out / "retrieval_dry.json").read_text())["config"]["gpu_requested"] is True

@@ -682,3 +682,14 @@ def test_runs_in_one_order_give_no_across_order_section(work_dir: Path, tmp_path
     written = build_report(work_dir, tmp_path / "report", n_boot=N_BOOT)
     assert "orders_csv" not in written["tables"]
     assert "Across stream orders" not in written["tables"]["markdown"].read_text()
+
+
+def test_report_flops_writes_the_cost_table(work_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--flops BENCH.json``: FLOPs vs Base per defense row at each real shape, beside the leaderboard."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks/results/overhead_cpu_256.json"
+    out = tmp_path / "report"
+    assert report_main(["--work-dir", str(work_dir), "--out", str(out), "--flops", str(bench)]) == 0
+    table = (out / "cost_flops.md").read_text(encoding="utf-8")
+    assert "paper: EchoSafe 1.69x" in table and "| row | Qwen2.5-VL-7B | LLaVA-1.5-7B |" in table
+    assert "| EchoSafe | " in table and "| EchoSafe-k10 | " in table
+    assert str(out / "cost_flops.md") in capsys.readouterr().out

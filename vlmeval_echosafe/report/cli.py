@@ -7,6 +7,7 @@ and a person with ``--human``) and ``vlmeval-echosafe judge-sheet …``.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -101,6 +102,12 @@ def report_main(argv: list[str] | None = None) -> int:
         help="bootstrap draws, only used for results that have an items file but no score file",
     )
     parser.add_argument("--window", type=int, default=20, help="rolling window (items) of the memory plots")
+    parser.add_argument(
+        "--flops",
+        type=Path,
+        default=None,
+        help="an overhead bench JSON: also write cost_flops.md, FLOPs vs Base per defense row at each real model shape",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.work_dir / "report"
     start = time.perf_counter()
@@ -121,6 +128,12 @@ def report_main(argv: list[str] | None = None) -> int:
         print(f"  {path}")
     print(f"  {len(written['figures'])} figures (PNG + SVG) in {out / 'plots'}")
     print(f"  {written['html']}")
+    if args.flops is not None:
+        from .flops import flops_table, markdown
+
+        path = out / "cost_flops.md"
+        path.write_text(markdown(flops_table(json.loads(args.flops.read_text()))) + "\n", encoding="utf-8")
+        print(f"  {path}")
     return 0
 
 
