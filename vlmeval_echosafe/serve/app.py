@@ -162,23 +162,25 @@ def create_app(guard: Guard) -> FastAPI:
             return f"data: {json.dumps(body)}\n\n"
 
         async def events() -> AsyncIterator[str]:
-            text, failure = [first], None
-            yield chunk({"role": "assistant", "content": first})
+            text, failure = [first], "the client went away before the answer was complete"
             try:
-                async for piece in pieces:
-                    text.append(piece)
-                    yield chunk({"content": piece})
-            except UpstreamError as err:
-                failure = f"{err.kind}: {err.message}"
-                event = {"error": {"message": err.message, "type": "upstream_error", "code": err.kind}}
-                yield f"data: {json.dumps(event)}\n\n"
-            else:
+                yield chunk({"role": "assistant", "content": first})
+                try:
+                    async for piece in pieces:
+                        text.append(piece)
+                        yield chunk({"content": piece})
+                    failure = None
+                except UpstreamError as err:
+                    failure = f"{err.kind}: {err.message}"
+                    event = {"error": {"message": err.message, "type": "upstream_error", "code": err.kind}}
+                    yield f"data: {json.dumps(event)}\n\n"
+            finally:  # also when the client hangs up (the generator is closed): the request is recorded
+                guard.metrics.latency.labels("upstream").observe(time.perf_counter() - t)
+                guard.finish(gr, None if failure else "".join(text), failure, True)  # quick: never waits for the queue
+            if failure is None:
                 yield chunk({}, "stop")
                 yield "data: [DONE]\n\n"
-            guard.metrics.latency.labels("upstream").observe(time.perf_counter() - t)
-            answer = None if failure else "".join(text)
-            await asyncio.to_thread(guard.finish, gr, answer, failure, True)
-            guard.metrics.latency.labels("total").observe(time.perf_counter() - start)
+                guard.metrics.latency.labels("total").observe(time.perf_counter() - start)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
