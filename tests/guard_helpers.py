@@ -72,7 +72,7 @@ def png_data_url(seed: int = 0) -> str:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -143,3 +143,29 @@ def start_process(cmd: list[str], log: Path, port: int, timeout: float = 120) ->
                 proc.kill()
                 raise RuntimeError("the guard did not start: " + log.read_text()[-3000:]) from None
             time.sleep(0.3)
+
+
+def transformers_serve(where: Path, port: int, log: Path) -> subprocess.Popen:
+    """`transformers serve` on loopback serving the tiny Qwen2-VL as `tinyvlm` (a folder in ``where``), as
+    tests/test_served.py starts it."""
+    from vlmeval_echosafe.models.tiny import build_tiny_qwen2vl
+
+    build_tiny_qwen2vl(where / MODEL)
+    cli = Path(sys.executable).with_name("transformers")
+    proc = subprocess.Popen(
+        [str(cli), "serve", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=where,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("transformers serve did not start: " + log.read_text()[-3000:]) from None
+            time.sleep(0.5)
