@@ -109,9 +109,8 @@ def create_app(guard: Guard) -> FastAPI:
         folder = scratch / uuid.uuid4().hex
         try:
             paths = save_images(req, folder)
-            loop = asyncio.get_running_loop()
             t = time.perf_counter()
-            gr = await loop.run_in_executor(guard.retriever, guard.prepare, tenant, req.question, paths)
+            gr = await guard.prepare(tenant, req.question, paths)
             guard.metrics.latency.labels("retrieval").observe(time.perf_counter() - t)
         finally:
             shutil.rmtree(folder, ignore_errors=True)  # the upstream turn holds the image bytes from here on

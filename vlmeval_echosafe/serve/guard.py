@@ -2,10 +2,11 @@
 governance logs and the reflection queue.
 
 Each tenant is its own stream (``Item.dataset`` = the tenant, ``reset: dataset``), so a tenant's requests read
-and write only its own bank. A request runs :meth:`Guard.prepare` (embed and retrieve, one thread for every
-request: the encoders are not thread-safe), is answered by the upstream, then :meth:`Guard.finish` hands its
-reflection to the queue. On start every tenant's bank is reloaded from its append-only log, the trace and the
-request log kept whole (every row the server answered counts as finished).
+and write only its own bank. A request runs :meth:`Guard.prepare` (embed and retrieve, on one thread since the
+encoders are not thread-safe, in micro-batches of the requests that arrive together: :mod:`.batcher`), is
+answered by the upstream, then :meth:`Guard.finish` hands its reflection to the queue. On start every tenant's
+bank is reloaded from its append-only log, the trace and the request log kept whole (every row the server
+answered counts as finished).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import shutil
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ..core.trace import read_trace
 from ..echosafe.deferred import EchoSafeDeferred, Prepared
 from ..memory import MemoryBank
 from ..models.served import FAIL_MSG, ServedVLM
+from .batcher import RetrievalBatcher
 from .config import GuardConfig
 from .governance import TenantLogs, now
 from .metrics import GuardMetrics
@@ -71,7 +72,7 @@ class Guard:
             raise ValueError(f"{self.defense.name}: the guard keeps one bank per tenant: use a row with reset: dataset")
         self.metrics = GuardMetrics()
         self.bank_lock = threading.Lock()  # readers (retrieval, admin) and the one writer
-        self.retriever = ThreadPoolExecutor(1, thread_name_prefix="retrieve")
+        self.batcher = RetrievalBatcher(self._prepare_batch)
         self.root = Path(config.work_dir) / "guard"
         self.logs: dict[str, TenantLogs] = {}
         for tenant in config.tenants:
@@ -103,14 +104,25 @@ class Guard:
         return self.defense.bank_of(tenant)
 
     # ---- a request --------------------------------------------------------------------------------------------
-    def prepare(self, tenant: str, question: str, images: list[str]) -> GuardRequest:
-        """Embed and retrieve for one request, and build its upstream messages; runs on the retrieval thread."""
-        received = now()
-        request_id = f"req-{uuid.uuid4().hex[:16]}"
-        item = Item(question, tuple(images), {"index": request_id}, tenant)
-        prepared = self.defense.prepare([item], lock=self.bank_lock)
-        messages = [{"role": "user", "content": ServedVLM.turn(prepared.turns[0])}]
-        return GuardRequest(request_id, tenant, received, prepared, messages)
+    async def prepare(self, tenant: str, question: str, images: list[str]) -> GuardRequest:
+        """Embed and retrieve for one request (batched with the requests arriving meanwhile) and build its
+        upstream messages."""
+        row = {"index": f"req-{uuid.uuid4().hex[:16]}", "received": now()}
+        return await self.batcher.submit(Item(question, tuple(images), row, tenant))
+
+    def _prepare_batch(self, items: list[Item]) -> list[GuardRequest]:
+        """On the retrieval thread: one encoder call for the batch, then each item's retrieval and answer turn."""
+        both = self.defense.prepare(items, lock=self.bank_lock)
+        return [
+            GuardRequest(
+                item.row["index"],
+                item.dataset,
+                item.row["received"],
+                Prepared([one], [turn], both.dataset),
+                [{"role": "user", "content": ServedVLM.turn(turn)}],
+            )
+            for item, one, turn in zip(items, both.items, both.turns, strict=True)
+        ]
 
     def finish(self, req: GuardRequest, answer: str | None, error: str | None, streamed: bool) -> Response:
         """Record the answer (or the upstream failure: a trace line, never an insight) and queue the reflection;
@@ -170,4 +182,4 @@ class Guard:
 
     def close(self) -> None:
         self.reflector.close()
-        self.retriever.shutdown(wait=True)
+        self.batcher.close()
