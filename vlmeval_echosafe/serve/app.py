@@ -111,10 +111,15 @@ def create_app(guard: Guard) -> FastAPI:
             paths = save_images(req, folder)
             t = time.perf_counter()
             gr = await guard.prepare(tenant, req.question, paths)
-            guard.metrics.latency.labels("retrieval").observe(time.perf_counter() - t)
+            retrieval = time.perf_counter() - t
+            guard.metrics.latency.labels("retrieval").observe(retrieval)
         finally:
             shutil.rmtree(folder, ignore_errors=True)  # the upstream turn holds the image bytes from here on
-        headers = {INSIGHTS_HEADER: ",".join(map(str, gr.insight_ids)), REQUEST_HEADER: gr.id}
+        headers = {
+            INSIGHTS_HEADER: ",".join(map(str, gr.insight_ids)),
+            REQUEST_HEADER: gr.id,
+            "Server-Timing": f"retrieval;dur={retrieval * 1e3:.2f}",  # embed + search, waiting included
+        }
         sampling = sampling_of(body)
         if req.stream:
             return await _stream(gr, sampling, headers, start)
@@ -124,7 +129,9 @@ def create_app(guard: Guard) -> FastAPI:
         except UpstreamError as err:
             await asyncio.to_thread(guard.finish, gr, None, f"{err.kind}: {err.message}", False)
             return error(err.status, err.message, "upstream_error", err.kind)
-        guard.metrics.latency.labels("upstream").observe(time.perf_counter() - t)
+        upstream_s = time.perf_counter() - t
+        guard.metrics.latency.labels("upstream").observe(upstream_s)
+        headers["Server-Timing"] += f", upstream;dur={upstream_s * 1e3:.2f}"
         await asyncio.to_thread(guard.finish, gr, text, None, False)
         guard.metrics.latency.labels("total").observe(time.perf_counter() - start)
         completion = {
