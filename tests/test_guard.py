@@ -224,3 +224,54 @@ def test_metrics_report_requests_latency_queue_and_insights(guard):
     ):
         assert name in text, name
     assert httpx.get(f"{guard.url}/healthz").json()["status"] == "ok"
+
+
+def test_sampling_fields_are_passed_through(guard, stub):
+    seen = len(stub.requests)
+    client(guard).chat.completions.create(
+        model=MODEL, messages=user("topic:sampling hi"), temperature=0.3, max_tokens=7, seed=4, extra_body={"top_k": 5}
+    )
+    sent = next(r for r in stub.requests[seen:] if kind(r) == "answer")
+    assert (sent["temperature"], sent["max_tokens"], sent["seed"], sent["top_k"]) == (0.3, 7, 4, 5)
+
+
+def test_image_urls_are_fetched_only_when_allowed_and_within_the_limit(tmp_path):
+    import asyncio
+    import base64
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from vlmeval_echosafe.serve.app import _fetcher
+    from vlmeval_echosafe.serve.chat import BadRequest, chat_request
+
+    (tmp_path / "a.png").write_bytes(base64.b64decode(png_data_url(2).split(",", 1)[1]))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.png"
+    body = {"model": MODEL, "messages": user("what is it?", url)}
+    try:
+        req = asyncio.run(chat_request(body, Limits(allow_image_urls=True), _fetcher(100_000)))
+        assert req.images[0] == (tmp_path / "a.png").read_bytes() and req.mimes == ["image/png"]
+        with pytest.raises(BadRequest, match="over the limit") as err:
+            asyncio.run(chat_request(body, Limits(allow_image_urls=True), _fetcher(100)))
+        assert err.value.status == 413
+        with pytest.raises(BadRequest, match="allow-image-urls"):
+            asyncio.run(chat_request(body, Limits()))
+    finally:
+        server.shutdown()
+
+
+def test_serve_refuses_bad_flags_with_a_message(tmp_path, capsys):
+    from vlmeval_echosafe.launcher import main
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("sk-alice-0001: ../etc\n")
+    base = ["serve", "--upstream", "http://127.0.0.1:1/v1", "--model", MODEL, "--work-dir", str(tmp_path)]
+    assert main([*base, "--keys", str(keys), "--admin-token", ADMIN]) == 2
+    assert "tenant '../etc'" in capsys.readouterr().err
+    keys.write_text("sk-alice-0001: alice\n")
+    assert main([*base, "--keys", str(keys), "--admin-token", "short"]) == 2
+    assert "--admin-token must be at least 16" in capsys.readouterr().err
