@@ -105,7 +105,10 @@ def admin_router(guard: Any) -> APIRouter:
     async def decide(tenant: str, insight_id: int, request: Request, action: str) -> dict[str, Any]:
         check(request, tenant)
         raw = await request.body()
-        reason = str(json.loads(raw).get("reason", "")) if raw.strip() else ""
+        try:
+            reason = str(json.loads(raw).get("reason", "")) if raw.strip() else ""
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise BadRequest(400, 'the body must be empty or a JSON object {"reason": "..."}') from err
         try:
             return guard.decide(tenant, action, insight_id, reason)
         except KeyError as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -26,6 +27,8 @@ from .admin import admin_router, bearer
 from .chat import BadRequest, chat_request, parse_body, save_images
 from .guard import Guard, GuardRequest
 from .upstream import Upstream, UpstreamError, sampling_of
+
+log = logging.getLogger(__name__)
 
 INSIGHTS_HEADER = "X-EchoSafe-Insights"  # ids of the insights retrieved for the request, comma-separated
 REQUEST_HEADER = "X-EchoSafe-Request"  # the request's id (its provenance in the admin API)
@@ -57,6 +60,11 @@ def create_app(guard: Guard) -> FastAPI:
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, err: BadRequest) -> JSONResponse:
         return error(err.status, err.message, code=err.code)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"the guard failed: {type(err).__name__}: {err}", "server_error")
 
     def tenant_of(request: Request) -> str:
         tenant = cfg.keys.get(bearer(request) or "")

@@ -17,7 +17,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..api import load_defense
 from ..core.inner import Answered
@@ -53,10 +52,10 @@ class GuardRequest:
 
 
 class Guard:
-    def __init__(self, config: GuardConfig, defense: Any | None = None) -> None:
+    def __init__(self, config: GuardConfig) -> None:
         self.config = config
         lim = config.limits
-        self.defense = defense or load_defense(
+        self.defense = load_defense(
             f"{config.defense}_{config.model}",
             config.work_dir,
             base_url=config.upstream,
@@ -68,8 +67,11 @@ class Guard:
                 f"{self.defense.name}: the guard runs an EchoSafe row around a served model (--defense EchoSafe, "
                 "EchoSafe-NoReflection, EchoSafe-k3, ...)"
             )
-        if self.defense.settings.reset != "dataset":
-            raise ValueError(f"{self.defense.name}: the guard keeps one bank per tenant: use a row with reset: dataset")
+        if self.defense.settings.reset != "dataset" or self.defense.settings.staleness:
+            raise ValueError(
+                f"{self.defense.name}: the guard keeps one bank per tenant and reflects in its own queue: use a row "
+                "with reset: dataset and staleness: 0"
+            )
         self.metrics = GuardMetrics()
         self.bank_lock = threading.Lock()  # readers (retrieval, admin) and the one writer
         self.batcher = RetrievalBatcher(self._prepare_batch)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from ..echosafe.records import Pending
@@ -31,13 +30,14 @@ class Reflector:
         metrics: GuardMetrics,
         size: int,
         workers: int,
-        on_stored: Callable[[Pending], None] = lambda p: None,
     ) -> None:
         if size < 1 or workers < 1:
             raise ValueError(f"reflection queue size and workers must be >= 1, got {size} and {workers}")
-        self.defense, self.lock, self.metrics, self.on_stored = defense, lock, metrics, on_stored
+        self.defense, self.lock, self.metrics = defense, lock, metrics
         self._todo: queue.Queue[Pending | None] = queue.Queue(maxsize=size)
-        self._done: queue.Queue[Pending | None] = queue.Queue()  # bounded by the workers' intake
+        # Reflected, waiting for the writer; when it is full the workers wait, the first queue fills, and new
+        # reflections are dropped: what is held in memory stays bounded by 2 x size + workers.
+        self._done: queue.Queue[Pending | None] = queue.Queue(maxsize=size)
         self._workers = [
             threading.Thread(target=self._reflect, daemon=True, name=f"reflect-{i}") for i in range(workers)
         ]
@@ -74,7 +74,6 @@ class Reflector:
                 self._count(pending, failed=True)
                 continue
             self._count(pending)
-            self.on_stored(pending)
 
     def _count(self, pending: Pending, failed: bool = False) -> None:
         for item in pending.items:
