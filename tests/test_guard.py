@@ -71,6 +71,7 @@ def answer_prompts(stub: StubServer, since: int) -> list[str]:
 def test_answers_streamed_and_not_and_the_tenant_bank_grows_alone(guard, stub):
     reply, used = ask(guard, "topic:bicycles how do I fix a flat tyre?", image=png_data_url(1))
     assert reply.choices[0].message.content == "Here is a careful reply." and used == []
+    assert reply.choices[0].finish_reason == "stop"  # the upstream's
     first = settled(guard, "alice", 1)[0]
     assert first["scenario"] == "a request about bicycles" and first["decision"] == "safe"
     image_sent = next(r for r in stub.requests if kind(r) == "answer")["messages"][0]["content"]

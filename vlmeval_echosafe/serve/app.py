@@ -133,7 +133,7 @@ def create_app(guard: Guard) -> FastAPI:
             return await _stream(gr, sampling, headers, start)
         t = time.perf_counter()
         try:
-            text, usage = await upstream.complete(gr.messages, sampling)
+            text, usage, finish = await upstream.complete(gr.messages, sampling)
         except UpstreamError as err:
             await asyncio.to_thread(guard.finish, gr, None, f"{err.kind}: {err.message}", False)
             return error(err.status, err.message, "upstream_error", err.kind)
@@ -147,7 +147,9 @@ def create_app(guard: Guard) -> FastAPI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": cfg.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish or "stop"}
+            ],
             "usage": usage,
         }
         return JSONResponse(completion, headers=headers)
@@ -156,7 +158,8 @@ def create_app(guard: Guard) -> FastAPI:
         """Relay the upstream's stream; a failure before the first piece is an error status, after it an error
         event in the stream (the status line went out already)."""
         t = time.perf_counter()
-        pieces = upstream.stream(gr.messages, sampling)
+        ending: dict[str, str | None] = {"finish_reason": None}
+        pieces = upstream.stream(gr.messages, sampling, ending)
         try:
             first = await anext(pieces, None)
             if first is None:
@@ -192,7 +195,7 @@ def create_app(guard: Guard) -> FastAPI:
                 guard.metrics.latency.labels("upstream").observe(time.perf_counter() - t)
                 guard.finish(gr, None if failure else "".join(text), failure, True)  # quick: never waits for the queue
             if failure is None:
-                yield chunk({}, "stop")
+                yield chunk({}, ending["finish_reason"] or "stop")
                 yield "data: [DONE]\n\n"
                 guard.metrics.latency.labels("total").observe(time.perf_counter() - start)
 

@@ -72,26 +72,33 @@ class Upstream:
         self.metrics.upstream_errors.labels(out.kind).inc()
         return out
 
-    async def complete(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> tuple[str, dict | None]:
-        """(the answer text, the upstream's usage if it gave one)."""
+    async def complete(
+        self, messages: list[dict[str, Any]], sampling: dict[str, Any]
+    ) -> tuple[str, dict | None, str | None]:
+        """(the answer text, the upstream's usage if it gave one, its finish reason)."""
         try:
             reply = await self.client.chat.completions.create(model=self.model, messages=messages, **sampling)
             text = reply.choices[0].message.content if reply.choices else None
+            finish = reply.choices[0].finish_reason if reply.choices else None
         except Exception as err:
             raise self._error(err) from err
         if not isinstance(text, str) or not text:
             self.metrics.upstream_errors.labels("empty").inc()
             raise UpstreamError(502, "empty", "the upstream returned a completion without answer text")
         usage = reply.usage.model_dump() if getattr(reply, "usage", None) else None
-        return text, usage
+        return text, usage, finish
 
-    async def stream(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> AsyncIterator[str]:
-        """The answer's text pieces as the upstream streams them."""
+    async def stream(
+        self, messages: list[dict[str, Any]], sampling: dict[str, Any], ending: dict[str, str | None]
+    ) -> AsyncIterator[str]:
+        """The answer's text pieces as the upstream streams them; its finish reason goes to ``ending``."""
         try:
             chunks = await self.client.chat.completions.create(
                 model=self.model, messages=messages, stream=True, **sampling
             )
             async for chunk in chunks:
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    ending["finish_reason"] = chunk.choices[0].finish_reason
                 if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
         except Exception as err:
