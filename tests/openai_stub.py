@@ -2,7 +2,8 @@
 chat completions (a ``messages`` body) and raw completions (a ``prompt`` body, as WildGuard is asked).
 
 ``reply(prompt)`` gets the last user turn's text; with ``full=True`` it gets the whole request body instead. Every
-body is kept in ``requests`` and the most requests in flight at once in ``max_in_flight``."""
+body is kept in ``requests`` and the most requests in flight at once in ``max_in_flight``. A request with
+``stream: true`` gets the reply as server-sent events."""
 
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ class StubServer:
                 if isinstance(text, Fault):
                     self._fault(text)
                     return
+                if body.get("stream"):
+                    self._stream(text, body.get("model"))
+                    return
                 choice = {"index": 0, "finish_reason": "stop"}
                 chat = "messages" in body
                 choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
@@ -72,6 +76,25 @@ class StubServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _stream(self, text: str, model: str | None) -> None:
+                """``stream: true``: the reply as server-sent events, one word per chunk, then ``[DONE]``."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                words = text.split(" ")
+                for i, word in enumerate(words):
+                    piece = word if i == len(words) - 1 else word + " "
+                    chunk = {
+                        "id": "x",
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                    }
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
 
             def _fault(self, fault: Fault) -> None:
                 """An HTTP error status, a body that is not JSON, or an answer that comes too late."""

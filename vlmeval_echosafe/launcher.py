@@ -383,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import dispatch
 
         return dispatch(words)
+    if words and words[0] == "serve":  # EchoSafe Guard, the OpenAI-compatible proxy: no VLMEvalKit import
+        from .serve.cli import main as serve_main
+
+        return serve_main(words[1:])
     if words and words[0] == "data":  # data check: no VLMEvalKit import, no run
         from .datasets.check import main as data_main
 

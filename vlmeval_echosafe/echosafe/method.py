@@ -6,7 +6,8 @@ request's safety in context first -> self-reflect with the same inner model into
 retrieves from the bank as it stood before the batch, answers and reflects as one batch on the inner model, then
 writes the B insights in stream order. The method is written once against the inner-model protocol
 (:mod:`..core.inner`), so it is the same algorithm on every kind of inner model. Its settings and run identity
-live in :mod:`.settings`, its banks in :mod:`.streams`, the ``staleness: 1`` pipeline in :mod:`.pipeline`.
+live in :mod:`.settings`, its banks in :mod:`.streams`, the ``staleness: 1`` pipeline in :mod:`.pipeline`, the
+steps a server schedules itself (answer now, reflect later) in :mod:`.deferred`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..defenses import echosafe_prompts as prompts
 from ..defenses.insight import InsightError, format_insight, parse_reflection, validate_insight
 from ..encoders import KeyEncoder
 from ..models.constrained import Constraint
+from .deferred import EchoSafeDeferred
 from .pipeline import EchoSafePipeline
 from .records import OUTCOME, Embedded, Pending, Stream, StreamItem
 from .settings import EXCHANGE_CHARS, EchoSafeSettings, answer_failure, write_json
@@ -36,7 +38,7 @@ from .streams import EchoSafeStreams
 log = logging.getLogger(__name__)
 
 
-class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
+class EchoSafe(EchoSafeStreams, EchoSafePipeline, EchoSafeDeferred, Defense):
     """EchoSafe around any inner model; settings as keyword arguments (see EchoSafeSettings)."""
 
     # Under torchrun the ranks share one stream: the VLMEvalKit adapter drives it in global steps.
@@ -178,6 +180,7 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, Defense):
         pair = row.get("pair_id") if s.twin_guard else None
         bank = item.stream.bank
         exclude = bank.ids_where({"dataset": dataset, "pair_id": pair}) if pair is not None else set()
+        exclude |= self.withheld(dataset)  # insights an operator quarantined or deleted (deferred.py)
         if s.retrieval == "random":
             item.hits = bank.random(s.k, self._item_rng(item.stream.id, row, e.question), key, exclude_ids=exclude)
         else:
