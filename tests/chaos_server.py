@@ -65,11 +65,11 @@ def _wait(pid: int, kill_after: float | None) -> int:
 
 
 def main() -> None:
-    from vlmeval_echosafe import launcher
+    from vlmeval_echosafe.vlmevalkit import patches
 
-    for key, value in launcher.HOST_ENV_DEFAULTS.items():  # as the launcher sets them before importing the host
+    for key, value in patches.HOST_ENV_DEFAULTS.items():  # as the launcher sets them before importing the host
         os.environ.setdefault(key, value)
-    launcher.import_host()
+    patches.import_host()
     import sentence_transformers  # noqa: F401 -- the text encoder's import, the slowest of all
     import vlmeval.inference_api  # noqa: F401 -- the modules the launcher patches
     import vlmeval.inference_mt  # noqa: F401

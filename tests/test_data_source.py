@@ -74,11 +74,11 @@ def test_evaluation_keeps_the_inference_record(tmp_path):
 
 
 def test_launcher_records_before_inference_and_refuses_a_mixed_resume(tmp_path):
-    from vlmeval_echosafe.launcher import _record_data_sources
+    from vlmeval_echosafe.vlmevalkit.patches import record_data_sources
 
     calls = []
     module = SimpleNamespace(infer_data_job=lambda model, work_dir, model_name, dataset, **kw: calls.append(model))
-    _record_data_sources(module)
+    record_data_sources(module)
     dataset = SimpleNamespace(dataset_name="MMSafetyBenchPP", data_source=SOURCE)
     module.infer_data_job("m", work_dir=str(tmp_path), model_name="M", dataset=dataset, verbose=False)
     record = tmp_path / "M_MMSafetyBenchPP_data_source.json"

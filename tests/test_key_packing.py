@@ -22,10 +22,10 @@ def _one_text_per_pass(encoder):
 
 def _run(tmp_path, inner, label: str, old: bool) -> tuple:
     from vlmeval.dataset import build_dataset
-
-    from vlmeval_echosafe.datasets import order
     from vlmeval_echosafe.defenses.echosafe import EchoSafe
     from vlmeval_echosafe.defenses.rows import DatasetRun
+
+    from vlmeval_echosafe.datasets import order
     from vlmeval_echosafe.memory import MemoryBank
 
     dataset = build_dataset("MMSafetyBenchPP_Demo")

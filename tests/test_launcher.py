@@ -126,7 +126,9 @@ def test_tls_verification_restored():
 
     import vlmeval  # noqa: F401  (turns verification off)
 
-    launcher.restore_tls_verification()
+    from vlmeval_echosafe.vlmevalkit.patches import restore_tls_verification
+
+    restore_tls_verification()
     assert ssl._create_default_https_context().verify_mode == ssl.CERT_REQUIRED
 
 

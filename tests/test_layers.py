@@ -17,7 +17,7 @@ LAYERS = {
     "core": 1,
     "defenses": 2, "echosafe": 2,
     "catalog": 3, "api": 3, "evaluation": 3,
-    "report": 4, "compare": 4, "vlmevalkit": 4, "lmms": 4, "serve": 4, "launcher": 4, "__init__": 4,
+    "report": 4, "compare": 4, "vlmevalkit": 4, "lmms": 4, "serve": 4, "launcher": 4, "console": 4, "__init__": 4,
 }  # fmt: skip
 
 

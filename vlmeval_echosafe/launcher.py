@@ -1,7 +1,8 @@
 """`python run.py …` / `vlmeval-echosafe …`: VLMEvalKit's own runner with the plugin registered.
 
 It accepts exactly the host's ``run.py`` flags and adds what the host lacks: an explicit judge check before
-inference, TLS verification restored, checkpoints written atomically (:mod:`.checkpoint`), each dataset's rows and
+inference, TLS verification restored, checkpoints written atomically (every host patch is in
+:mod:`.vlmevalkit.patches`), each dataset's rows and
 finished rows handed to the model (:mod:`.vlmevalkit.runner`), and a non-zero exit when any model × dataset combination
 failed (the host's ``run_local_mode`` logs the exception and exits 0). Two host
 flags are taken over: ``--base-url`` (the inner model of every ``--model`` is served there, and the plugin's
@@ -12,25 +13,27 @@ NCCL).
 from __future__ import annotations
 
 import json
-import logging
 import os
-import ssl
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .console import HostConsole, HostEnvFileNotice, print_run_summary
-from .redact import collect_secrets, install_log_masking, mask_argv
+from .console import HostConsole, print_run_summary
+from .redact import collect_secrets, install_log_masking
+from .vlmevalkit.patches import (
+    HOST_ENV_DEFAULTS,
+    OutcomeTracker,
+    import_host,
+    mask_recorded_argv,
+    record_data_sources,
+    restore_tls_verification,
+)
 from .vlmevalkit.torchrun import init_process_group, rank
 
-# Set before vlmeval is imported: ms-vlmeval defaults to ModelScope, which it does not ship.
-HOST_ENV_DEFAULTS = {"VLMEVALKIT_USE_MODELSCOPE": "0", "PRED_FORMAT": "tsv"}
 # The host's own safety benchmarks: without a real judge their evaluate falls back to string rules
 # (MMSafetyBench counts an answer with neither "safe" nor "unsafe" in it as safe).
 HOST_SAFETY_DATASETS = ("MMSafetyBench", "MSSBench", "SIUO", "SIUO_GEN", "XSTest")
-# Host skip reasons that are a requested outcome rather than a failure.
-_EXPECTED_SKIPS = {"mode_infer"}
 
 
 class LaunchError(RuntimeError):
@@ -102,80 +105,6 @@ def pop_plugin_flags(words: list[str]) -> tuple[PluginFlags, list[str]]:
     return flags, rest
 
 
-@dataclass
-class Outcome:
-    """What the host reported for one model × dataset combination during this run."""
-
-    done: bool = False
-    evaluated: bool = False
-    errors: list[str] = field(default_factory=list)
-    skips: list[str] = field(default_factory=list)
-
-    def failure(self, mode: str) -> str | None:
-        if self.errors:
-            return self.errors[-1]
-        unexpected = [s for s in self.skips if s not in _EXPECTED_SKIPS]
-        if unexpected:
-            return f"skipped by VLMEvalKit: {unexpected[-1]}"
-        if not self.done:
-            return "did not finish"
-        if mode != "infer" and not self.evaluated:
-            return "finished without evaluation results"
-        return None
-
-
-class OutcomeTracker:
-    """Records the host's status updates by wrapping ``vlmeval.run.upsert_dataset_status`` in place."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[tuple[str, str], Outcome] = {}
-
-    def install(self, run_module: Any) -> None:
-        # Keep the host's own function so repeated launches in one process do not stack wrappers.
-        original = getattr(run_module, "_echosafe_host_upsert", run_module.upsert_dataset_status)
-        run_module._echosafe_host_upsert = original
-
-        def recording(*args: Any, **kwargs: Any) -> Any:
-            self._record(kwargs)
-            return original(*args, **kwargs)
-
-        run_module.upsert_dataset_status = recording
-
-    def _record(self, kw: dict[str, Any]) -> None:
-        out = self.outcomes.setdefault((kw.get("model_name"), kw.get("dataset_name")), Outcome())
-        if kw.get("error_message"):
-            out.errors.append(str(kw["error_message"]))
-        if kw.get("skip_reason"):
-            out.skips.append(str(kw["skip_reason"]))
-        if kw.get("status") == "done":
-            out.done = True
-        if kw.get("metrics_source") is not None:
-            out.evaluated = True
-
-    def failures(self, models: list[str], datasets: list[str], mode: str) -> list[tuple[str, str, str]]:
-        """(model, dataset, why) of every combination that failed."""
-        found = []
-        for m in models:
-            for d in datasets:
-                why = self.outcomes.get((m, d), Outcome()).failure(mode)
-                if why:
-                    found.append((m, d, why))
-        return found
-
-
-def _mask_recorded_argv(run_module: Any, secrets: list[str]) -> None:
-    """The host writes ``sys.argv`` into status.json; hand it a masked copy."""
-    original = getattr(run_module, "_echosafe_host_upsert_run", run_module.upsert_run_status)
-    run_module._echosafe_host_upsert_run = original
-
-    def masked(*args: Any, **kwargs: Any) -> Any:
-        if "argv" in kwargs:
-            kwargs["argv"] = mask_argv(kwargs["argv"], secrets)
-        return original(*args, **kwargs)
-
-    run_module.upsert_run_status = masked
-
-
 def _set_order_env(flags: PluginFlags) -> None:
     """The stream order reaches the dataset (built by the host) the way lmms-eval users set it: two variables."""
     from .datasets.order import ORDER_ENV, SEED_ENV
@@ -185,44 +114,6 @@ def _set_order_env(flags: PluginFlags) -> None:
         os.environ.pop(SEED_ENV, None)
     else:
         os.environ[SEED_ENV] = str(flags.order_seed)
-
-
-def import_host() -> tuple[Any, Any]:
-    """Import VLMEvalKit's runner and inference modules without the host's missing-``.env`` ERROR line."""
-    root = logging.getLogger()
-    notice = HostEnvFileNotice()
-    root.addFilter(notice)
-    try:
-        import vlmeval.inference as host_inference
-        import vlmeval.run as host_run
-    finally:
-        root.removeFilter(notice)
-    return host_run, host_inference
-
-
-def _record_data_sources(run_module: Any) -> None:
-    """Before inference on an MM-SafetyBench++ dataset, write what its load read and detected beside the prediction
-    file (``<model>_<dataset>_data_source.json``); a resumed file whose data was read differently stops here."""
-    from .datasets.source import record_inference, record_path
-    from .vlmevalkit.files import rank_checkpoint
-
-    original = getattr(run_module, "_echosafe_host_infer_data_job", run_module.infer_data_job)
-    run_module._echosafe_host_infer_data_job = original
-
-    def recording(model: Any, work_dir: str, model_name: str, dataset: Any, *args: Any, **kwargs: Any) -> Any:
-        source = getattr(dataset, "data_source", None)
-        if source is not None:
-            name, folder = dataset.dataset_name, Path(work_dir)
-            resuming = any(folder.glob(f"{model_name}_{name}.*")) or rank_checkpoint(folder, name).exists()
-            record_inference(source, record_path(folder / f"{model_name}_{name}.tsv"), resuming)
-        return original(model, work_dir, model_name, dataset, *args, **kwargs)
-
-    run_module.infer_data_job = recording
-
-
-def restore_tls_verification() -> None:
-    """`import vlmeval` switches certificate checks off for the whole process; switch them back on."""
-    ssl._create_default_https_context = ssl.create_default_context
 
 
 def _given(words: list[str], flag: str) -> bool:
@@ -432,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     secrets = collect_secrets(sys.argv)
     install_log_masking(secrets)
-    _mask_recorded_argv(host_run, secrets)
+    mask_recorded_argv(host_run, secrets)
     tracker = OutcomeTracker()
     tracker.install(host_run)
-    _record_data_sources(host_run)
+    record_data_sources(host_run)
     console = HostConsole(args.verbose, [d for d in datasets if d in MMSafetyBenchPP.supported_datasets()], datasets)
     console.install(host_run)
     runner.install(host_inference, flags.batch_size)  # the plugin's rows through the core's loop

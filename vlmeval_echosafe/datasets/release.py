@@ -25,14 +25,12 @@ from typing import Any
 import pandas as pd
 
 from ..paths import config_file
-from .config import CONFIG_FILE
 from .hints import download_hint
+from .linking import CFG, column, linking
 from .schema import CATEGORIES, LABELS, MODES
 from .source import DataSource, find_manifest
 from .validate import IMAGE_REF_MAX, DatasetError
 
-CFG = CONFIG_FILE
-LINKINGS = ("auto", "id", "position")
 _PREFIX = re.compile(r"^\s*(\d+)[-_ ]+")
 _MAX_LISTED = 20  # bad rows named in one error; the rest are counted
 
@@ -191,54 +189,6 @@ def _image_value(value: Any, root: Path) -> tuple[str, str] | None:
     return None
 
 
-def _column(rows: pd.DataFrame, cfg: dict[str, Any], name: str, source: str) -> str | None:
-    column = cfg["columns"].get(name)
-    if column is not None and column not in rows.columns:
-        raise DatasetError(
-            f"{source}: column {column!r} (for {name}) not found; columns found: {list(rows.columns)}. "
-            f"Set release.columns.{name} in {CFG}"
-        )
-    return column
-
-
-@dataclass(frozen=True)
-class Linking:
-    """How rows find their question: ``how`` is "id", "position" or "question column"; ``id_column`` gives the
-    question id (else the position within (category, mode, label)), which is also the pair id's number."""
-
-    how: str
-    id_column: str | None
-    question_column: str | None
-    reason: str
-
-
-def _linking(rows: pd.DataFrame, cfg: dict[str, Any], source: str) -> Linking:
-    cols, how = cfg["columns"], cfg.get("linking", "auto")
-    if how not in LINKINGS:
-        raise DatasetError(f"{CFG}: release.linking is {how!r}; expected one of {list(LINKINGS)}")
-    id_col = cols.get("question_id")
-    if how == "id" and not id_col:
-        raise DatasetError(f"{CFG}: release.linking is 'id' but release.columns.question_id is not set")
-    by_id = how == "id" or (how == "auto" and id_col in rows.columns)
-    if by_id:
-        _column(rows, cfg, "question_id", source)
-    ids = f"ids from column {id_col!r}" if by_id else "ids by position within (category, mode, label)"
-    if cols.get("question"):
-        column = _column(rows, cfg, "question", source)
-        return Linking(
-            "question column", id_col if by_id else None, column, f"release.columns.question names {column!r}; {ids}"
-        )
-    if by_id:
-        return Linking(
-            "id", id_col, None, f"{'release.linking: id' if how == 'id' else 'auto'}: the rows have {id_col!r}"
-        )
-    if how == "position":
-        return Linking("position", None, None, "release.linking: position")
-    return Linking(
-        "position", None, None, f"auto: the rows have no id column {id_col!r} (columns: {list(rows.columns)})"
-    )
-
-
 @dataclass
 class Mapped:
     """Release rows in the plugin's schema, what was detected, and every row that could not be mapped."""
@@ -253,13 +203,13 @@ def map_rows(rows: Rows, root: Path, cfg: dict[str, Any], modes: list[str], styl
     Rows of modes outside ``modes`` are dropped after checking (positions count every row of the file)."""
     source = ", ".join(rows.files) or "rows"
     frame = rows.frame
-    cols = {f: _column(frame, cfg, f, source) for f in ("category", "mode", "label", "image", "pair_id")}
+    cols = {f: column(frame, cfg, f, source) for f in ("category", "mode", "label", "image", "pair_id")}
     for name in ("category", "mode", "label", "image"):
         if cols[name] is None:
             raise DatasetError(
                 f"{CFG}: release.columns.{name} must name a column (columns found: {list(frame.columns)})"
             )
-    link = _linking(frame, cfg, source)
+    link = linking(frame, cfg, source)
     style_name, fields = question_fields(cfg, style)
     canon = _Canon(cfg.get("category_aliases") or {})
     questions = QuestionFiles(root, cfg)

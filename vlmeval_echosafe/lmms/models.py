@@ -160,7 +160,7 @@ class VLMEvalKitModel(lmms):
 def _check_host_name(name: str) -> None:
     """A row around a model only VLMEvalKit knows: the host's environment defaults, then the name checked against
     its registry (with close names)."""
-    from ..launcher import HOST_ENV_DEFAULTS, restore_tls_verification
+    from ..vlmevalkit.patches import HOST_ENV_DEFAULTS, restore_tls_verification
 
     for key, value in HOST_ENV_DEFAULTS.items():  # as the VLMEvalKit launcher does, before vlmeval is imported
         os.environ.setdefault(key, value)

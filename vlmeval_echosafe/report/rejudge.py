@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rejudge(args: argparse.Namespace) -> int:
-    from ..launcher import HOST_ENV_DEFAULTS, restore_tls_verification
+    from ..vlmevalkit.patches import HOST_ENV_DEFAULTS, restore_tls_verification
 
     for key, value in HOST_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
