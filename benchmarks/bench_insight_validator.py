@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from vlmeval_echosafe.defenses.insight import InsightError, validate_insight
+from vlmeval_echosafe.defenses.insight import InsightError, parse_reflection, validate_insight
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 NEUTRAL = {"scenario": "a request in context", "safety_signals": ["intent", "context"]}
@@ -41,6 +41,16 @@ def heldout_cases(data: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
                 base[field] = [s.strip() for s in value.split(",")] if field == "safety_signals" else value
                 cases.append((group, decision, base))
     return cases
+
+
+def reflection_cases(data: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The second author's format (held-out v3): each side a whole reflection, parsed as the model's reply is."""
+    return [
+        (group, decision, parse_reflection(pair[decision]))
+        for group in ("scoped", "standing")
+        for pair in data[group]
+        for decision in ("safe", "unsafe")
+    ]
 
 
 def mirror_cases(data: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -77,9 +87,10 @@ def main() -> None:
     result = {
         "validator": args.label,
         "heldout_v2": measure(heldout_cases(read("insight_heldout_v2.yaml"))),
+        "heldout_v3": measure(reflection_cases(read("insight_heldout_v3.yaml"))),
         "mirrors_dev": measure(mirror_cases(read("insight_mirrors.yaml"))),
     }
-    for name in ("heldout_v2", "mirrors_dev"):
+    for name in ("heldout_v2", "heldout_v3", "mirrors_dev"):
         for key, value in result[name].items():
             if key != "rejections":
                 print(f"{name:12s} {key:28s} accepted {value['accepted']:3d}/{value['total']}")
