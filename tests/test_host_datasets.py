@@ -32,12 +32,13 @@ def test_echosafe_tiny_on_host_mmsafetybench(tmp_path, monkeypatch, tiny_cache):
     from vlmeval.dataset.mmsafetybench import MMSafetyBenchDataset
     from vlmeval.smp import load
 
-    from vlmeval_echosafe import hostrun, registry
+    from vlmeval_echosafe.vlmevalkit import registry, runner
 
     monkeypatch.setitem(MMSafetyBenchDataset.DATASET_MD5, "MMSafetyBench", None)  # our TSV, not the published one
     work = tmp_path / "out"
     registry.register(work_dir=str(work))
-    monkeypatch.setattr(host, "infer_data", hostrun.wrap(host.infer_data))  # as the launcher installs it
+    monkeypatch.setattr(host, "infer_data", host.infer_data)  # restored after the test
+    runner.install(host, batch_size=1)  # as the launcher installs it
     try:
         name = "EchoSafe_TinyQwen2VL"
         dataset = MMSafetyBenchDataset("MMSafetyBench")

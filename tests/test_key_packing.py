@@ -22,19 +22,21 @@ def _one_text_per_pass(encoder):
 
 def _run(tmp_path, inner, label: str, old: bool) -> tuple:
     from vlmeval.dataset import build_dataset
-    from vlmeval_echosafe.defenses.echosafe import EchoSafe
-    from vlmeval_echosafe.defenses.rows import DatasetRun
 
+    from vlmeval_echosafe.core.run import DatasetRun
     from vlmeval_echosafe.datasets import order
+    from vlmeval_echosafe.echosafe import EchoSafe
     from vlmeval_echosafe.memory import MemoryBank
+    from vlmeval_echosafe.vlmevalkit.model import HostDefense
 
     dataset = build_dataset("MMSafetyBenchPP_Demo")
     run_dir = tmp_path / label
-    model = EchoSafe(inner, name="EchoSafe_TinyQwen2VL", run_dir=run_dir, settings={"reflect_tokens": 6})
+    core = EchoSafe(inner, name="EchoSafe_TinyQwen2VL", run_dir=run_dir, settings={"reflect_tokens": 6})
     if old:
-        model.keys.text.encode = _one_text_per_pass(model.keys.text)
+        core.keys.text.encode = _one_text_per_pass(core.keys.text)
+    model = HostDefense(core)
     model.set_dump_image(dataset.dump_image)
-    model.begin(DatasetRun(dataset.dataset_name, dataset.prompt_rows, order.of(dataset)))
+    model.begin(DatasetRun(dataset.dataset_name, "pairs", order.of(dataset)), dataset.prompt_rows)
     messages = [dataset.build_prompt(dataset.data.iloc[i]) for i in range(16)]
     answers = []
     for start in range(0, len(messages), 8):
@@ -49,7 +51,7 @@ def _run(tmp_path, inner, label: str, old: bool) -> tuple:
 def test_packed_keys_change_no_output_on_the_demo(tmp_path, monkeypatch, tiny_cache, tiny_qwen2vl_vlm):
     monkeypatch.setenv("LMUData", str(tmp_path / "LMUData"))
     (tmp_path / "LMUData").mkdir()
-    from vlmeval_echosafe import registry
+    from vlmeval_echosafe.vlmevalkit import registry
 
     registry.register(work_dir=str(tmp_path / "unused"))
     try:

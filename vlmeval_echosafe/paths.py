@@ -31,6 +31,8 @@ CONFIG_FILES: tuple[str, ...] = (
     "wrappers/defenses.yaml",
     "task_configs/mmsafetybenchpp.yaml",
     "task_configs/judge_prices.yaml",
+    "task_configs/model_shapes.yaml",
+    "task_configs/gpu_profiles.yaml",
     "task_configs/lmms_eval/_default_template_yaml",
 )
 

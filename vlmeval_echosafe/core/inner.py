@@ -221,9 +221,9 @@ class ServedInner(Inner):
     path, batched = "served-chat", True
     decoding = None  # the endpoint's: json-schema where it enforces response_format, else free
 
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self.decoding = model.schema_support()
+    def describe(self) -> dict[str, str]:
+        """Asks the endpoint (once) whether it enforces JSON schemas: only a method that follows up needs to know."""
+        return {"path": self.path, "decoding": self.model.schema_support()}
 
     def answer(self, turns: list[Content], dataset: str | None, keep: bool) -> Answered:
         firsts = [self.model.turn(t) for t in turns]
@@ -243,7 +243,7 @@ class ServedInner(Inner):
             return self.model.failure(err), False
 
     def follow_up(self, answered: Answered, text: str, dataset: str | None, form: Constraint) -> list[Reply]:
-        schema = form.json_schema if self.decoding == "json-schema" else None
+        schema = form.json_schema if self.model.schema_support() == "json-schema" else None
         budget = form.max_new_tokens
         if schema is not None and budget is not None:
             budget += JSON_FORM_TOKENS
