@@ -19,7 +19,9 @@ from .paths import config_file
 
 def _classes() -> dict[str, type]:
     from .defenses.adashield_a import AdaShieldA
+    from .defenses.coca import CoCA
     from .defenses.ecso import ECSO
+    from .defenses.guard_filter import GuardFilter
     from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
     from .defenses.undefended import Undefended
     from .echosafe import EchoSafe
@@ -37,6 +39,8 @@ def _classes() -> dict[str, type]:
         "AdaShieldS": AdaShieldS,
         "AdaShieldA": AdaShieldA,
         "ECSO": ECSO,
+        "GuardFilter": GuardFilter,
+        "CoCA": CoCA,
     }
 
 
