@@ -21,6 +21,7 @@ def _classes() -> dict[str, type]:
     from .defenses.adashield_a import AdaShieldA
     from .defenses.coca import CoCA
     from .defenses.ecso import ECSO
+    from .defenses.eta import ETA
     from .defenses.guard_filter import GuardFilter
     from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
     from .defenses.undefended import Undefended
@@ -41,6 +42,7 @@ def _classes() -> dict[str, type]:
         "ECSO": ECSO,
         "GuardFilter": GuardFilter,
         "CoCA": CoCA,
+        "ETA": ETA,
     }
 
 
