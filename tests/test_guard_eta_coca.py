@@ -62,7 +62,7 @@ def test_guard_formats_parse_as_the_model_cards_write_them() -> None:
     assert parse("unsafe content found", "qwen3guard").unsafe is None
 
 
-@pytest.mark.parametrize("row", ["GuardFilter", "GuardFilter-Qwen3Guard"])
+@pytest.mark.parametrize("row", ["GuardFilter", "GuardFilter-LlamaGuard3V", "GuardFilter-Qwen3Guard"])
 def test_a_guard_that_never_flags_gives_the_base_answers(row, items, base, tmp_path) -> None:
     # threshold 1.0: P(unsafe) > 1 never holds, so every check passes
     runs = _run(f"{row}_{INNER}", items, tmp_path, threshold=1.0)
@@ -103,8 +103,9 @@ def test_an_unparsed_guard_reply_is_decided_by_on_unparsed(items, base, tmp_path
 def test_coca_at_amplification_zero_is_the_base_model(items, base, tmp_path) -> None:
     for batch, (answers, records) in _run(f"CoCA_{INNER}", items, tmp_path, amplification=0.0).items():
         assert answers == base[batch], batch
-        assert all(r["cost"]["inner"]["forward_passes"] == 2 * min(r["cost"]["inner"]["new_tokens"] + 1, 24)
-                   for r in records)
+        assert all(
+            r["cost"]["inner"]["forward_passes"] == 2 * min(r["cost"]["inner"]["new_tokens"] + 1, 24) for r in records
+        )
 
 
 def test_coca_at_amplification_one_decodes_with_the_principle(items, tmp_path) -> None:
@@ -167,11 +168,21 @@ def test_the_cost_table_reads_the_defense_traces(tmp_path) -> None:
     run = tmp_path / "GuardFilter_X"
     run.mkdir()
     lines = [
-        {"defense": "GuardFilter", "blocked": "input", "guard_unparsed": 1,
-         "cost": {"guard_input": {"calls": 1, "forward_passes": 10, "prompt_tokens": 100, "new_tokens": 10}}},
-        {"defense": "GuardFilter", "blocked": None, "guard_unparsed": 0,
-         "cost": {"guard_input": {"calls": 1, "forward_passes": 10, "prompt_tokens": 100, "new_tokens": 10},
-                  "inner": {"calls": 1, "forward_passes": 20, "prompt_tokens": 50, "new_tokens": 20}}},
+        {
+            "defense": "GuardFilter",
+            "blocked": "input",
+            "guard_unparsed": 1,
+            "cost": {"guard_input": {"calls": 1, "forward_passes": 10, "prompt_tokens": 100, "new_tokens": 10}},
+        },
+        {
+            "defense": "GuardFilter",
+            "blocked": None,
+            "guard_unparsed": 0,
+            "cost": {
+                "guard_input": {"calls": 1, "forward_passes": 10, "prompt_tokens": 100, "new_tokens": 10},
+                "inner": {"calls": 1, "forward_passes": 20, "prompt_tokens": 50, "new_tokens": 20},
+            },
+        },
     ]
     trace = run / "GuardFilter_X_MMSafetyBenchPP_DemoMini_defense_trace.jsonl"
     trace.write_text("".join(json.dumps(x) + "\n" for x in lines))

@@ -61,17 +61,32 @@ def test_the_new_rows_run_in_both_harnesses_and_reach_the_report(tmp_path: Path,
         out = tmp_path / f"lmms_{model}"
         args = f"name={model},work_dir={out / 'work'},image_dir={tmp_path / 'lmms_img'}"
         _run(
-            [str(cli), "eval", "--model", "vlmeval_echosafe", "--model_args", args, "--tasks", TASK,
-             "--include_path", str(REPO / "task_configs" / "lmms_eval"), "--output_path", str(out),
-             "--batch_size", BATCH],
+            [
+                str(cli),
+                "eval",
+                "--model",
+                "vlmeval_echosafe",
+                "--model_args",
+                args,
+                "--tasks",
+                TASK,
+                "--include_path",
+                str(REPO / "task_configs" / "lmms_eval"),
+                "--output_path",
+                str(out),
+                "--batch_size",
+                BATCH,
+            ],
             tmp_path,
             env,
         )
-        items = pd.read_csv(out / "mmsafetybenchpp" / f"{DATA}_rule_items.csv", dtype={"index": str},
-                            keep_default_na=False)
+        items = pd.read_csv(
+            out / "mmsafetybenchpp" / f"{DATA}_rule_items.csv", dtype={"index": str}, keep_default_na=False
+        )
         assert len(items) == 12 and len(_trace(out / "work", model)) == 12
         if model.startswith("CoCA"):  # deterministic greedy decoding: the same answers in both harnesses
-            pred = pd.read_csv(work / model / f"{model}_{DATA}.tsv", sep="\t", dtype={"index": str},
-                               keep_default_na=False)
+            pred = pd.read_csv(
+                work / model / f"{model}_{DATA}.tsv", sep="\t", dtype={"index": str}, keep_default_na=False
+            )
             by_index = dict(zip(pred["index"], pred["prediction"], strict=True))
             assert all(by_index[i] == p for i, p in zip(items["index"], items["prediction"], strict=True))

@@ -23,7 +23,16 @@ from pathlib import Path
 import pandas as pd
 
 DEFENSES = (
-    "Base", "SafetyPrompt", "FigStep", "AdaShield-S", "AdaShield-A", "ECSO", "GuardFilter", "ETA", "CoCA", "EchoSafe"
+    "Base",
+    "SafetyPrompt",
+    "FigStep",
+    "AdaShield-S",
+    "AdaShield-A",
+    "ECSO",
+    "GuardFilter",
+    "ETA",
+    "CoCA",
+    "EchoSafe",
 )
 # ETA and CoCA read next-token logits: only an inner model the plugin runs with transformers has them.
 LOGIT_DEFENSES = ("ETA", "CoCA")
@@ -98,14 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         "--defenses",
         nargs="+",
         default=None,
-        help=f"default: {' '.join(DEFENSES)} ({' and '.join(LOGIT_DEFENSES)} only for the plugin's transformers models)",
+        help=f"default: {' '.join(DEFENSES)} ({', '.join(LOGIT_DEFENSES)}: plugin transformers models only)",
     )
     parser.add_argument("--ablations", action="store_true", help="add every EchoSafe-* row of wrappers/defenses.yaml")
     parser.add_argument("--orders", type=int, default=0, help="N > 0: run N seeded shuffles of the item order")
     args, rest = parser.parse_known_args(argv)
     if args.orders < 0:
         parser.error("--orders must be >= 0")
-    defenses = list(args.defenses or default_defenses(args.inner)) + ([a for a in ablation_names() if a not in args.defenses] if args.ablations else [])
+    defenses = list(args.defenses or default_defenses(args.inner)) + (
+        [a for a in ablation_names() if a not in args.defenses] if args.ablations else []
+    )
     models = model_names(args.inner, defenses)
     from . import launcher
 

@@ -76,8 +76,13 @@ class BatchedBaseline(Defense):
             raise ValueError(f"{type(self).__name__} ({self.name}): unknown settings {unknown}; valid: {sorted(known)}")
         self.settings = self.SETTINGS(**(settings or {}))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"name": self.name, "defense": type(self).__name__, "inner": self.inner_name,
-                  "settings": asdict(self.settings), **self.describe()}
+        record = {
+            "name": self.name,
+            "defense": type(self).__name__,
+            "inner": self.inner_name,
+            "settings": asdict(self.settings),
+            **self.describe(),
+        }
         (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2, default=str))
 
     def describe(self) -> dict[str, Any]:

@@ -52,8 +52,12 @@ class CoCA(BatchedBaseline):
         plain = [[{"role": "user", "content": i.message()}] for i in items]
         texts = [place(s.principle, i.question, s.placement, s.separator) for i in items]
         principled = [
-            [{"role": "user", "content": [*(m for m in i.message() if m["type"] == "image"),
-                                          {"type": "text", "value": t}]}]
+            [
+                {
+                    "role": "user",
+                    "content": [*(m for m in i.message() if m["type"] == "image"), {"type": "text", "value": t}],
+                }
+            ]
             for i, t in zip(items, texts, strict=True)
         ]
         decoded = calibrated_answers(self.inner, plain, principled, s.amplification)
@@ -62,8 +66,15 @@ class CoCA(BatchedBaseline):
                 "prompt": item.question,
                 "principled_prompt": text,
                 "amplification": s.amplification,
-                "cost": {"inner": {"calls": 1, "forward_passes": 2 * d.steps, "prompt_tokens": d.prompt_tokens,
-                                   "new_tokens": d.new_tokens, "shared": False}},
+                "cost": {
+                    "inner": {
+                        "calls": 1,
+                        "forward_passes": 2 * d.steps,
+                        "prompt_tokens": d.prompt_tokens,
+                        "new_tokens": d.new_tokens,
+                        "shared": False,
+                    }
+                },
             }
             for item, text, d in zip(items, texts, decoded, strict=True)
         ]

@@ -78,8 +78,10 @@ class ETA(BatchedBaseline):
     def describe(self) -> dict[str, Any]:
         tiny = self.settings.aux_weights == "tiny"
         s = self.settings
-        return {"clip": f"tiny twin {s.clip_tiny_twin}" if tiny else s.clip_model,
-                "reward": f"tiny twin {s.reward_tiny_twin}" if tiny else s.reward_model}
+        return {
+            "clip": f"tiny twin {s.clip_tiny_twin}" if tiny else s.clip_model,
+            "reward": f"tiny twin {s.reward_tiny_twin}" if tiny else s.reward_model,
+        }
 
     @cached_property
     def clip(self) -> Any:
@@ -126,15 +128,25 @@ class ETA(BatchedBaseline):
                     record["clip_score"], record["pre_safe"] = None, False
                 if not record["pre_safe"]:
                     r0, c0 = counters(self.reward), counters(self.clip) if image else None
-                    found = best_of_n(self.inner, [{"role": "user", "content": item.message()}], image,
-                                      s.safety_prefix, self.reward, self.clip, s, self.stop_ids)
+                    found = best_of_n(
+                        self.inner,
+                        [{"role": "user", "content": item.message()}],
+                        image,
+                        s.safety_prefix,
+                        self.reward,
+                        self.clip,
+                        s,
+                        self.stop_ids,
+                    )
                     record.update(branch="aligned", vanilla_answer=answers[n], search=found.sentences)
                     answers[n] = found.text
-                    cost["inner"] = {"calls": 1 + len(found.sentences),
-                                     "forward_passes": vanilla_cost.get("forward_passes", 0) + found.forward_passes,
-                                     "prompt_tokens": vanilla_cost.get("prompt_tokens", 0) + found.prompt_tokens,
-                                     "new_tokens": vanilla_cost.get("new_tokens", 0) + found.new_tokens,
-                                     "shared": vanilla_cost.get("shared", False)}
+                    cost["inner"] = {
+                        "calls": 1 + len(found.sentences),
+                        "forward_passes": vanilla_cost.get("forward_passes", 0) + found.forward_passes,
+                        "prompt_tokens": vanilla_cost.get("prompt_tokens", 0) + found.prompt_tokens,
+                        "new_tokens": vanilla_cost.get("new_tokens", 0) + found.new_tokens,
+                        "shared": vanilla_cost.get("shared", False),
+                    }
                     r = counters(self.reward) - r0
                     cost["reward"] = {"calls": 1 + r["calls"], "forward_passes": 1 + r["forwards"]}
                     if c0 is not None:

@@ -6,7 +6,7 @@ The guard (Llama Guard 4, Llama Guard 3 Vision, Qwen3Guard, or any guard writing
 defenses.yaml``); each check can be switched off. Items the input check passes are answered exactly as the
 undefended model answers them, so a guard that never flags gives the ``Base`` row's answers token for token.
 
-``aux_weights: tiny`` (set for the tiny inner models in ``inner_settings``) swaps the configured guard for its
+``aux_weights: tiny`` (set for the tiny inner models under ``inner_settings``) swaps the configured guard for its
 tiny random-weight twin (``tiny_twin`` in the guard's entry; :mod:`..models.tiny_guards`), so the rows run offline.
 """
 
@@ -76,9 +76,13 @@ class GuardFilter(BatchedBaseline):
         verdicts = self.guard.check(conversations, self.settings.threshold)
         diff = counters(self.guard) - before
         rows = max(len(conversations), 1)
-        cost = {"calls": 1, "forward_passes": round(diff["forwards"] / rows, 2),
-                "prompt_tokens": round(diff["prompt_tokens"] / rows, 2),
-                "new_tokens": round(diff["new_tokens"] / rows, 2), "shared": rows > 1}
+        cost = {
+            "calls": 1,
+            "forward_passes": round(diff["forwards"] / rows, 2),
+            "prompt_tokens": round(diff["prompt_tokens"] / rows, 2),
+            "new_tokens": round(diff["new_tokens"] / rows, 2),
+            "shared": rows > 1,
+        }
         return verdicts, cost
 
     def answer_batch(self, items: list[Item]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -105,8 +109,10 @@ class GuardFilter(BatchedBaseline):
                 answers[n] = answer
                 records[n]["cost"]["inner"] = cost
         if s.output_check and passed:
-            exchanges = [[*requests[n], {"role": "assistant", "content": [{"type": "text", "value": answers[n]}]}]
-                         for n in passed]
+            exchanges = [
+                [*requests[n], {"role": "assistant", "content": [{"type": "text", "value": answers[n]}]}]
+                for n in passed
+            ]
             verdicts, cost = self._check(exchanges)
             for n, verdict in zip(passed, verdicts, strict=True):
                 records[n]["guard_output"] = verdict.record()

@@ -73,6 +73,7 @@ def calibrated_answers(
         steps = min(length + 1, new.shape[1])  # the pass that produced the end token counts too
         prompt = int(masks[row].sum() + masks[rows + row].sum())
         decoded.append(Decoded(text, length, steps, prompt))
-    vlm.decoded.update(answer_tokens=sum(d.new_tokens for d in decoded), forwards=new.shape[1],
-                       answer_prompt_tokens=int(masks.sum()))
+    vlm.decoded.update(
+        answer_tokens=sum(d.new_tokens for d in decoded), forwards=new.shape[1], answer_prompt_tokens=int(masks.sum())
+    )
     return decoded

@@ -72,16 +72,22 @@ def best_of_n(
     result = SearchResult("")
     tok = vlm.processor.tokenizer
     while spent < budget:
-        inputs = vlm.processor(text=[text + kept] * n, images=(images * n) or None, padding=True,
-                               padding_side="left", return_tensors="pt").to(vlm.model.device)
-        kwargs = {**vlm.generation_kwargs(min(settings.sentence_tokens, budget - spent), answer=False),
-                  "do_sample": True, "top_k": settings.top_k, "temperature": settings.temperature}
+        inputs = vlm.processor(
+            text=[text + kept] * n, images=(images * n) or None, padding=True, padding_side="left", return_tensors="pt"
+        ).to(vlm.model.device)
+        kwargs = {
+            **vlm.generation_kwargs(min(settings.sentence_tokens, budget - spent), answer=False),
+            "do_sample": True,
+            "top_k": settings.top_k,
+            "temperature": settings.temperature,
+        }
         with torch.random.fork_rng(devices=[vlm.model.device] if vlm.model.device.type == "cuda" else []):
             torch.manual_seed(settings.seed * 100003 + index)
             with torch.inference_mode():
-                out = vlm.model.generate(**inputs, stopping_criteria=StoppingCriteriaList([_SentenceEnd(stop)]),
-                                         **kwargs)
-        new = out[:, inputs["input_ids"].shape[1]:]
+                out = vlm.model.generate(
+                    **inputs, stopping_criteria=StoppingCriteriaList([_SentenceEnd(stop)]), **kwargs
+                )
+        new = out[:, inputs["input_ids"].shape[1] :]
         result.forward_passes += n * new.shape[1]
         result.prompt_tokens += int(inputs["attention_mask"].sum())
         candidates = []
@@ -89,8 +95,13 @@ def best_of_n(
             ids = new[row].tolist()
             length = next((k + 1 for k, t in enumerate(ids) if t in stop_ids), len(ids))
             body = [t for t in ids[:length] if t not in eos]
-            candidates.append({"text": tok.decode(body, skip_special_tokens=True), "tokens": length,
-                               "ended": any(t in eos for t in ids[:length])})
+            candidates.append(
+                {
+                    "text": tok.decode(body, skip_special_tokens=True),
+                    "tokens": length,
+                    "ended": any(t in eos for t in ids[:length]),
+                }
+            )
         result.new_tokens += sum(c["tokens"] for c in candidates)
         for c in candidates:
             c["reward"] = reward.score(settings.search_rm_prompt, (kept + c["text"]).strip())

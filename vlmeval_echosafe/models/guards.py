@@ -29,8 +29,10 @@ _QWEN_CATEGORIES = re.compile(
     r"Politically Sensitive Topics|Copyright Violation|Jailbreak|None)"
 )
 # The label words whose first tokens the threshold mode compares, per format.
-LABELS = {"llama-guard": {"unsafe": ["unsafe"], "safe": ["safe"]},
-          "qwen3guard": {"unsafe": ["Unsafe", "Controversial"], "safe": ["Safe"]}}
+LABELS = {
+    "llama-guard": {"unsafe": ["unsafe"], "safe": ["safe"]},
+    "qwen3guard": {"unsafe": ["Unsafe", "Controversial"], "safe": ["Safe"]},
+}
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,13 @@ class Verdict:
     score: float | None = None
 
     def record(self) -> dict[str, Any]:
-        return {"reply": self.text, "label": self.label, "categories": self.categories, "unsafe": self.unsafe,
-                "score": self.score}
+        return {
+            "reply": self.text,
+            "label": self.label,
+            "categories": self.categories,
+            "unsafe": self.unsafe,
+            "score": self.score,
+        }
 
 
 def parse(text: str, fmt: str, controversial: str = "unsafe") -> Verdict:
@@ -114,8 +121,11 @@ class LocalGuard:
         else:
             path = resolve_model_path(spec.model_path)
         self.device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        load = {"dtype": _torch_dtype(spec.torch_dtype, self.device), "device_map": self.device,
-                "trust_remote_code": spec.trust_remote_code}
+        load = {
+            "dtype": _torch_dtype(spec.torch_dtype, self.device),
+            "device_map": self.device,
+            "trust_remote_code": spec.trust_remote_code,
+        }
         if spec.images:
             self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
             self.tokenizer = self.processor.tokenizer
@@ -150,34 +160,45 @@ class LocalGuard:
             role = "Agent" if chat[-1]["role"] == "assistant" else "User"
             chat = [{"role": "user", "content": self.spec.prompt_template.format(conversation=conversation, role=role)}]
             if self.spec.images:
-                chat[0]["content"] = [*({"type": "image"} for _ in images), {"type": "text", "text": chat[0]["content"]}]
+                chat[0]["content"] = [
+                    *({"type": "image"} for _ in images),
+                    {"type": "text", "text": chat[0]["content"]},
+                ]
         text = self.processor.apply_chat_template(
             chat, add_generation_prompt=self.spec.add_generation_prompt, tokenize=False
         )
         return text, images
 
-    def _inputs(self, texts: list[str], images: list[Any]) -> Any:
+    def _inputs(self, texts: list[str], images: list[list[Any]]) -> Any:
+        """The batch; ``images`` per conversation (Mllama's processor takes them nested, the others flat)."""
         kwargs = {"padding": len(texts) > 1, "padding_side": "left", "return_tensors": "pt"}
-        if self.spec.images:
-            return self.processor(text=texts, images=images or None, **kwargs).to(self.model.device)
-        return self.tokenizer(texts, add_special_tokens=False, **kwargs).to(self.model.device)
+        if not self.spec.images:
+            return self.tokenizer(texts, add_special_tokens=False, **kwargs).to(self.model.device)
+        flat = [i for imgs in images for i in imgs]
+        given = images if self.model.config.model_type == "mllama" else flat
+        batch = self.processor(text=texts, images=given if flat else None, **kwargs)
+        return batch.to(device=self.model.device, dtype=self.model.dtype)  # casts floating tensors only
 
     def check(self, conversations: list[Turns], threshold: float | None = None) -> list[Verdict]:
         """One verdict per conversation (its last turn is the one judged)."""
         import torch
 
         rendered = [self._render(c) for c in conversations]
-        texts, images = [t for t, _ in rendered], [i for _, imgs in rendered for i in imgs]
+        texts, images = [t for t, _ in rendered], [imgs for _, imgs in rendered]
         inputs = self._inputs(texts, images)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
-            out = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.spec.max_new_tokens,
-                                      pad_token_id=pad)
-        new = out[:, inputs["input_ids"].shape[1]:]
+            out = self.model.generate(
+                **inputs, do_sample=False, max_new_tokens=self.spec.max_new_tokens, pad_token_id=pad
+            )
+        new = out[:, inputs["input_ids"].shape[1] :]
         replies = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        self.counts.update(calls=len(texts), forwards=new.shape[1] * len(texts),
-                           prompt_tokens=int(inputs["attention_mask"].sum()),
-                           new_tokens=int((new != pad).sum()))
+        self.counts.update(
+            calls=len(texts),
+            forwards=new.shape[1] * len(texts),
+            prompt_tokens=int(inputs["attention_mask"].sum()),
+            new_tokens=int((new != pad).sum()),
+        )
         verdicts = [parse(r, self.spec.format, self.spec.controversial) for r in replies]
         if threshold is not None:
             for verdict, score in zip(verdicts, self._scores(texts, images), strict=True):
@@ -185,7 +206,7 @@ class LocalGuard:
                 verdict.unsafe = score > threshold
         return verdicts
 
-    def _scores(self, texts: list[str], images: list[Any]) -> list[float]:
+    def _scores(self, texts: list[str], images: list[list[Any]]) -> list[float]:
         """P(an unsafe label's first token) / P(any label's first token) after ``score_prefix``."""
         import torch
 
@@ -193,8 +214,10 @@ class LocalGuard:
         with torch.inference_mode():
             probs = self.model(**inputs).logits[:, -1].float().softmax(-1)
         self.counts.update(forwards=len(texts), prompt_tokens=int(inputs["attention_mask"].sum()))
-        first = {k: sorted({self.tokenizer.encode(w, add_special_tokens=False)[0] for w in words})
-                 for k, words in LABELS[self.spec.format].items()}
+        first = {
+            k: sorted({self.tokenizer.encode(w, add_special_tokens=False)[0] for w in words})
+            for k, words in LABELS[self.spec.format].items()
+        }
         unsafe, safe = probs[:, first["unsafe"]].sum(-1), probs[:, first["safe"]].sum(-1)
         return [float(u / (u + s)) if float(u + s) > 0 else 0.0 for u, s in zip(unsafe, safe, strict=True)]
 
@@ -210,8 +233,9 @@ class ServedGuard:
     def __post_init__(self) -> None:
         from .served import ServedVLM
 
-        self.client = ServedVLM(model=self.spec.served_model or "", base_url=self.spec.base_url or "",
-                                max_tokens=self.spec.max_new_tokens)
+        self.client = ServedVLM(
+            model=self.spec.served_model or "", base_url=self.spec.base_url or "", max_tokens=self.spec.max_new_tokens
+        )
 
     def check(self, conversations: list[Turns], threshold: float | None = None) -> list[Verdict]:
         if threshold is not None:
@@ -219,8 +243,10 @@ class ServedGuard:
         out = []
         for turns in conversations:
             messages = [
-                {"role": t["role"], "content": self.client.turn(
-                    [i for i in t["content"] if i["type"] == "text" or self.spec.images])}
+                {
+                    "role": t["role"],
+                    "content": self.client.turn([i for i in t["content"] if i["type"] == "text" or self.spec.images]),
+                }
                 for t in turns
             ]
             self.counts.update(calls=1)

@@ -75,7 +75,9 @@ class RewardScorer:
         path = _path(model_path, tiny)
         self.device = _device(device)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=_torch_dtype(torch_dtype, self.device), device_map=self.device,
+            path,
+            dtype=_torch_dtype(torch_dtype, self.device),
+            device_map=self.device,
             trust_remote_code=trust_remote_code,
         ).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -7,11 +7,16 @@ Which architecture each twin has, and how close it is to the real model:
 - ``qwen3guard`` -- Qwen3Guard-Gen is a ``Qwen3ForCausalLM``: the twin is that class (model_type ``qwen3``) with
   a Qwen-family byte-level BPE and a chat template that lays the conversation out for moderation (the real
   template ships with the checkpoint; only its output format, "Safety: ...\\nCategories: ...", matters here).
-- ``llama-guard-vision`` -- CLOSEST, NOT THE SAME: Llama Guard 4 is a ``Llama4ForConditionalGeneration`` and Llama
-  Guard 3 Vision an ``MllamaForConditionalGeneration``; neither was built tiny here. The twin is an image-text
-  Llama (the tiny LLaVA with Llama SentencePiece tokenizer: a Llama language model behind a CLIP tower) with Llama
-  Guard's documented prompt layout as its chat template. It runs the same guard code path (an image-text model
-  behind ``AutoModelForImageTextToText`` and the processor's chat template).
+- ``llama-guard-3-vision`` -- Llama Guard 3 Vision is an ``MllamaForConditionalGeneration``: the twin is that class
+  (model_type ``mllama``: cross-attention image layers, 4 tiles of 28 pixels) with Llama-3 header tokens and Llama
+  Guard's documented prompt layout as its chat template.
+- ``llama-guard-4`` -- CLOSEST, NOT THE SAME: Llama Guard 4 is a ``Llama4ForConditionalGeneration``. A tiny one builds,
+  but with transformers 5.24 its ``forward`` raises ``AttributeError: 'MoeCausalLMOutputWithPast' object has no
+  attribute 'image_outputs'`` on every call that returns a dict (``generate`` included), so it cannot be run locally
+  with that version (a served endpoint, vLLM or SGLang, is the way to run the real one). The twin is an image-text
+  Llama instead (the tiny LLaVA with Llama SentencePiece tokenizer: a Llama language model behind a CLIP tower) with
+  Llama Guard's prompt layout, running the same guard code path (``AutoModelForImageTextToText`` + the processor's
+  chat template).
 - ``clip`` -- a ``CLIPModel`` with a tokenizer (ETA scores image-text similarity), logit scale 100 as in OpenAI's
   released CLIP models, so ``logits_per_image / 100`` is the cosine similarity, as ETA reads it.
 - ``armorm`` -- CLOSEST, NOT THE SAME: ArmoRM-Llama3-8B is a Llama-3 backbone with a custom gating head loaded
@@ -27,7 +32,7 @@ from pathlib import Path
 from .tiny import _build_atomically, _qwen_tokenizer, _seeded_model, _train_bpe, build_tiny
 
 # Llama Guard 3's documented prompt (the layout Llama Guard 4's template also follows): task, the MLCommons
-# categories, the conversation, and the output instruction; images come as LLaVA-style `<image>` tokens.
+# categories, the conversation, and the output instruction; the image token and turn headers are the family's.
 LLAMA_GUARD_CATEGORIES = (
     "S1: Violent Crimes.\nS2: Non-Violent Crimes.\nS3: Sex Crimes.\nS4: Child Exploitation.\nS5: Defamation.\n"
     "S6: Specialized Advice.\nS7: Privacy.\nS8: Intellectual Property.\nS9: Indiscriminate Weapons.\nS10: Hate.\n"
@@ -35,19 +40,29 @@ LLAMA_GUARD_CATEGORIES = (
 )
 _LLAMA_GUARD_TEMPLATE = (
     "{% set role = 'Agent' if messages[-1]['role'] == 'assistant' else 'User' %}"
-    "USER: Task: Check if there is unsafe content in '{{ role }}' messages in conversations according our safety "
+    "HEADER_OPENTask: Check if there is unsafe content in '{{ role }}' messages in conversations according our safety "
     "policy with the below categories.\n\n<BEGIN UNSAFE CONTENT CATEGORIES>\n"
     + LLAMA_GUARD_CATEGORIES
     + "\n<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
     "{% for message in messages %}{{ 'User' if message['role'] == 'user' else 'Agent' }}: "
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}IMAGE_TOKEN\n"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}\n\n{% endfor %}"
     "<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST {{ role }} message in the above "
     "conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second line must include a "
     "comma-separated list of violated categories. "
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% if add_generation_prompt %}HEADER_CLOSE{% endif %}"
 )
+
+
+def _llama_guard_template(image: str, user: str, assistant: str) -> str:
+    """Llama Guard's layout with a family's image token and turn headers."""
+    return (
+        _LLAMA_GUARD_TEMPLATE.replace("IMAGE_TOKEN", image)
+        .replace("HEADER_OPEN", user)
+        .replace("HEADER_CLOSE", assistant)
+    )
+
 
 # A Qwen3Guard-style moderation layout (the real template ships with the checkpoint); it ends with the
 # assistant header, as the real one does, so no generation prompt is added.
@@ -86,7 +101,12 @@ def _write_qwen3guard(out: Path) -> None:
     tok.chat_template = _QWEN3GUARD_TEMPLATE
     pad = tok.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen3Config(
-        vocab_size=len(tok), head_dim=16, bos_token_id=pad, eos_token_id=tok.eos_token_id, pad_token_id=pad, **_SMALL_TEXT
+        vocab_size=len(tok),
+        head_dim=16,
+        bos_token_id=pad,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=pad,
+        **_SMALL_TEXT,
     )
     model = _seeded_model(Qwen3ForCausalLM, config)
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -95,14 +115,78 @@ def _write_qwen3guard(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def _write_llama_guard_vision(out: Path) -> None:
+def _write_llama_guard_4_standin(out: Path) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     source = build_tiny("llava_sp")
     processor = AutoProcessor.from_pretrained(source)
-    processor.chat_template = _LLAMA_GUARD_TEMPLATE
-    processor.tokenizer.chat_template = _LLAMA_GUARD_TEMPLATE
+    template = _llama_guard_template("<image>", "USER: ", "ASSISTANT:")
+    processor.chat_template = processor.tokenizer.chat_template = template
     AutoModelForImageTextToText.from_pretrained(source).save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+_LLAMA3_VISION_SPECIALS = [*_LLAMA3_SPECIALS, "<|finetune_right_pad_id|>", "<|image|>"]
+
+
+def _write_llama_guard_3_vision(out: Path) -> None:
+    import torch
+    from transformers import (
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessor,
+        MllamaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    template = _llama_guard_template(
+        "<|image|>",
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=_train_bpe(_LLAMA3_VISION_SPECIALS, vocab_size=768),
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        extra_special_tokens=["<|image|>"],
+        chat_template=template,
+    )
+    processor = MllamaProcessor(
+        image_processor=MllamaImageProcessor(size={"height": 28, "width": 28}, max_image_tiles=4),
+        tokenizer=tok,
+        chat_template=template,
+    )
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _LLAMA3_VISION_SPECIALS}
+    config = MllamaConfig(
+        text_config={
+            **_SMALL_TEXT,
+            "vocab_size": len(tok),
+            "cross_attention_layers": [1],
+            "bos_token_id": ids["<|begin_of_text|>"],
+            "eos_token_id": ids["<|eot_id|>"],
+            "pad_token_id": ids["<|finetune_right_pad_id|>"],
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_global_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+            "max_num_tiles": 4,
+            "vision_output_dim": 64,
+            "intermediate_layers_indices": [0],
+            "initializer_range": 0.15,
+        },
+        image_token_index=ids["<|image|>"],
+    )
+    config.dtype = torch.float32
+    model = _seeded_model(MllamaForConditionalGeneration, config)
+    model.generation_config.eos_token_id = ids["<|eot_id|>"]
+    model.generation_config.pad_token_id = ids["<|finetune_right_pad_id|>"]
+    model.save_pretrained(out)
     processor.save_pretrained(out)
 
 
@@ -117,8 +201,14 @@ def _write_clip(out: Path) -> None:
     )
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
     config = CLIPConfig(
-        text_config={**small, "vocab_size": len(tok), "max_position_embeddings": 77, "bos_token_id": 0,
-                     "eos_token_id": 1, "pad_token_id": 1},
+        text_config={
+            **small,
+            "vocab_size": len(tok),
+            "max_position_embeddings": 77,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
         vision_config={**small, "image_size": 32, "patch_size": 8, "initializer_range": 0.15},
         projection_dim=16,
         logit_scale_init_value=math.log(100.0),
@@ -146,10 +236,15 @@ def _write_armorm(out: Path) -> None:
 # name -> (cache folder, builder, what it is a twin of)
 TINY_AUX: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "qwen3guard": ("tiny-qwen3guard-v1", _write_qwen3guard, "Qwen3Guard-Gen (Qwen3ForCausalLM)"),
-    "llama-guard-vision": (
-        "tiny-llama-guard-vision-v1",
-        _write_llama_guard_vision,
-        "Llama Guard 4 / 3 Vision: CLOSEST image-text Llama (LLaVA), not Llama4 / Mllama",
+    "llama-guard-4": (
+        "tiny-llama-guard-4-standin-v1",
+        _write_llama_guard_4_standin,
+        "Llama Guard 4: CLOSEST image-text Llama (LLaVA), not Llama4 (whose forward fails in transformers 5.24)",
+    ),
+    "llama-guard-3-vision": (
+        "tiny-llama-guard-3-vision-v1",
+        _write_llama_guard_3_vision,
+        "Llama Guard 3 Vision (Mllama)",
     ),
     "clip": ("tiny-clip-v1", _write_clip, "CLIP (CLIPModel)"),
     "armorm": ("tiny-armorm-v1", _write_armorm, "ArmoRM-Llama3-8B: CLOSEST LlamaForSequenceClassification"),

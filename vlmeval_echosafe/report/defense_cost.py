@@ -20,8 +20,17 @@ from .collect import dataset_names
 
 SUFFIX = "_defense_trace.jsonl"
 COST_KEYS = ("calls", "forward_passes", "prompt_tokens", "new_tokens")
-COLUMNS = ["model", "dataset", "items", *(f"{k}_per_item" for k in COST_KEYS), "blocked_input", "blocked_output",
-           "guard_unparsed", "aligned", "source"]
+COLUMNS = [
+    "model",
+    "dataset",
+    "items",
+    *(f"{k}_per_item" for k in COST_KEYS),
+    "blocked_input",
+    "blocked_output",
+    "guard_unparsed",
+    "aligned",
+    "source",
+]
 
 
 def _split(path: Path) -> tuple[str, str] | None:
