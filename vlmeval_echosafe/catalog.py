@@ -19,7 +19,10 @@ from .paths import config_file
 
 def _classes() -> dict[str, type]:
     from .defenses.adashield_a import AdaShieldA
+    from .defenses.coca import CoCA
     from .defenses.ecso import ECSO
+    from .defenses.eta import ETA
+    from .defenses.guard_filter import GuardFilter
     from .defenses.prompts import AdaShieldS, FigStepPrompt, PromptDefense, SafetyPrompt
     from .defenses.undefended import Undefended
     from .echosafe import EchoSafe
@@ -37,6 +40,9 @@ def _classes() -> dict[str, type]:
         "AdaShieldS": AdaShieldS,
         "AdaShieldA": AdaShieldA,
         "ECSO": ECSO,
+        "GuardFilter": GuardFilter,
+        "CoCA": CoCA,
+        "ETA": ETA,
     }
 
 
@@ -106,14 +112,18 @@ RUNNERS = ("plugin", "served", "host")  # who runs an inner model: the plugin's 
 def defense_settings(cls: type, spec: dict[str, Any], extra: dict[str, Any], inner: str, runner: str) -> dict:
     """The settings a defense entry gets around one inner model: the shared sections (encoders by who runs the
     inner model, one of `RUNNERS`; per-inner changes) reach only defenses that have such settings; the entry's
-    own always do."""
+    own always do, and so do per-inner changes under the defense's class name."""
     if runner not in RUNNERS:
         raise ValueError(f"runner {runner!r}; expected one of {RUNNERS}")
     encoders = extra["encoders"].get(runner, {})
+    per_inner = extra["inner_settings"].get(inner, {})
+    classes = _classes()  # a key naming a defense class holds settings of that class only
+    shared = {k: v for k, v in per_inner.items() if k not in classes}
     return {
         **_accepted(cls, {"encoders": encoders}),
         **spec["settings"],
-        **_accepted(cls, extra["inner_settings"].get(inner, {})),
+        **_accepted(cls, shared),
+        **(per_inner.get(cls.__name__) or {}),
     }
 
 

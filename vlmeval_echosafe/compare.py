@@ -22,7 +22,20 @@ from pathlib import Path
 
 import pandas as pd
 
-DEFENSES = ("Base", "SafetyPrompt", "FigStep", "AdaShield-S", "AdaShield-A", "ECSO", "EchoSafe")
+DEFENSES = (
+    "Base",
+    "SafetyPrompt",
+    "FigStep",
+    "AdaShield-S",
+    "AdaShield-A",
+    "ECSO",
+    "GuardFilter",
+    "ETA",
+    "CoCA",
+    "EchoSafe",
+)
+# ETA and CoCA read next-token logits: only an inner model the plugin runs with transformers has them.
+LOGIT_DEFENSES = ("ETA", "CoCA")
 
 
 def columns(refusal_only: bool) -> tuple[str, str, str]:
@@ -34,6 +47,15 @@ def columns(refusal_only: bool) -> tuple[str, str, str]:
 
 def model_names(inner: str, defenses: list[str]) -> list[str]:
     return [f"{d}_{inner}" for d in defenses]
+
+
+def default_defenses(inner: str) -> list[str]:
+    """Every defense of the preset that can run around ``inner``."""
+    from .catalog import resolve
+
+    row = resolve(f"Base_{inner}")
+    logits = row.inner_spec is not None and row.inner_spec.get("class") == "TransformersVLM"
+    return [d for d in DEFENSES if logits or d not in LOGIT_DEFENSES]
 
 
 def ablation_names() -> list[str]:
@@ -49,18 +71,21 @@ def side_by_side(work_dir: str | Path, models: list[str], data: str, judge: str)
     from vlmeval.smp import get_pred_file_path
 
     from .datasets.mmsafetybenchpp import output_paths
+    from .report.defense_cost import trace_cost
 
     cols = columns(judge == "rule")  # the only refusal-only judge (judges/__init__.py)
     rows = []
     for m in models:
         pred = get_pred_file_path(os.path.join(str(work_dir), m), m, data, use_env_format=True)
         score = output_paths(pred, judge)["score"]
+        trace = Path(work_dir) / m / f"{m}_{data}_defense_trace.jsonl"
+        cost = {k: v for k, v in trace_cost(trace).items() if k.endswith("_per_item")} if trace.exists() else {}
         if not score.exists():
-            rows.append({"model": m, "mode": None, **{c: float("nan") for c in cols}, "score_file": "missing"})
+            rows.append({"model": m, "mode": None, **{c: float("nan") for c in cols}, **cost, "score_file": "missing"})
             continue
         table = pd.read_csv(score)
         for _, r in table[table["category"] == "All"].iterrows():
-            rows.append({"model": m, "mode": r["mode"], **{c: r[c] for c in cols}, "score_file": str(score)})
+            rows.append({"model": m, "mode": r["mode"], **{c: r[c] for c in cols}, **cost, "score_file": str(score)})
     return pd.DataFrame(rows)
 
 
@@ -78,13 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="MMSafetyBenchPP_Demo")
     parser.add_argument("--judge", default="rule")
     parser.add_argument("--work-dir", default="./outputs")
-    parser.add_argument("--defenses", nargs="+", default=list(DEFENSES), help=f"default: {' '.join(DEFENSES)}")
+    parser.add_argument(
+        "--defenses",
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join(DEFENSES)} ({', '.join(LOGIT_DEFENSES)}: plugin transformers models only)",
+    )
     parser.add_argument("--ablations", action="store_true", help="add every EchoSafe-* row of wrappers/defenses.yaml")
     parser.add_argument("--orders", type=int, default=0, help="N > 0: run N seeded shuffles of the item order")
     args, rest = parser.parse_known_args(argv)
     if args.orders < 0:
         parser.error("--orders must be >= 0")
-    defenses = list(args.defenses) + ([a for a in ablation_names() if a not in args.defenses] if args.ablations else [])
+    defenses = list(args.defenses or default_defenses(args.inner)) + (
+        [a for a in ablation_names() if a not in args.defenses] if args.ablations else []
+    )
     models = model_names(args.inner, defenses)
     from . import launcher
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import plots
 from .collect import ReportError, collect
+from .defense_cost import cost_table
 from .echosafe import memory_table
 from .html import write_html
 from .reference import load_reference, reference_wide
@@ -34,7 +35,8 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
     ref_wide = reference_wide(reference)
     traces = find_traces(work_dir)
     memory = memory_table(traces)
-    tables = write_tables(board, reference, ref_wide, out, notes, memory)
+    cost = cost_table(work_dir, board)
+    tables = write_tables(board, reference, ref_wide, out, notes, memory, cost)
     fig_dir = out / "plots"
     figures: list[tuple[Path, str]] = [
         (
@@ -76,7 +78,7 @@ def build_report(work_dir: Path, out: Path, n_boot: int = 1000, window: int = 20
                 f"{title}: top-1 retrieval similarity of unsafe vs safe queries.",
             )
         )
-    page = write_html(board, ref_wide, figures, out, notes, work_dir, memory)
+    page = write_html(board, ref_wide, figures, out, notes, work_dir, memory, cost)
     return {
         "tables": tables,
         "figures": [f for f, _ in figures],

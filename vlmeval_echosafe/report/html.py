@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .defense_cost import COST_NOTE
 from .echosafe import orders_table
 from .tables import (
     LEGEND,
@@ -76,6 +77,7 @@ def write_html(
     notes: list[str],
     work_dir: Path,
     memory: pd.DataFrame | None = None,
+    cost: pd.DataFrame | None = None,
 ) -> Path:
     """``index.html`` under ``out``; ``figures`` are (PNG path under ``out``, caption)."""
     sections = [
@@ -98,6 +100,15 @@ def write_html(
                 table_html(memory, "memory"),
             ]
             if memory is not None and len(memory)
+            else []
+        ),
+        *(
+            [
+                "<h2>Defense cost</h2>",
+                f'<p class="note">{html.escape(COST_NOTE)}</p>',
+                table_html(cost.drop(columns=["source"]), "cost"),
+            ]
+            if cost is not None and len(cost)
             else []
         ),
         *(

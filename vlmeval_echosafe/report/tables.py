@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from .. import metrics
 from ..datasets.schema import CATEGORIES
+from .defense_cost import COST_NOTE
 from .echosafe import orders_table
 
 # `order`: an EchoSafe run's stream order (one row per order when a run was measured in several; "" otherwise).
@@ -115,10 +116,12 @@ def write_tables(
     out: Path,
     notes: list[str],
     memory: pd.DataFrame | None = None,
+    cost: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """leaderboard.md / .csv / .json, reference_paper.csv, and (when there are EchoSafe runs) memory.csv and
-    orders.csv under ``out``; returns the paths."""
+    orders.csv, (when there are defense traces) defense_cost.csv under ``out``; returns the paths."""
     memory = pd.DataFrame() if memory is None else memory
+    cost = pd.DataFrame() if cost is None else cost
     orders = orders_table(board)
     paths = {
         "markdown": out / "leaderboard.md",
@@ -128,7 +131,7 @@ def write_tables(
     }
     board.to_csv(paths["csv"], index=False)
     reference.to_csv(paths["reference_csv"], index=False)
-    for name, frame in (("memory", memory), ("orders", orders)):
+    for name, frame in (("memory", memory), ("orders", orders), ("defense_cost", cost)):
         if len(frame):
             paths[f"{name}_csv"] = out / f"{name}.csv"
             frame.to_csv(paths[f"{name}_csv"], index=False)
@@ -137,10 +140,11 @@ def write_tables(
         "reference": _records(reference),
         "echosafe_memory": _records(memory) if len(memory) else [],
         "across_orders": _records(orders) if len(orders) else [],
+        "defense_cost": _records(cost) if len(cost) else [],
         "notes": notes,
     }
     paths["json"].write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    paths["markdown"].write_text(markdown_report(board, ref_wide, notes, memory), encoding="utf-8")
+    paths["markdown"].write_text(markdown_report(board, ref_wide, notes, memory, cost), encoding="utf-8")
     return paths
 
 
@@ -160,7 +164,11 @@ ORDERS_NOTE = (
 
 
 def markdown_report(
-    board: pd.DataFrame, ref_wide: pd.DataFrame, notes: list[str], memory: pd.DataFrame | None = None
+    board: pd.DataFrame,
+    ref_wide: pd.DataFrame,
+    notes: list[str],
+    memory: pd.DataFrame | None = None,
+    cost: pd.DataFrame | None = None,
 ) -> str:
     refusal_note = (
         "Rows judged by `rule (refusal-only)` come from the offline refusal rule: RR, NonRefusalRate and "
@@ -189,6 +197,11 @@ def markdown_report(
         *(
             ["## EchoSafe memory", "", MEMORY_NOTE, "", markdown(memory), ""]
             if memory is not None and len(memory)
+            else []
+        ),
+        *(
+            ["## Defense cost", "", COST_NOTE, "", markdown(cost.drop(columns=["source"])), ""]
+            if cost is not None and len(cost)
             else []
         ),
         *(

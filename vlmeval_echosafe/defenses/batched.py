@@ -1,0 +1,124 @@
+"""What the batched baselines (GuardFilter, ETA, CoCA) share: settings from a frozen dataclass, a config file, one
+trace line per item with the row's ids, and the item's cost (calls, forward passes, tokens).
+
+Cost, per item and per model (``inner``, ``guard``, ``reward``, ``clip``):
+
+- ``calls``: requests the item sent to that model;
+- ``forward_passes``: forward passes the item's sequences went through (a pass over a batch of rows counts once
+  for each row in it, so the number does not depend on the micro-batch);
+- ``prompt_tokens`` / ``new_tokens``: tokens prefilled and decoded. Where a micro-batch is decoded together and the
+  backend counts only the batch's total, each item carries an equal share of it (``shared: true``).
+
+Counts come from the backends' own counters (``TransformersVLM.decoded``, the guards' and scorers' ``counts``);
+a model that keeps none (an endpoint, a host model) reports calls only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from ..core.defense import Defense
+from ..core.item import Item, Response
+
+
+def counters(model: Any) -> Counter | None:
+    """A copy of a backend's running counts (None for a model that keeps none)."""
+    counts = getattr(model, "decoded", None)
+    if counts is None:
+        counts = getattr(model, "counts", None)
+    return Counter(counts) if counts is not None else None
+
+
+def inner_cost(before: Counter | None, after: Counter | None, rows: int, calls: int) -> dict[str, Any]:
+    """The inner model's cost per item for a batch of ``rows`` answered together (TransformersVLM counters:
+    ``forwards`` are batch steps, so each row went through all of them; tokens are shared out)."""
+    if before is None or after is None:
+        return {"calls": calls}
+    diff = after - before
+    return {
+        "calls": calls,
+        "forward_passes": diff["forwards"],
+        "prompt_tokens": round(diff["answer_prompt_tokens"] / max(rows, 1), 2),
+        "new_tokens": round((diff["answer_tokens"] + diff["follow_up_tokens"]) / max(rows, 1), 2),
+        "shared": rows > 1,
+    }
+
+
+class BatchedBaseline(Defense):
+    """A baseline that answers a micro-batch at once and writes one trace line per item."""
+
+    SETTINGS: type
+    NEEDS_LOGITS = False  # a method that reads next-token logits runs on the plugin's transformers backend only
+
+    def __init__(
+        self,
+        inner: Any,
+        name: str | None = None,
+        run_dir: str | Path | None = None,
+        settings: dict[str, Any] | None = None,
+        inner_name: str | None = None,
+    ) -> None:
+        super().__init__(inner, name=name, run_dir=run_dir, inner_name=inner_name)
+        if self.NEEDS_LOGITS and self.model.path != "kv-session":
+            raise TypeError(
+                f"{self.name}: {type(self).__name__} reads the inner model's next-token logits, so it runs on the "
+                f"plugin's transformers backend only (wrappers/models.yaml, class TransformersVLM); "
+                f"{self.inner_name} is a {self.model.path!r} model"
+            )
+        known = {f.name for f in fields(self.SETTINGS)}
+        unknown = sorted(set(settings or {}) - known)
+        if unknown:
+            raise ValueError(f"{type(self).__name__} ({self.name}): unknown settings {unknown}; valid: {sorted(known)}")
+        self.settings = self.SETTINGS(**(settings or {}))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "name": self.name,
+            "defense": type(self).__name__,
+            "inner": self.inner_name,
+            "settings": asdict(self.settings),
+            **self.describe(),
+        }
+        (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2, default=str))
+
+    def describe(self) -> dict[str, Any]:
+        """Extra facts for the config file (which auxiliary models were loaded)."""
+        return {}
+
+    @property
+    def batched(self) -> bool:
+        return self.model.batched
+
+    def respond(self, items: list[Item]) -> list[Response]:
+        start = time.perf_counter()
+        answers, records = self.answer_batch(items)
+        seconds = round((time.perf_counter() - start) / max(len(items), 1), 6)
+        out = []
+        for item, answer, record in zip(items, answers, records, strict=True):
+            row = item.row
+            line = {
+                "row_index": row.get("index"),
+                **{k: row.get(k) for k in ("pair_id", "category", "mode", "label")},
+                "row_metadata": self.run_for(item.dataset).row_metadata,
+                "defense": type(self).__name__,
+                **record,
+                "seconds": seconds,
+            }
+            self.trace_for(item.dataset).write(line)
+            out.append(Response(answer, line))
+        return out
+
+    def answer_plain(self, items: list[Item]) -> list[str]:
+        """The inner model's own answers, exactly as the undefended row gets them (one call alone, a micro-batch
+        decoded together), so a defense that changes nothing equals ``Base`` token for token."""
+        if len(items) == 1:
+            return [self.ask(items[0].message(), items[0].dataset)]
+        return self.model.answer([i.message() for i in items], items[0].dataset, False).answers
+
+    def answer_batch(self, items: list[Item]) -> tuple[list[str], list[dict[str, Any]]]:
+        """(answers, trace records) for one micro-batch; each record holds ``prompt`` and ``cost``."""
+        raise NotImplementedError
