@@ -12,7 +12,8 @@ MODEL_INDEPENDENT = ("key_text", "retrieve", "store", "bookkeeping")
 
 
 def time_text_keys(models: dict[str, Any], echo: dict[str, str]) -> dict[str, list[float]]:
-    """Wrap each EchoSafe row's (a HostDefense around EchoSafe) text key encoder so every call's wall time is kept under the row's label."""
+    """Wrap each EchoSafe row's text key encoder (its HostDefense's core defense) so every call's wall time is kept
+    under the row's label."""
     spent: dict[str, list[float]] = defaultdict(list)
     for label in echo:
         encoder = getattr(models[label].defense, "keys", None)
