@@ -54,7 +54,14 @@ def test_compare_preset_runs_every_defense(tmp_path, tiny_cache):
     table = pd.read_csv(out / f"compare_TinyQwen2VL_{DATA}_rule.csv")
     models = [f"{d}_TinyQwen2VL" for d in BASELINES]
     assert table["model"].tolist() == models and (table["mode"] == "Gen").all()
-    assert table["CCR_NonRefusal"].notna().all() and (table["score_file"] != "missing").all()
+    assert (table["score_file"] != "missing").all()
+    for m, ccr in zip(table["model"], table["CCR_NonRefusal"], strict=True):
+        # the category mean is missing only where a category's every item of a label was judged unknown (an empty
+        # answer of a random-weight model, say): counted, never folded into a rate
+        score = pd.read_csv(out / m / f"{m}_{DATA}_rule_score.csv")
+        cats = score[score["category"] != "All"]
+        unknown = ((cats["unknown_unsafe"] == cats["n_unsafe"]) | (cats["unknown_safe"] == cats["n_safe"])).any()
+        assert pd.notna(ccr) or unknown, m
     assert not {"AR", "CCR"} & set(table.columns)  # the rule judge's rates under their non-refusal names
     for m in models:
         score = pd.read_csv(out / m / f"{m}_{DATA}_rule_score.csv")

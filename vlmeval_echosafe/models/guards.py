@@ -111,7 +111,7 @@ class LocalGuard:
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-        from .transformers_vlm import _torch_dtype, resolve_model_path
+        from .loading import resolve_dtype, resolve_model_path
 
         self.spec = spec
         if spec.tiny is not None:
@@ -122,7 +122,7 @@ class LocalGuard:
             path = resolve_model_path(spec.model_path)
         self.device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         load = {
-            "dtype": _torch_dtype(spec.torch_dtype, self.device),
+            "dtype": resolve_dtype(spec.torch_dtype, self.device),
             "device_map": self.device,
             "trust_remote_code": spec.trust_remote_code,
         }

@@ -17,7 +17,7 @@ def _path(model_path: str | None, tiny: str | None) -> Any:
         from .tiny_guards import build_tiny_aux
 
         return build_tiny_aux(tiny)
-    from .transformers_vlm import resolve_model_path
+    from .loading import resolve_model_path
 
     return resolve_model_path(model_path)
 
@@ -70,13 +70,13 @@ class RewardScorer:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from .transformers_vlm import _torch_dtype
+        from .loading import resolve_dtype
 
         path = _path(model_path, tiny)
         self.device = _device(device)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path,
-            dtype=_torch_dtype(torch_dtype, self.device),
+            dtype=resolve_dtype(torch_dtype, self.device),
             device_map=self.device,
             trust_remote_code=trust_remote_code,
         ).eval()

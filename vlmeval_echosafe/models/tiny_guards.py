@@ -29,7 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .tiny import _build_atomically, _qwen_tokenizer, _seeded_model, _train_bpe, build_tiny
+from .tiny import build_tiny
+from .tiny_build import _build_atomically, _seeded_model, _train_bpe
+from .tiny_families import _qwen_tokenizer
 
 # Llama Guard 3's documented prompt (the layout Llama Guard 4's template also follows): task, the MLCommons
 # categories, the conversation, and the output instruction; the image token and turn headers are the family's.

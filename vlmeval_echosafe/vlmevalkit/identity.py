@@ -106,11 +106,12 @@ def row_identity(keywords: dict[str, Any], batch_size: int, world_size: int) -> 
         "order": stream_order.requested().as_dict(),
     }
     if issubclass(defense, EchoSafe):
-        from ..defenses import echosafe_prompts, insight
+        from ..defenses import echosafe_prompts, insight, insight_lexicon, insight_orders
 
+        rules = "".join(inspect.getsource(m) for m in (insight, insight_orders, insight_lexicon))
         identity["versions"] = {
             "prompt": echosafe_prompts.PROMPT_VERSION,
-            "validator": _digest(inspect.getsource(insight)),  # the rules themselves, not a hand-kept number
+            "validator": _digest(rules),  # the rules themselves (parser, orders, lexicon), not a hand-kept number
         }
         if settings.get("memory"):
             identity["warm_start"] = folder_digest(settings["memory"])
