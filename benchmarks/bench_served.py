@@ -193,7 +193,7 @@ def bench_endpoint(url: str, model: str, messages: list, dataset, sizes: list[in
         rows[f"EchoSafe B={size}"]["time_ratio_vs_base"] = round(
             rows[f"Base B={size}"]["items_per_s"] / rows[f"EchoSafe B={size}"]["items_per_s"], 3
         )
-    return {"decoding": ServedInner(inner).decoding, "runs": rows}
+    return {"decoding": ServedInner(inner).describe()["decoding"], "runs": rows}
 
 
 # ---- torchrun -----------------------------------------------------------------------------------------------
