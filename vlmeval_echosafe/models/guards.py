@@ -28,10 +28,11 @@ _QWEN_CATEGORIES = re.compile(
     r"(Violent|Non-violent Illegal Acts|Sexual Content or Sexual Acts|PII|Suicide & Self-Harm|Unethical Acts|"
     r"Politically Sensitive Topics|Copyright Violation|Jailbreak|None)"
 )
-# The label words whose first tokens the threshold mode compares, per format.
+# The label words whose first tokens the threshold mode compares, per format, as they follow `score_prefix`
+# (Llama Guard's label opens the reply; Qwen3Guard's follows "Safety:" after a space, so the space is the label's).
 LABELS = {
     "llama-guard": {"unsafe": ["unsafe"], "safe": ["safe"]},
-    "qwen3guard": {"unsafe": ["Unsafe", "Controversial"], "safe": ["Safe"]},
+    "qwen3guard": {"unsafe": [" Unsafe", " Controversial"], "safe": [" Safe"]},
 }
 
 
@@ -47,7 +48,7 @@ class GuardSpec:
     images: bool = True  # whether the guard is shown the item's images (text-only guards: false)
     add_generation_prompt: bool = True
     prompt_template: str | None = None  # None: the guard's own chat template; else a str.format template
-    score_prefix: str = ""  # the text before the label, for the threshold mode ("Safety: " for Qwen3Guard)
+    score_prefix: str = ""  # the text before the label, for the threshold mode ("Safety:" for Qwen3Guard)
     controversial: str = "unsafe"  # qwen3guard: strict (unsafe) or loose (safe)
     max_new_tokens: int = 20
     device: str | None = None
