@@ -7,7 +7,10 @@ times within this one run.
 Rows: ``Base`` and each defense one item at a time (B = 1, as the host's loop runs them); with batching,
 ``Base@B8`` and ``EchoSafe@B8`` take each block as one micro-batch (`generate_batch`, what `run.py --batch-size 8`
 calls) and ``EchoSafe@B8/s1`` is EchoSafe with ``staleness: 1`` (a micro-batch's reflections decode with the next
-one's answers). Batched rows give each item an equal share of the block's time.
+one's answers). Like the launcher's loop, these two name the next block before answering one (``prefetch_batch``),
+so its text keys are encoded while this one is answered; ``EchoSafe@B8/no-prefetch`` is EchoSafe@B8 without that
+hint, in the same run, and ``prefetch_outputs_identical`` compares their answers, retrievals and insights. Batched
+rows give each item an equal share of the block's time.
 
 ``--answer-tokens N`` makes every answer N tokens long (end-of-turn suppressed until then): a random-weight model
 stops at random, while real answers run to hundreds of tokens. Follow-up turns (EchoSafe's reflection) keep their
@@ -17,8 +20,10 @@ stretched to N tokens would time nothing real.
 Written per row: wall and CPU seconds per item, the ratio of total time to Base at the same batch size (wall and
 CPU), inner-model calls, and per item the generated tokens and forward passes of answers and of follow-ups; for
 EchoSafe rows the time split from its trace (embed / retrieve / answer / reflect / store, mean per item), the embed
-part cut into the text key (MiniLM, timed on its own) and the image key, and ``bookkeeping`` (the row's time no part
-explains). ``model-independent overhead per item: X ms`` is EchoSafe@B8's text key + retrieve + store + bookkeeping.
+part cut into the text key (the time the answer's path spent on text keys: the encoding, or the wait for
+prefetched keys) and the image key, and ``bookkeeping`` (the row's time no part explains); MiniLM's own time per
+item, wherever it ran, is ``key_text_compute_mean_s``. ``model-independent overhead per item: X ms`` is EchoSafe@B8's
+text key + retrieve + store + bookkeeping.
 After the timed blocks, the key encoder before packing (one text per pass) and after are timed side by side on the
 same questions, and the counts the FLOPs model reads are written (``counts``). The last line printed is
 ``EchoSafe@B8 / Base@B8: R`` (wall time).
@@ -82,6 +87,7 @@ def build(args: argparse.Namespace):
     models = {"Base": base_model(inner, f"Base_{args.inner}", run_dir / "Base")}
     batched: dict[str, int] = {}
     echo: dict[str, str] = {}  # label -> registry name, for the rows with an EchoSafe trace
+    prefetched: set[str] = set()  # batched rows told the next block before each one, as the launcher's loop does
     can_batch = not args.no_batch and adapt(inner).batched
     for name in names:
         cls = _class(entries[name]["class"], "wrappers/defenses.yaml")
@@ -98,13 +104,17 @@ def build(args: argparse.Namespace):
         if name == "EchoSafe" and can_batch:
             label = f"EchoSafe@B{args.block}"
             models[label], batched[label], echo[label] = make(label), args.block, name
+            prefetched.add(label)
+            label = f"EchoSafe@B{args.block}/no-prefetch"
+            models[label], batched[label], echo[label] = make(label), args.block, name
             if not args.no_staleness:
                 label = f"EchoSafe@B{args.block}/s1"
                 models[label], batched[label], echo[label] = make(label, {"staleness": 1}), args.block, name
+                prefetched.add(label)
     if can_batch:
         models[f"Base@B{args.block}"] = base_model(inner, f"Base_{args.inner}", run_dir / f"Base@B{args.block}")
         batched[f"Base@B{args.block}"] = args.block
-    return inner, dataset, messages, models, batched, run_dir, echo
+    return inner, dataset, messages, models, batched, run_dir, echo, prefetched
 
 
 def warm_up(models: dict, batched: dict, echo: dict, messages: list, dataset) -> None:
@@ -143,7 +153,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    inner, dataset, messages, models, batched, run_dir, echo = build(args)
+    inner, dataset, messages, models, batched, run_dir, echo, prefetched = build(args)
     for model in models.values():
         hand_off(model, dataset)
     calls: Counter = Counter()
@@ -152,7 +162,8 @@ def main() -> None:
     decoded = getattr(inner, "decoded", Counter())  # what the backend decoded (other inner models: nothing)
     calls["_active"] = "warmup"
     warm_up(models, batched, echo, messages, dataset)
-    text_key_s = time_text_keys(models, echo)  # wrapped after the warm-up: only timed calls are counted
+    # wrapped after the warm-up: only timed calls are counted
+    text_key_s, text_key_compute_s = time_text_keys(models, echo)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
     wall: dict[str, list[float]] = {label: [] for label in models}
@@ -162,8 +173,10 @@ def main() -> None:
     load_before = os.getloadavg()
     labels = list(models)
     timed = messages[1:]
+    answers: dict[str, list[str]] = {label: [] for label in models}
     for b, start in enumerate(range(0, len(timed), args.block)):
         block = timed[start : start + args.block]
+        upcoming = timed[start + args.block : start + 2 * args.block]
         last = start + args.block >= len(timed)
         for label in labels[b % len(labels) :] + labels[: b % len(labels)]:
             model, calls["_active"] = models[label], label
@@ -173,7 +186,9 @@ def main() -> None:
                 sync()
                 t, c = time.perf_counter(), time.process_time()
                 if label in batched:
-                    model.generate_batch(chunk, dataset=dataset.dataset_name)
+                    if label in prefetched and upcoming:
+                        model.prefetch_batch(upcoming, dataset=dataset.dataset_name)
+                    answers[label] += model.generate_batch(chunk, dataset=dataset.dataset_name)
                     sync()
                     blocks[label].append(time.perf_counter() - t)
                     if last:  # a pipelined row's last reflections decode here, on their own (timed with the rest)
@@ -181,7 +196,7 @@ def main() -> None:
                         sync()
                         flushed[label] = time.perf_counter() - t - blocks[label][-1]
                 else:
-                    model.generate(chunk[0], dataset=dataset.dataset_name)
+                    answers[label].append(model.generate(chunk[0], dataset=dataset.dataset_name))
                 sync()
                 wall[label] += [(time.perf_counter() - t) / len(chunk)] * len(chunk)
                 cpu[label] += [(time.process_time() - c) / len(chunk)] * len(chunk)
@@ -236,7 +251,19 @@ def main() -> None:
             row["reflect_tokens"] = settings.reflect_tokens
             row["staleness"] = getattr(settings, "staleness", 0)
             row["split_mean_s"] = split(row, sum(text_key_s[label]), n)
+            row["key_text_compute_mean_s"] = sum(text_key_compute_s[label]) / n
+            row["prefetch"] = label in prefetched
+            row["outcome"] = [(t["retrieved"], t["insight_id"], t["insight_decision"]) for t in trace]
         result["models"][label] = row
+    head = f"EchoSafe@B{args.block}"
+    if f"{head}/no-prefetch" in result["models"]:
+        # the prefetch changes when the text keys are computed, never what is answered, retrieved or stored
+        other = f"{head}/no-prefetch"
+        result["prefetch_outputs_identical"] = (
+            answers[head] == answers[other] and result["models"][head]["outcome"] == result["models"][other]["outcome"]
+        )
+    for row in result["models"].values():
+        row.pop("outcome", None)
     if echo:
         encoder = models[next(iter(echo))].defense.keys
         questions = [next(x["value"] for x in reversed(m) if x["type"] == "text") for m in timed]
@@ -248,13 +275,12 @@ def main() -> None:
     for label, r in result["models"].items():
         p, steady = r["per_item"], r.get("steady_ratio_vs_base_same_batch_wall")
         print(
-            f"{label:16s} {r['s_per_item_wall_mean']:.4f} s/item  x{r['ratio_vs_base_same_batch_wall']:.2f} wall "
+            f"{label:24s} {r['s_per_item_wall_mean']:.4f} s/item  x{r['ratio_vs_base_same_batch_wall']:.2f} wall "
             f"x{r['ratio_vs_base_same_batch_cpu']:.2f} cpu vs Base@B{r['batch']}  tokens/item answer "
             f"{p['answer_tokens']:.1f} follow-up {p['follow_up_tokens']:.1f}; forwards/item {p['forwards']:.1f} "
             f"(follow-up only {p['follow_up_forwards']:.1f})"
             + (f"; steady state x{steady:.2f}" if r.get("staleness") and steady is not None else "")
         )
-    head = f"EchoSafe@B{args.block}"
     if "key_embedding_side_by_side" in result:
         side = result["key_embedding_side_by_side"]
         print(
@@ -267,7 +293,19 @@ def main() -> None:
             f"{head} split per item (ms): "
             + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if k != "model_independent")
         )
+        compute = 1000 * result["models"][head]["key_text_compute_mean_s"]
         print(f"model-independent overhead per item: {parts['model_independent']:.2f} ms")
+        print(
+            f"  (key_text is the wait for the text keys on the answer's path; MiniLM computed them in {compute:.2f} "
+            "ms per item, ahead, while the block before was answered)"
+        )
+        nopre = result["models"].get(f"{head}/no-prefetch", {}).get("split_mean_s")
+        if nopre:
+            print(
+                f"{head}/no-prefetch, same run: model-independent {1000 * nopre['model_independent']:.2f} ms "
+                f"(key_text {1000 * nopre['key_text']:.2f}); outputs identical with and without prefetch: "
+                f"{result['prefetch_outputs_identical']}"
+            )
     if head in result["models"]:
         print(f"{head} / Base@B{args.block}: {result['models'][head]['ratio_vs_base_same_batch_wall']:.2f}")
 

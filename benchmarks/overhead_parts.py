@@ -11,25 +11,32 @@ from typing import Any
 MODEL_INDEPENDENT = ("key_text", "retrieve", "store", "bookkeeping")
 
 
-def time_text_keys(models: dict[str, Any], echo: dict[str, str]) -> dict[str, list[float]]:
-    """Wrap each EchoSafe row's text key encoder (its HostDefense's core defense) so every call's wall time is kept
-    under the row's label."""
-    spent: dict[str, list[float]] = defaultdict(list)
+def time_text_keys(
+    models: dict[str, Any], echo: dict[str, str]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wrap each EchoSafe row's key encoder (its HostDefense's core defense) and keep, under the row's label, the
+    wall time of every text-key request on the answer's path (``text_vectors``: the wait for prefetched keys, or
+    the encoding itself) and of every MiniLM pass wherever it ran (``text.encode``, also on the prefetch thread)."""
+    on_path: dict[str, list[float]] = defaultdict(list)
+    computed: dict[str, list[float]] = defaultdict(list)
     for label in echo:
         encoder = getattr(models[label].defense, "keys", None)
         if encoder is None:
             continue
-        text = encoder.text
+        encoder.text_vectors = _timed(encoder.text_vectors, on_path[label])
+        encoder.text.encode = _timed(encoder.text.encode, computed[label])
+    return on_path, computed
 
-        def timed(items: list[str], _encode=text.encode, _label=label) -> Any:
-            t = time.perf_counter()
-            try:
-                return _encode(items)
-            finally:
-                spent[_label].append(time.perf_counter() - t)
 
-        text.encode = timed
-    return spent
+def _timed(call: Any, spent: list[float]) -> Any:
+    def timed(items: list[str]) -> Any:
+        t = time.perf_counter()
+        try:
+            return call(items)
+        finally:
+            spent.append(time.perf_counter() - t)
+
+    return timed
 
 
 def split(row: dict, text_key_s: float, n: int) -> dict[str, float]:

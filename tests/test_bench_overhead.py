@@ -32,7 +32,7 @@ def test_bench_overhead_forced_answers(tmp_path, tiny_cache):
     result, stdout = _bench(tmp_path, "--items", "4", "--block", "2", "--answer-tokens", "10")
     models = result["models"]
     assert result["items"] == 4 and result["answer_tokens"] == 10
-    assert set(models) == {"Base", "EchoSafe", "Base@B2", "EchoSafe@B2", "EchoSafe@B2/s1"}
+    assert set(models) == {"Base", "EchoSafe", "Base@B2", "EchoSafe@B2", "EchoSafe@B2/no-prefetch", "EchoSafe@B2/s1"}
     for label, row in models.items():
         assert row["per_item"]["answer_tokens"] == 10, label
     assert models["Base"]["inner_calls_per_item"] == {"generate_turns": 1.0}  # one single-request call per item
@@ -58,13 +58,18 @@ def test_bench_overhead_forced_answers(tmp_path, tiny_cache):
     line = next(x for x in stdout.splitlines() if x.startswith("model-independent overhead per item: "))
     assert float(line.split(": ")[1].split()[0]) == pytest.approx(1000 * split["model_independent"], abs=0.01)
     assert result["key_embedding_side_by_side"]["packed_ms"] > 0
+    # the next block's text keys encoded ahead: the same answers, retrievals and insights as without the hint
+    assert models["EchoSafe@B2"]["prefetch"] and not models["EchoSafe@B2/no-prefetch"]["prefetch"]
+    assert result["prefetch_outputs_identical"] is True
+    assert models["EchoSafe@B2"]["key_text_compute_mean_s"] > 0
+    assert "outputs identical with and without prefetch: True" in stdout
     assert result["counts"]["question_minilm_tokens"] > 0 and result["counts"]["images_per_item"] == 1
 
 
 def test_bench_overhead_every_defense_at_its_own_length(tmp_path, tiny_cache):
     result, _ = _bench(tmp_path, "--items", "2", "--block", "2", "--defenses", "EchoSafe", "ECSO", "--no-staleness")
     models = result["models"]
-    assert set(models) == {"Base", "EchoSafe", "ECSO", "Base@B2", "EchoSafe@B2"}
+    assert set(models) == {"Base", "EchoSafe", "ECSO", "Base@B2", "EchoSafe@B2", "EchoSafe@B2/no-prefetch"}
     assert models["ECSO"]["inner_calls_per_item"]["generate_turns"] >= 2
     assert all(m["per_item"]["answer_tokens"] > 0 for m in models.values())
 

@@ -94,6 +94,11 @@ class Defense(ABC):
     def respond(self, items: list[Item]) -> list[Response]:
         """One micro-batch of items of one dataset, in stream order; one response per item."""
 
+    def prefetch(self, items: list[Item]) -> None:  # noqa: B027 - a hint most defenses need not act on
+        """A hint from the loop, before it hands over the micro-batch before ``items``: these come next. A defense
+        may start work that depends on the items alone (EchoSafe: the text keys), never on what it answers
+        before them, so the outcome is the same whether or not the hint comes."""
+
     def flush(self) -> None:  # noqa: B027 - a lifecycle step most defenses need not act on
         """End of a dataset: store whatever is still pending (nothing, unless the defense pipelines)."""
 

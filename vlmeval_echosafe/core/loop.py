@@ -34,8 +34,14 @@ def answer_stream(
 ) -> None:
     """Answer each micro-batch in turn and hand (items, responses) to ``done`` (which records them: a checkpoint,
     a result list); then let a pipelined defense store what is pending. ``failed``: what a failed micro-batch
-    answers instead of raising (it may re-raise)."""
-    for items in batches:
+    answers instead of raising (it may re-raise). The next micro-batch is drawn before the current one is
+    answered and handed to ``defense.prefetch``, so ``batches`` must not tie its state to the batch last drawn."""
+    queue = iter(batches)
+    upcoming = next(queue, None)
+    while upcoming is not None:
+        items, upcoming = upcoming, next(queue, None)
+        if upcoming:
+            defense.prefetch(upcoming)
         try:
             responses = defense.respond(items)
         except Exception as err:

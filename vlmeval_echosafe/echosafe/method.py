@@ -109,6 +109,17 @@ class EchoSafe(EchoSafeStreams, EchoSafePipeline, EchoSafeDeferred, Defense):
         self._commit(step, dataset)
         return [self._response(item) for item in mine]
 
+    def prefetch(self, items: list[Item]) -> None:
+        """The next micro-batch's text keys, encoded while this one is answered (the same keys as on demand; in
+        one process only: under torchrun each rank embeds its part of a step inside the step's exchange)."""
+        if self.keys is not None and not self.sync.multi:
+            self.keys.prefetch([item.question for item in items])
+
+    def close(self) -> None:
+        if self.keys is not None:
+            self.keys.close()
+        super().close()
+
     @staticmethod
     def _response(item: StreamItem) -> Response:
         """What the caller gets beside the answer: the stream, what was retrieved, the bank before the item."""

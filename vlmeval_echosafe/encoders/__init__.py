@@ -7,6 +7,7 @@ A spec names one text and one image encoder, e.g. ``{"text": "minilm", "image": 
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -76,9 +77,49 @@ class KeyEncoder:
     """A message's memory key: the L2-normalised concatenation of its text and image embeddings (EchoSafe's
     insight memory and AdaShield-A's prompt pool use the same keys). ``ids`` go into a bank's manifest."""
 
+    AHEAD = 2
+
     def __init__(self, spec: dict[str, Any], inner: object | None = None) -> None:
         self.text, self.image = build_encoders(spec, inner=inner)
         self.ids = {"text": self.text.name, "image": self.image.name if self.image else "none"}
+        self._worker: ThreadPoolExecutor | None = None
+        self._ahead: dict[tuple[str, ...], Future] = {}  # prefetched passes by their texts, oldest first
+
+    def prefetch(self, texts: list[str]) -> None:
+        """Start encoding ``texts`` on a background thread, for the ``keys`` call that will ask for exactly these
+        texts (the next micro-batch's questions). The text embedder is a pure function of its texts and gives a
+        text the same bits whatever shares its pass, so a key computed ahead is the key computed on demand; the
+        work overlaps the answer the caller decodes meanwhile. Only the text part: the image part may run on the
+        inner model, which the caller is using. At most ``AHEAD`` passes are kept: the one being answered and the
+        next."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-prefetch")
+        key = tuple(texts)
+        if key not in self._ahead:
+            self._ahead[key] = self._worker.submit(self.text.encode, list(texts))
+        while len(self._ahead) > self.AHEAD:
+            self._drop(self._ahead.pop(next(iter(self._ahead))))
+
+    def text_vectors(self, texts: list[str]) -> np.ndarray:
+        """The text embeddings of ``texts``: the prefetched ones when a pass was started for exactly these texts
+        (waiting for it if still running), else encoded now."""
+        ahead = self._ahead.pop(tuple(texts), None)
+        return ahead.result() if ahead is not None else self.text.encode(texts)
+
+    @staticmethod
+    def _drop(ahead: Future) -> None:
+        """Forget a prefetch nobody asked for; a pass already running finishes first (one pass at a time), and
+        its error, if any, is not the caller's."""
+        if not ahead.cancel():
+            ahead.exception()
+
+    def close(self) -> None:
+        """Stop the prefetch thread (after a running pass)."""
+        while self._ahead:
+            self._drop(self._ahead.pop(next(iter(self._ahead))))
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
     def key(self, images: list[str], question: str) -> np.ndarray:
         """Key of (first image, question); an item without an image gets a zero image part."""
@@ -86,7 +127,7 @@ class KeyEncoder:
 
     def keys(self, items: list[tuple[list[str], str]]) -> list[np.ndarray]:
         """`key` for several items, the texts encoded in one batch."""
-        text_vecs = self.text.encode([question for _, question in items])
+        text_vecs = self.text_vectors([question for _, question in items])
         if self.image is None:
             return [contextual_key(vec, None) for vec in text_vecs]
         firsts = [images[0] for images, _ in items if images]

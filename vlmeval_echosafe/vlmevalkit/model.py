@@ -123,6 +123,12 @@ class HostDefense(BaseModel):
         items = [self.item(checked_message(self, m), dataset) for m in messages]
         return [r.text for r in self.defense.respond(items)]
 
+    def prefetch_batch(self, messages: list[Any], dataset: str | None = None) -> None:
+        """What the launcher's loop does before answering a micro-batch: name the one after it (see
+        ``Defense.prefetch``), for callers that drive ``generate_batch`` themselves."""
+        self._single_process_only()
+        self.defense.prefetch([self.item(checked_message(self, m), dataset or "unknown") for m in messages])
+
     def _single_process_only(self) -> None:
         """Under torchrun the ranks of a shared stream must all enter every step; a caller that answers items one
         rank at a time (the host's loop, --api-mode) would make their streams diverge or hang."""

@@ -251,20 +251,20 @@ def _in_steps(
         total=len(todo),
         desc=f"Infer {model.defense.name}/{dataset.dataset_name} (steps of {world}x{batch_size}), Rank {rank}",
     )
-    mine = iter([step.iloc[owned(len(step), rank, world)] for step in steps])
-    current: list[Any] = []
+    mine = [step.iloc[owned(len(step), rank, world)] for step in steps]
+    queue = iter(mine)
 
     def batches() -> Iterator[list[Item]]:
-        for _ in steps:
-            current[:] = [next(mine)]
-            yield _prompts(model, dataset, current[0])
+        for chunk in mine:
+            yield _prompts(model, dataset, chunk)
 
     def done(items: list[Item], responses: list[Response]) -> None:
         answers: dict = {}
-        _record(answers, verbose, current[0], items, responses)
+        chunk = next(queue)
+        _record(answers, verbose, chunk, items, responses)
         res.update(sync.exchange(partial(list, answers.items())))
         atomic_dump(res, out_file)  # every rank: the whole step
-        bar.update(len(current[0]) * world)
+        bar.update(len(chunk) * world)
 
     answer_stream(model.defense, batches(), done)
     bar.close()
