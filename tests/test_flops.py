@@ -78,4 +78,42 @@ def test_command_prints_every_row(capsys) -> None:
     assert out.startswith("FLOPs vs Base per item (ESTIMATE; paper: EchoSafe 1.69x)")
     for row in ("Base", "EchoSafe", "EchoSafe@B8", "EchoSafe@B8/s1", "EchoSafe-NoRetrieval", "EchoSafe-k10"):
         assert f"| {row} | " in out
-    assert "| ECSO | n/a" in out and "| AdaShield-A | n/a" in out  # listed, with why, never left out silently
+    for row in ("ECSO (no item flagged)", "ECSO (every item flagged)", "AdaShield-A (prompt applied to every item)"):
+        assert f"| {row} | " in out
+    assert "GuardFilter: not computed (" in out and "ETA: not computed (" in out  # listed, with why
+
+
+def test_baselines_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ECSO's calls, AdaShield-A's key and shield, the prompt baselines and CoCA's two rows, on the tiny shapes."""
+    from vlmeval_echosafe.report import flops
+
+    monkeypatch.setattr(flops, "_english_tokens", lambda text: 10)  # every prompt text: 10 tokens
+    vit = Vision(
+        layers=1, hidden=2, intermediate=4, mlp="plain", patches_per_image=3, tokens_per_image=1, projector_params=5
+    )
+    base = Workload(images=1, prompt_text=3, added_text=0, answer=4, key_text=5)
+    rows = flops.baseline_flops(Model("tiny", TINY, vit), TINY, base)
+    answer = 238 + TINY.forward(4) + TINY.forward(4, 4) + TINY.lm_head(4)  # 1 image token + 3 text tokens
+    # the self-check: a fresh request with the image, its template (10), the question's prompt (3) and the answer (4)
+    check = 238 + TINY.forward(18) + TINY.forward(2, 18) + TINY.lm_head(2)
+    assert rows["ECSO (no item flagged)"] == answer + check
+    caption = 238 + TINY.forward(14) + TINY.forward(128, 14) + TINY.lm_head(128)
+    hinted = TINY.forward(3 + 10 + 128) + TINY.forward(4, 141) + TINY.lm_head(4)  # text only: no image
+    assert rows["ECSO (every item flagged)"] == answer + check + caption + hinted
+    key = TINY.forward(5, causal=False)
+    assert rows["AdaShield-A (no prompt applied)"] == answer + key
+    prompted = 238 + TINY.forward(15) + TINY.forward(4, 15) + TINY.lm_head(4)  # 10 prompt tokens + the separator
+    assert rows["SafetyPrompt"] == rows["FigStep"] == rows["AdaShield-S"] == prompted
+    assert rows["AdaShield-A (prompt applied to every item)"] == prompted + key
+    assert rows["CoCA"] == answer + prompted
+
+
+def test_every_registered_defense_row_is_in_the_table_or_says_why_not() -> None:
+    from vlmeval_echosafe.catalog import defense_entries
+    from vlmeval_echosafe.report.flops import NOT_COMPUTED
+
+    table = flops_table(_bench(370))
+    for name in defense_entries()[0]:
+        family = name.split("-")[0] if name.startswith(("GuardFilter", "EchoSafe-Paper")) else name
+        listed = family in NOT_COMPUTED or any(row == family or row.startswith(f"{family} (") for row in table)
+        assert listed or name == "EchoSafe-Paper", name

@@ -178,22 +178,101 @@ def workloads(bench: dict[str, Any]) -> dict[str, Workload]:
     return out
 
 
+# ASSUMED lengths of the baselines' short generations (the tiny model's are random; no real model runs here)
+ECSO_CHECK_TOKENS = 2  # the self-check's "No" / "Yes" and its end of turn
+ECSO_CAPTION_TOKENS = 128  # a query-aware caption of one image
+
+
+# Defense rows whose FLOPs need models the shapes file does not hold; their measured calls and tokens per model are
+# in the report's "Defense cost" table (from their traces).
 NOT_COMPUTED = {
-    "ECSO": "its calls (answer, self-check, caption, text-only answer when flagged) are not counted per call yet",
-    "AdaShield-A": "its shield prompt's tokens per item are not counted yet",
+    "GuardFilter": "the guard models' shapes (Llama Guard 4 / 3 Vision, Qwen3Guard) are not in model_shapes.yaml",
+    "ETA": "the reward model's and CLIP's shapes are not in model_shapes.yaml, and its best-of-N search length "
+    "depends on how many items both checks flag",
 }
+
+
+def request_flops(model: Model, images: float, prompt_text: float, generated: float) -> float:
+    """FLOPs of one fresh request: the vision tower over its images, prefill of its prompt, decoding."""
+    prompt = images * model.vision.tokens_per_image + prompt_text
+    text = model.text
+    return (
+        images * model.vision.per_image()
+        + text.forward(prompt)
+        + text.forward(generated, prompt)
+        + text.lm_head(generated)
+    )
+
+
+def baseline_flops(model: Model, key_encoder: Transformer, base: Workload) -> dict[str, float]:
+    """FLOPs per item of the baselines (``base``: Base's workload with the question's key-encoder tokens):
+
+    - SafetyPrompt, FigStep, AdaShield-S: one answer with their prompt added (AdaShield-S repeats the question
+      for LLaVA-family models, its ``auto`` placement).
+    - CoCA (defenses/coca.py): every step decodes two rows, the prompt without and with the principle.
+
+    - ECSO (defenses/ecso.py): the answer, then a fresh request with the image asking whether the answer was
+      harmful (the question and the whole answer in its prompt); an item flagged harmful adds a caption request
+      with the image and a text-only answer from the caption. A run's cost is (1 - f) * unflagged + f * flagged,
+      f its flag rate (the defense trace's ``branch``).
+    - AdaShield-A (defenses/adashield_a.py): the key (MiniLM over the question; the image part is the inner
+      model's vision pass, reused by the answer, as for EchoSafe), then the answer with the best pool prompt
+      prepended when its similarity exceeds ``beta`` (the seed pool's mean prompt length), or the bare question.
+    Prompt texts are counted in MiniLM's tokenizer, as EchoSafe's instruction is."""
+    from ..defenses import adashield_a, coca, ecso, prompts
+
+    answer = request_flops(model, base.images, base.prompt_text, base.answer)
+    check = request_flops(
+        model, base.images, base.prompt_text + _template_tokens(ecso.HARM_CHECK) + base.answer, ECSO_CHECK_TOKENS
+    )
+    caption = request_flops(model, base.images, base.prompt_text + _template_tokens(ecso.CAPTION), ECSO_CAPTION_TOKENS)
+    hinted = request_flops(
+        model, 0, base.prompt_text + _template_tokens(ecso.HINT_ANSWER) + ECSO_CAPTION_TOKENS, base.answer
+    )
+    key = key_encoder.forward(base.key_text, causal=False)
+    pool = adashield_a.load_pool(adashield_a.SEED_POOL)
+    shield = sum(_english_tokens(e.prompt) + 1 for e in pool) / len(pool)  # + the separator
+    shielded = sum(item_flops(model, key_encoder, replace(base, added_text=shield, key_text=base.key_text)).values())
+    prompt_only = {
+        "SafetyPrompt": prompts.SAFETY_PROMPT,
+        "FigStep": prompts.FIGSTEP_PROMPT,  # FigStep's image is a typographic render: the same image tokens
+        "AdaShield-S": prompts.ADASHIELD_S_PROMPT,
+    }
+    added = {row: _english_tokens(text) + 1 for row, text in prompt_only.items()}  # + the separator
+    if model.name.startswith("LLaVA"):  # placement auto: query + shield + query for the LLaVA family
+        added["AdaShield-S"] += base.key_text + 1
+    principle = _english_tokens(coca.PRINCIPLE) + 1
+    return {
+        **{row: request_flops(model, base.images, base.prompt_text + n, base.answer) for row, n in added.items()},
+        # two passes per step, without and with the principle, each a full request (image included)
+        "CoCA": answer + request_flops(model, base.images, base.prompt_text + principle, base.answer),
+        "ECSO (no item flagged)": answer + check,
+        "ECSO (every item flagged)": answer + check + caption + hinted,
+        "AdaShield-A (no prompt applied)": answer + key,
+        "AdaShield-A (prompt applied to every item)": shielded,
+    }
+
+
+def _template_tokens(template: str) -> int:
+    """A prompt template's own tokens, its ``{fields}`` left empty (they are counted by role)."""
+    import string
+
+    names = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    return _english_tokens(template.format(**dict.fromkeys(names, "")))
 
 
 def flops_table(bench: dict[str, Any], shapes: Path | None = None) -> dict[str, dict[str, float]]:
     """``{row: {model: FLOPs per item / Base's}}`` at every real shape."""
     models, encoder = load_shapes(shapes)
     loads = workloads(bench)
+    key_text = bench["counts"]["question_minilm_tokens"]
     table: dict[str, dict[str, float]] = {}
-    for row, w in loads.items():
-        table[row] = {}
-        for name, model in models.items():
-            base = sum(item_flops(model, encoder, loads["Base"]).values())
-            table[row][name] = sum(item_flops(model, encoder, w).values()) / base
+    for name, model in models.items():
+        base = sum(item_flops(model, encoder, loads["Base"]).values())
+        for row, w in loads.items():
+            table.setdefault(row, {})[name] = sum(item_flops(model, encoder, w).values()) / base
+        for row, flops in baseline_flops(model, encoder, replace(loads["Base"], key_text=key_text)).items():
+            table.setdefault(row, {})[name] = flops / base
     return table
 
 
@@ -206,7 +285,12 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
         "|---|" + "---:|" * len(names),
     ]
     lines += [f"| {row} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |" for row, r in table.items()]
-    lines += [f"| {row} | " + " | ".join("n/a" for _ in names) + f" |  ({why})" for row, why in NOT_COMPUTED.items()]
+    lines += [
+        "",
+        f"ECSO and AdaShield-A at both ends of their branch (a run's cost lies between, by its flag / apply rate); "
+        f"ASSUMED: ECSO's self-check replies in {ECSO_CHECK_TOKENS} tokens, its caption runs {ECSO_CAPTION_TOKENS}.",
+        *(f"{row}: not computed ({why})." for row, why in NOT_COMPUTED.items()),
+    ]
     return "\n".join(lines)
 
 
