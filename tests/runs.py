@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from vlmeval_echosafe.memory import MemoryBank
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lmms_eval_cmd(task: str, model_args: str, output: Path, batch: int | str) -> list[str]:
+    """lmms-eval (this environment's console script) running the plugin's ``vlmeval_echosafe`` model on ``task``
+    from the packaged task configs, ``batch`` requests per call."""
+    cli = Path(sys.executable).with_name("lmms-eval")
+    return [
+        str(cli), "eval", "--model", "vlmeval_echosafe", "--model_args", model_args, "--tasks", task,
+        "--include_path", str(REPO / "task_configs" / "lmms_eval"), "--output_path", str(output),
+        "--batch_size", str(batch),
+    ]  # fmt: skip
 
 
 def run_env(tmp: Path, cache: Path, **extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import run_env
+from runs import lmms_eval_cmd, run_env
 
 from vlmeval_echosafe.memory import MemoryBank
 
@@ -85,24 +85,8 @@ def _vlmeval(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFr
 
 def _lmms(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     out = tmp / "lmms"
-    lmms_eval_cli = Path(sys.executable).with_name("lmms-eval")  # the console script of this environment
     _run(
-        [
-            str(lmms_eval_cli),
-            "eval",
-            "--model",
-            "vlmeval_echosafe",
-            "--model_args",
-            f"name={model},work_dir={out / 'work'}",
-            "--tasks",
-            TASK,
-            "--include_path",
-            str(REPO / "task_configs" / "lmms_eval"),
-            "--output_path",
-            str(out),
-            "--batch_size",
-            str(batch),
-        ],
+        lmms_eval_cmd(TASK, f"name={model},work_dir={out / 'work'}", out, batch),
         tmp,
         [out / "mmsafetybenchpp" / f"{VARIANT}_rule_items.csv"],
     )
