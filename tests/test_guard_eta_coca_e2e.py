@@ -4,7 +4,6 @@ rows (its answers are the run.py answers: both harnesses drive one core loop).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,12 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import lmms_eval_cmd, run_env
+from runs import NEEDS_LMMS_EVAL, lmms_eval_cmd, run_env
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None, reason="lmms-eval is not installed"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_LMMS_EVAL]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"

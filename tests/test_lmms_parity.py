@@ -6,7 +6,6 @@ Needs the `lmms` extra (`pip install -e ".[test,lmms]"`); skipped, saying so, wh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,17 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import lmms_eval_cmd, run_env
+from runs import NEEDS_LMMS_EVAL, lmms_eval_cmd, run_env
 
 from vlmeval_echosafe.memory import MemoryBank
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("lmms_eval") is None,
-        reason="lmms-eval is not installed: pip install -e '.[lmms]' (docs/lmms_eval.md)",
-    ),
-]
+pytestmark = [pytest.mark.slow, NEEDS_LMMS_EVAL]
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"  # 12 items, one pair per category
