@@ -7,14 +7,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +19,7 @@ import pytest
 import yaml
 from openai_stub import Fault, StubServer
 from runs import run_env, run_outputs
+from serve_helpers import free_port, tiny_transformers_serve
 from test_echosafe import TEXT_ONLY, FakeDataset, _rows
 
 from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_schema
@@ -193,9 +191,7 @@ def test_a_call_that_keeps_failing_is_unknown_and_never_stored(tmp_path, ds):
 
 
 def test_an_endpoint_that_does_not_answer_stops_the_build(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here
+    port = free_port()  # nothing listens here
     inner = ServedVLM("stubvlm", f"http://127.0.0.1:{port}/v1", retry=0, timeout=2)
     with pytest.raises(RuntimeError, match=f"127.0.0.1:{port}.*serving 'stubvlm'"):
         EchoSafe(inner, name="EchoSafe_stubvlm", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
@@ -336,46 +332,11 @@ def test_served_models_register_with_every_wrapper(tmp_path, monkeypatch):
 # ---- end to end: transformers serve -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def transformers_serve(tmp_path_factory, tiny_cache):
     """`transformers serve` on loopback, serving the tiny Qwen2-VL as `tinyvlm` (a folder beside it)."""
-    from vlmeval_echosafe.models.tiny import build_tiny_qwen2vl
-
-    where = tmp_path_factory.mktemp("serve")
-    build_tiny_qwen2vl(where / "tinyvlm")
-    port = _free_port()
-    log = (where / "serve.log").open("w")
-    cli = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=where,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "transformers serve did not start: " + (where / "serve.log").read_text()
-                    ) from None
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1", where / "serve.log"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with tiny_transformers_serve(tmp_path_factory.mktemp("serve")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
