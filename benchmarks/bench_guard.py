@@ -30,50 +30,24 @@ import time
 from pathlib import Path
 
 import httpx
-from bench_served import REFLECTION, _free_port, _wait_until_up
+from bench_served import _free_port, _wait_until_up, fixed_latency_handler, start_fixed_latency
 
 KEY, ADMIN, MODEL = "sk-bench-tenant-01", "bench-admin-token-000001", "tinyvlm"
 
 
 def _serve_fixed_latency(port: int, latency: float) -> None:
-    """An OpenAI-style chat endpoint whose every call takes ``latency`` seconds, concurrently, with keep-alive and
-    a listen backlog deep enough for 32 clients plus the guard (a shallow one turns bursts into 1 s SYN retries)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    """bench_served's fixed-latency endpoint with keep-alive and a listen backlog deep enough for 32 clients plus
+    the guard (a shallow one turns bursts into 1 s SYN retries)."""
+    from http.server import ThreadingHTTPServer
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(fixed_latency_handler(latency)):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-        def do_POST(self) -> None:  # noqa: N802 (http.server API)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            last = body["messages"][-1]["content"]
-            last = last if isinstance(last, str) else " ".join(c.get("text", "") for c in last)
-            text = REFLECTION if "Reflect on the request" in last else "Here is a careful reply."
-            time.sleep(latency)
-            payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload.encode())
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     class Server(ThreadingHTTPServer):
         request_queue_size = 512
 
     Server(("127.0.0.1", port), Handler).serve_forever()
-
-
-def start_fixed_latency(latency: float) -> tuple[object, str]:
-    import multiprocessing
-
-    port = _free_port()
-    proc = multiprocessing.get_context("spawn").Process(target=_serve_fixed_latency, args=(port, latency), daemon=True)
-    proc.start()
-    _wait_until_up(f"http://127.0.0.1:{port}/", proc.is_alive, "the fixed-latency endpoint")
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 def start_guard(work: Path, upstream: str, threads: int) -> tuple[subprocess.Popen, str]:
@@ -159,7 +133,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="compute threads of the guard process")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/guard_cpu.json"))
     args = p.parse_args()
-    upstream_proc, upstream = start_fixed_latency(args.latency)
+    upstream_proc, upstream = start_fixed_latency(args.latency, _serve_fixed_latency)
     with tempfile.TemporaryDirectory() as tmp:
         guard_proc, guard = start_guard(Path(tmp), upstream, args.threads)
         try:

@@ -54,9 +54,9 @@ REFLECTION = (
 # ---- endpoints ----------------------------------------------------------------------------------------------
 
 
-def _serve_fixed_latency(port: int, latency: float) -> None:
-    """An OpenAI-style chat endpoint whose every call takes ``latency`` seconds, concurrently (its own process, so
-    its threads do not share the client's interpreter lock)."""
+def fixed_latency_handler(latency: float) -> type[BaseHTTPRequestHandler]:
+    """The request handler of an OpenAI-style chat endpoint whose every call takes ``latency`` seconds: a
+    well-formed reflection to a reflection turn, a fixed reply to anything else."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server API)
@@ -75,7 +75,13 @@ def _serve_fixed_latency(port: int, latency: float) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    return Handler
+
+
+def _serve_fixed_latency(port: int, latency: float) -> None:
+    """An OpenAI-style chat endpoint whose every call takes ``latency`` seconds, concurrently (its own process, so
+    its threads do not share the client's interpreter lock)."""
+    ThreadingHTTPServer(("127.0.0.1", port), fixed_latency_handler(latency)).serve_forever()
 
 
 def _free_port() -> int:
@@ -125,11 +131,14 @@ def start_transformers_serve(where: Path, threads: int) -> tuple[subprocess.Pope
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def start_fixed_latency(latency: float) -> tuple[object, str]:
+def start_fixed_latency(
+    latency: float, serve: Callable[[int, float], None] = _serve_fixed_latency
+) -> tuple[object, str]:
+    """``serve(port, latency)`` in a process of its own on a free loopback port, once it answers."""
     import multiprocessing
 
     port = _free_port()
-    proc = multiprocessing.get_context("spawn").Process(target=_serve_fixed_latency, args=(port, latency), daemon=True)
+    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port, latency), daemon=True)
     proc.start()
     _wait_until_up(f"http://127.0.0.1:{port}/", proc.is_alive, "the fixed-latency endpoint")
     return proc, f"http://127.0.0.1:{port}/v1"

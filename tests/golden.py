@@ -21,7 +21,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from runs import run_env  # noqa: E402
+from runs import lmms_eval_cmd, run_env  # noqa: E402
 
 DATA, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"
 INNER = "TinyQwen2VL"
@@ -114,28 +114,10 @@ def record(tmp: Path, rows_b1: list[str] = ROWS_B1, rows_b4: list[str] = ROWS_B4
             out[f"vlmeval/{row}@B{batch}"] = collect(
                 work / model, model, str(tmp), work / model / f"{model}_{DATA}.tsv"
             )
-    cli = Path(sys.executable).with_name("lmms-eval")
     for row, batch in lmms_rows(lmms):
         model, work = f"{row}_{INNER}", tmp / f"lmms_{row}_b{batch}"
-        _run(
-            [
-                str(cli),
-                "eval",
-                "--model",
-                "vlmeval_echosafe",
-                "--model_args",
-                f"name={model},work_dir={work / 'work'},image_dir={tmp / 'lmms_img'}",
-                "--tasks",
-                TASK,
-                "--include_path",
-                str(REPO / "task_configs" / "lmms_eval"),
-                "--output_path",
-                str(work),
-                "--batch_size",
-                str(batch),
-            ],
-            tmp,
-        )
+        args = f"name={model},work_dir={work / 'work'},image_dir={tmp / 'lmms_img'}"
+        _run(lmms_eval_cmd(TASK, args, work, batch), tmp)
         items = pd.read_csv(
             work / "mmsafetybenchpp" / f"{DATA}_rule_items.csv", dtype={"index": str}, keep_default_na=False
         )

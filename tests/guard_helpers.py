@@ -6,16 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 from openai_stub import Fault
+from serve_helpers import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "tinyvlm"  # the name whose row settings key on text only (wrappers/defenses.yaml inner_settings)
@@ -25,12 +24,6 @@ REFLECTION = (
     "Scenario: {topic}\nSafety signals: stated intent, ownership\nDecision: safe\n"
     "Justification: nothing in it points to harm."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def text_of(message: dict) -> str:
@@ -133,39 +126,5 @@ def start_process(cmd: list[str], log: Path, port: int, timeout: float = 120) ->
     proc = subprocess.Popen(
         cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1")
     )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("the guard did not start: " + log.read_text()[-3000:]) from None
-            time.sleep(0.3)
-
-
-def transformers_serve(where: Path, port: int, log: Path) -> subprocess.Popen:
-    """`transformers serve` on loopback serving the tiny Qwen2-VL as `tinyvlm` (a folder in ``where``), as
-    tests/test_served.py starts it."""
-    from vlmeval_echosafe.models.tiny import build_tiny_qwen2vl
-
-    build_tiny_qwen2vl(where / MODEL)
-    cli = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=where,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("transformers serve did not start: " + log.read_text()[-3000:]) from None
-            time.sleep(0.5)
+    wait_until_up(f"http://127.0.0.1:{port}/healthz", proc, log, "the guard", timeout=timeout, poll=0.3)
+    return proc

@@ -3,7 +3,6 @@ one message for a failed combination, and the lmms-eval path free of the host's 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runs import closing_paths, console_problems, run_env
+from runs import NEEDS_LMMS_EVAL, closing_paths, console_problems, run_env
 
 from vlmeval_echosafe import console
 
@@ -102,10 +101,7 @@ def test_missing_weights_print_one_fix_and_no_traceback(tmp_path):
     assert "Traceback" in (tmp_path / log).read_text()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("lmms_eval") is None,
-    reason="lmms-eval is not installed: pip install -e '.[lmms]' (docs/lmms_eval.md)",
-)
+@NEEDS_LMMS_EVAL
 def test_lmms_eval_demo_ends_with_the_table_then_the_paths_and_no_error(tmp_path):
     """README's lmms-eval command on the 12-item split: no ERROR (the host's missing-.env line included), no
     traceback, and after lmms-eval's own table the same closing summary as run.py's."""

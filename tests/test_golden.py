@@ -7,17 +7,14 @@ A change that is meant to change outputs (a new prompt version, say) re-records 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from golden import record
+from runs import NEEDS_LMMS_EVAL
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None, reason="lmms-eval is not installed"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_LMMS_EVAL]
 
 GOLDEN = Path(__file__).parent / "data" / "golden_demomini.json"
 

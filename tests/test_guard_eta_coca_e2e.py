@@ -4,7 +4,6 @@ rows (its answers are the run.py answers: both harnesses drive one core loop).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,12 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import run_env
+from runs import NEEDS_LMMS_EVAL, lmms_eval_cmd, run_env
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None, reason="lmms-eval is not installed"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_LMMS_EVAL]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"
@@ -56,30 +52,10 @@ def test_the_new_rows_run_in_both_harnesses_and_reach_the_report(tmp_path: Path,
     assert cost.loc["GuardFilter_TinyQwen2VL", "blocked_input"] == sum(t["blocked"] == "input" for t in guard)
     assert "## Defense cost" in (work / "report" / "leaderboard.md").read_text()
 
-    cli = Path(sys.executable).with_name("lmms-eval")
     for model in ROWS:
         out = tmp_path / f"lmms_{model}"
         args = f"name={model},work_dir={out / 'work'},image_dir={tmp_path / 'lmms_img'}"
-        _run(
-            [
-                str(cli),
-                "eval",
-                "--model",
-                "vlmeval_echosafe",
-                "--model_args",
-                args,
-                "--tasks",
-                TASK,
-                "--include_path",
-                str(REPO / "task_configs" / "lmms_eval"),
-                "--output_path",
-                str(out),
-                "--batch_size",
-                BATCH,
-            ],
-            tmp_path,
-            env,
-        )
+        _run(lmms_eval_cmd(TASK, args, out, BATCH), tmp_path, env)
         items = pd.read_csv(
             out / "mmsafetybenchpp" / f"{DATA}_rule_items.csv", dtype={"index": str}, keep_default_na=False
         )

@@ -9,7 +9,8 @@ import time
 import httpx
 import openai
 import pytest
-from guard_helpers import ADMIN, KEYS, MODEL, InProcess, free_port, png_data_url, transformers_serve, user
+from guard_helpers import ADMIN, KEYS, MODEL, InProcess, png_data_url, user
+from serve_helpers import tiny_transformers_serve
 
 from vlmeval_echosafe.serve.config import GuardConfig, Limits
 from vlmeval_echosafe.serve.guard import Guard
@@ -19,14 +20,8 @@ ALICE = "sk-alice-0001"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_cache):
-    where = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    proc = transformers_serve(where, port, where / "serve.log")
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tiny_transformers_serve(tmp_path_factory.mktemp("serve"), MODEL) as (url, _log):
+        yield url
 
 
 def guard_for(url: str, defense: str, work) -> InProcess:

@@ -6,7 +6,6 @@ Needs the `lmms` extra (`pip install -e ".[test,lmms]"`); skipped, saying so, wh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,17 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import run_env
+from runs import NEEDS_LMMS_EVAL, lmms_eval_cmd, run_env
 
 from vlmeval_echosafe.memory import MemoryBank
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("lmms_eval") is None,
-        reason="lmms-eval is not installed: pip install -e '.[lmms]' (docs/lmms_eval.md)",
-    ),
-]
+pytestmark = [pytest.mark.slow, NEEDS_LMMS_EVAL]
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT, TASK = "MMSafetyBenchPP_DemoMini", "mmsafetybenchpp_demo_mini"  # 12 items, one pair per category
@@ -85,24 +78,8 @@ def _vlmeval(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFr
 
 def _lmms(tmp: Path, model: str, batch: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     out = tmp / "lmms"
-    lmms_eval_cli = Path(sys.executable).with_name("lmms-eval")  # the console script of this environment
     _run(
-        [
-            str(lmms_eval_cli),
-            "eval",
-            "--model",
-            "vlmeval_echosafe",
-            "--model_args",
-            f"name={model},work_dir={out / 'work'}",
-            "--tasks",
-            TASK,
-            "--include_path",
-            str(REPO / "task_configs" / "lmms_eval"),
-            "--output_path",
-            str(out),
-            "--batch_size",
-            str(batch),
-        ],
+        lmms_eval_cmd(TASK, f"name={model},work_dir={out / 'work'}", out, batch),
         tmp,
         [out / "mmsafetybenchpp" / f"{VARIANT}_rule_items.csv"],
     )

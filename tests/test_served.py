@@ -7,21 +7,21 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from guard_helpers import kind as request_kind
+from guard_helpers import text_of
 from openai_stub import Fault, StubServer
 from runs import run_env, run_outputs
+from serve_helpers import free_port, tiny_transformers_serve
 from test_echosafe import TEXT_ONLY, FakeDataset, _rows
 
 from vlmeval_echosafe.defenses.echosafe_prompts import REFLECT_TEMPLATE, form_schema
@@ -48,24 +48,12 @@ def _completion(text: str) -> str:
     return json.dumps({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"content": text}}]})
 
 
-def _text(message: dict) -> str:
-    content = message["content"]
-    return content if isinstance(content, str) else " ".join(c.get("text", "") for c in content)
-
-
-def _kind(body: dict) -> str:
-    last = _text(body["messages"][-1])
-    if "Say hello" in last:
-        return "probe"
-    return "reflect" if "Reflect on the request" in last else "answer"
-
-
 def endpoint(schema: str, answer_fault=None, answer_delay: float = 0.0):
     """A reply function for the stub: ``schema`` enforce | refuse (400) | ignore, what a served model does with
     ``response_format``; ``answer_fault(body)`` may replace an answer with a fault."""
 
     def reply(body: dict) -> str | Fault:
-        kind, fmt = _kind(body), body.get("response_format")
+        kind, fmt = request_kind(body), body.get("response_format")
         if fmt is not None and schema == "refuse":
             return Fault(status=400, body='{"error": {"message": "response_format is not supported"}}')
         if kind == "probe":
@@ -100,7 +88,7 @@ def _trace(tmp_path: Path) -> list[dict]:
 
 
 def _by_kind(server: StubServer, kind: str) -> list[dict]:
-    return [r for r in server.requests if _kind(r) == kind]
+    return [r for r in server.requests if request_kind(r) == kind]
 
 
 @pytest.mark.parametrize(("schema", "decoding"), [("enforce", "json-schema"), ("refuse", "free"), ("ignore", "free")])
@@ -143,9 +131,9 @@ def test_a_later_micro_batch_reads_what_earlier_ones_stored(tmp_path):
         d.generate_batch([ds6.message(i) for i in range(4)], dataset=ds6.dataset_name)
         seen = len(server.requests)
         d.generate_batch([ds6.message(i) for i in range(4, 6)], dataset=ds6.dataset_name)
-    later = [r for r in server.requests[seen:] if _kind(r) == "answer"]
-    assert len(later) == 2 and all(INSIGHTS_HEADER in _text(r["messages"][0]) for r in later)
-    assert all(INSIGHT["scenario"] in _text(r["messages"][0]) for r in later)
+    later = [r for r in server.requests[seen:] if request_kind(r) == "answer"]
+    assert len(later) == 2 and all(INSIGHTS_HEADER in text_of(r["messages"][0]) for r in later)
+    assert all(INSIGHT["scenario"] in text_of(r["messages"][0]) for r in later)
     assert [len(t["retrieved"]) for t in _trace(tmp_path)] == [0, 0, 0, 0, 4, 4]
 
 
@@ -170,7 +158,7 @@ def test_a_call_that_keeps_failing_is_unknown_and_never_stored(tmp_path, ds):
     string (unknown to the judges), neither is reflected on, the others go through."""
 
     def faults(body):
-        question = _text(body["messages"][0])
+        question = text_of(body["messages"][0])
         if "steal the wallet" in question:
             return Fault(status=503, body='{"error": {"message": "overloaded"}}', headers=RETRY_NOW)
         if "find the wallet" in question:
@@ -184,18 +172,16 @@ def test_a_call_that_keeps_failing_is_unknown_and_never_stored(tmp_path, ds):
     assert answers[0].startswith(FAIL_MSG) and "InternalServerError" in answers[0]
     assert answers[1].startswith(FAIL_MSG) and "Timeout" in answers[1]
     assert answers[2:] == ["Here is a careful reply."] * 2
-    tries = [_text(r["messages"][0]) for r in _by_kind(server, "answer")]
+    tries = [text_of(r["messages"][0]) for r in _by_kind(server, "answer")]
     assert sum("steal the wallet" in q for q in tries) == sum("find the wallet" in q for q in tries) == 3
-    assert not any("wallet" in _text(r["messages"][0]) for r in _by_kind(server, "reflect"))
+    assert not any("wallet" in text_of(r["messages"][0]) for r in _by_kind(server, "reflect"))
     trace = _trace(tmp_path)
     assert [t["not_written_code"] for t in trace] == ["answer_failed", "answer_failed", None, None]
     assert len(MemoryBank.load(tmp_path / "run/echosafe_bank/MMSafetyBenchPP_Demo")) == 2
 
 
 def test_an_endpoint_that_does_not_answer_stops_the_build(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here
+    port = free_port()  # nothing listens here
     inner = ServedVLM("stubvlm", f"http://127.0.0.1:{port}/v1", retry=0, timeout=2)
     with pytest.raises(RuntimeError, match=f"127.0.0.1:{port}.*serving 'stubvlm'"):
         EchoSafe(inner, name="EchoSafe_stubvlm", run_dir=tmp_path / "run", settings={"encoders": TEXT_ONLY})
@@ -336,46 +322,11 @@ def test_served_models_register_with_every_wrapper(tmp_path, monkeypatch):
 # ---- end to end: transformers serve -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def transformers_serve(tmp_path_factory, tiny_cache):
     """`transformers serve` on loopback, serving the tiny Qwen2-VL as `tinyvlm` (a folder beside it)."""
-    from vlmeval_echosafe.models.tiny import build_tiny_qwen2vl
-
-    where = tmp_path_factory.mktemp("serve")
-    build_tiny_qwen2vl(where / "tinyvlm")
-    port = _free_port()
-    log = (where / "serve.log").open("w")
-    cli = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=where,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "transformers serve did not start: " + (where / "serve.log").read_text()
-                    ) from None
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1", where / "serve.log"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with tiny_transformers_serve(tmp_path_factory.mktemp("serve")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -135,14 +135,12 @@ class Defense(ABC):
         return self.model.ask(message, dataset)
 
 
-class SingleItemDefense(Defense):
-    """A defense that answers one item at a time, with settings in a frozen dataclass (``SETTINGS``), writing
-    one trace line per item.
+class ConfiguredDefense(Defense):
+    """A defense whose settings are a frozen dataclass (``SETTINGS``): checked when it is built (a key the
+    dataclass has no field for is an error) and written with the row's name, class and inner model, and what
+    `describe` adds, to ``<run_dir>/<name>_defense_config.json``."""
 
-    Subclasses implement ``answer_one(images, question, dataset) -> (answer, record)``; the record (the exact
-    prompts sent, branches taken) lands in ``<run_dir>/<name>_<dataset>_defense_trace.jsonl`` beside the row's
-    ids, and the settings in ``<run_dir>/<name>_defense_config.json``.
-    """
+    NEEDS_LOGITS = False  # a method that reads next-token logits runs on the plugin's transformers backend only
 
     def __init__(
         self,
@@ -154,10 +152,16 @@ class SingleItemDefense(Defense):
     ) -> None:
         super().__init__(inner, name=name, run_dir=run_dir, inner_name=inner_name)
         assert self.SETTINGS is not None, f"{type(self).__name__} must set SETTINGS"
+        if self.NEEDS_LOGITS and self.model.path != "kv-session":
+            raise TypeError(
+                f"{self.name}: {type(self).__name__} reads the inner model's next-token logits, so it runs on the "
+                f"plugin's transformers backend only (wrappers/models.yaml, class TransformersVLM); "
+                f"{self.inner_name} is a {self.model.path!r} model"
+            )
         known = {f.name for f in fields(self.SETTINGS)}
         unknown = sorted(set(settings or {}) - known)
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown settings {unknown}; valid: {sorted(known)}")
+            raise ValueError(f"{type(self).__name__} ({self.name}): unknown settings {unknown}; valid: {sorted(known)}")
         self.settings = self.SETTINGS(**(settings or {}))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         record = {
@@ -165,8 +169,23 @@ class SingleItemDefense(Defense):
             "defense": type(self).__name__,
             "inner": self.inner_name,
             "settings": asdict(self.settings),
+            **self.describe(),
         }
-        (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2))
+        (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2, default=str))
+
+    def describe(self) -> dict[str, Any]:
+        """Extra facts for the config file (which auxiliary models were loaded)."""
+        return {}
+
+
+class SingleItemDefense(ConfiguredDefense):
+    """A defense that answers one item at a time, with settings in a frozen dataclass (``SETTINGS``), writing
+    one trace line per item.
+
+    Subclasses implement ``answer_one(images, question, dataset) -> (answer, record)``; the record (the exact
+    prompts sent, branches taken) lands in ``<run_dir>/<name>_<dataset>_defense_trace.jsonl`` beside the row's
+    ids, and the settings in ``<run_dir>/<name>_defense_config.json``.
+    """
 
     def respond(self, items: list[Item]) -> list[Response]:
         return [self._respond_one(item) for item in items]

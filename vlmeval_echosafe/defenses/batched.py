@@ -15,14 +15,12 @@ a model that keeps none (an endpoint, a host model) reports calls only.
 
 from __future__ import annotations
 
-import json
 import time
+from abc import abstractmethod
 from collections import Counter
-from dataclasses import asdict, fields
-from pathlib import Path
 from typing import Any
 
-from ..core.defense import Defense
+from ..core.defense import ConfiguredDefense
 from ..core.item import Item, Response
 
 
@@ -49,45 +47,8 @@ def inner_cost(before: Counter | None, after: Counter | None, rows: int, calls: 
     }
 
 
-class BatchedBaseline(Defense):
+class BatchedBaseline(ConfiguredDefense):
     """A baseline that answers a micro-batch at once and writes one trace line per item."""
-
-    SETTINGS: type
-    NEEDS_LOGITS = False  # a method that reads next-token logits runs on the plugin's transformers backend only
-
-    def __init__(
-        self,
-        inner: Any,
-        name: str | None = None,
-        run_dir: str | Path | None = None,
-        settings: dict[str, Any] | None = None,
-        inner_name: str | None = None,
-    ) -> None:
-        super().__init__(inner, name=name, run_dir=run_dir, inner_name=inner_name)
-        if self.NEEDS_LOGITS and self.model.path != "kv-session":
-            raise TypeError(
-                f"{self.name}: {type(self).__name__} reads the inner model's next-token logits, so it runs on the "
-                f"plugin's transformers backend only (wrappers/models.yaml, class TransformersVLM); "
-                f"{self.inner_name} is a {self.model.path!r} model"
-            )
-        known = {f.name for f in fields(self.SETTINGS)}
-        unknown = sorted(set(settings or {}) - known)
-        if unknown:
-            raise ValueError(f"{type(self).__name__} ({self.name}): unknown settings {unknown}; valid: {sorted(known)}")
-        self.settings = self.SETTINGS(**(settings or {}))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {
-            "name": self.name,
-            "defense": type(self).__name__,
-            "inner": self.inner_name,
-            "settings": asdict(self.settings),
-            **self.describe(),
-        }
-        (self.run_dir / f"{self.name}_defense_config.json").write_text(json.dumps(record, indent=2, default=str))
-
-    def describe(self) -> dict[str, Any]:
-        """Extra facts for the config file (which auxiliary models were loaded)."""
-        return {}
 
     @property
     def batched(self) -> bool:
@@ -119,6 +80,6 @@ class BatchedBaseline(Defense):
             return [self.ask(items[0].message(), items[0].dataset)]
         return self.model.answer([i.message() for i in items], items[0].dataset, False).answers
 
+    @abstractmethod
     def answer_batch(self, items: list[Item]) -> tuple[list[str], list[dict[str, Any]]]:
         """(answers, trace records) for one micro-batch; each record holds ``prompt`` and ``cost``."""
-        raise NotImplementedError

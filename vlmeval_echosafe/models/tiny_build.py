@@ -16,6 +16,16 @@ from ..paths import cache_root
 # Marker written last into a finished build; a folder without it is treated as absent and rebuilt.
 _COMPLETE = ".echosafe-tiny-complete"
 _SEED = 1234
+# The language-model sizes the tiny builds share (each adds its vocabulary, special ids and own sizes).
+_SMALL_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "initializer_range": 0.15,
+}
 
 # Fixed training corpus for the tiny tokenizers: English text covering the words a safety benchmark uses,
 # so that prompts tokenize into a sensible number of tokens.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny_build import _CORPUS, _QWEN_FAMILIES, _SEED, _finish, _seeded_model, _train_bpe
+from .tiny_build import _CORPUS, _QWEN_FAMILIES, _SEED, _SMALL_TEXT, _finish, _seeded_model, _train_bpe
 
 _QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -68,14 +68,8 @@ def _write_tiny_qwen(out: Path, family: str) -> None:
         chat_template=_QWEN_CHAT_TEMPLATE,
     )
     text = {
+        **_SMALL_TEXT,
         "vocab_size": len(tok),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "initializer_range": 0.15,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
@@ -192,14 +186,8 @@ def _clip_and_llama(tok, image_size: int, patch: int) -> dict:
             initializer_range=0.15,
         ),
         "text_config": LlamaConfig(
+            **_SMALL_TEXT,
             vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            initializer_range=0.15,
             bos_token_id=tok.convert_tokens_to_ids("<s>"),
             eos_token_id=tok.convert_tokens_to_ids("</s>"),
             pad_token_id=tok.convert_tokens_to_ids("<pad>"),
@@ -314,16 +302,10 @@ def _write_tiny_internvl(out: Path) -> None:
             "initializer_range": 0.15,
         },
         text_config={
+            **_SMALL_TEXT,
             "model_type": "qwen3",
             "vocab_size": len(tok),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
             "head_dim": 16,
-            "max_position_embeddings": 4096,
-            "initializer_range": 0.15,
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],

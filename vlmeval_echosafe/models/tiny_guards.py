@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .tiny import build_tiny
-from .tiny_build import _build_atomically, _seeded_model, _train_bpe
+from .tiny_build import _SMALL_TEXT, _build_atomically, _seeded_model, _train_bpe
 from .tiny_families import _qwen_tokenizer
 
 # Llama Guard 3's documented prompt (the layout Llama Guard 4's template also follows): task, the MLCommons
@@ -84,16 +84,6 @@ _LLAMA3_TEMPLATE = (
     "<|begin_of_text|>{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
     "{{ message['content'] }}<|eot_id|>{% endfor %}"
 )
-
-_SMALL_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
-    "initializer_range": 0.15,
-}
 
 
 def _write_qwen3guard(out: Path) -> None:
