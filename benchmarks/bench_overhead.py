@@ -252,6 +252,7 @@ def main() -> None:
             row["staleness"] = getattr(settings, "staleness", 0)
             row["split_mean_s"] = split(row, sum(text_key_s[label]), n)
             row["key_text_compute_mean_s"] = sum(text_key_compute_s[label]) / n
+            row["key_text_on_path_per_call_s"] = text_key_s[label]  # a batched row: one call per block
             row["prefetch"] = label in prefetched
             row["outcome"] = [(t["retrieved"], t["insight_id"], t["insight_decision"]) for t in trace]
         result["models"][label] = row

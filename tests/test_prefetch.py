@@ -61,40 +61,48 @@ def test_prefetched_text_keys_are_the_keys_on_demand() -> None:
     calls: list[list[str]] = []
     encode = ahead.text.encode
     ahead.text.encode = lambda texts: calls.append(list(texts)) or encode(texts)
-    ahead.prefetch(FIRST)
-    ahead.prefetch(SECOND)  # the loop names the next batch before the one it answers
-    got = [ahead.keys([([], q) for q in batch]) for batch in (FIRST, SECOND)]
+    ahead.prefetch(SECOND)  # the loop names the next batch before it hands over the first
+    assert ahead._ahead == {tuple(SECOND): None}  # announced: its pass waits for the first batch's keys
+    got = [ahead.keys([([], q) for q in FIRST])]
+    assert ahead._ahead[tuple(SECOND)] is not None  # now running, while the first batch would be answered
+    got.append(ahead.keys([([], q) for q in SECOND]))
     for want, have in zip(expected, got, strict=True):
         assert all(np.array_equal(w, h) for w, h in zip(want, have, strict=True))  # the same bits
-    assert calls == [FIRST, SECOND]  # each batch encoded once, ahead, never again on demand
+    assert calls == [FIRST, SECOND]  # each batch encoded once: the first on demand, the second ahead
     ahead.close()
     assert ahead._worker is None and not ahead._ahead
 
 
-def test_a_prefetch_for_other_texts_is_not_used_and_is_bounded() -> None:
+def test_an_announcement_for_other_texts_is_not_used_and_is_bounded() -> None:
     enc = KeyEncoder(TEXT_ONLY)
     calls: list[list[str]] = []
     encode = enc.text.encode
     enc.text.encode = lambda texts: calls.append(list(texts)) or encode(texts)
     for i in range(4):
         enc.prefetch([f"question number {i}"])
-    assert len(enc._ahead) == KeyEncoder.AHEAD  # the oldest hints were dropped
+    assert list(enc._ahead) == [("question number 2",), ("question number 3",)]  # the oldest were dropped
     key = enc.keys([([], "a question nobody announced")])[0]
     assert np.array_equal(key, KeyEncoder(TEXT_ONLY).keys([([], "a question nobody announced")])[0])
-    assert ["a question nobody announced"] in calls and len(enc._ahead) == KeyEncoder.AHEAD  # encoded now
+    assert calls[0] == ["a question nobody announced"] and len(enc._ahead) == KeyEncoder.AHEAD
     enc.close()
 
 
-def test_an_error_in_a_prefetched_pass_reaches_the_caller_that_needs_it() -> None:
+def test_an_error_in_a_pass_run_ahead_reaches_the_caller_that_needs_it() -> None:
     enc = KeyEncoder(TEXT_ONLY)
+    encode = enc.text.encode
 
-    def broken(texts: list[str]) -> np.ndarray:
-        raise RuntimeError("encoder out of memory")
+    def broken_for_second(texts: list[str]) -> np.ndarray:
+        if texts == SECOND:
+            raise RuntimeError("encoder out of memory")
+        return encode(texts)
 
-    enc.text.encode = broken
-    enc.prefetch(FIRST)
+    enc.text.encode = broken_for_second
     enc.prefetch(SECOND)
-    enc.prefetch(["never asked for"])  # drops FIRST's pass: its error is nobody's
+    enc.keys([([], q) for q in FIRST])  # fine; SECOND's pass now runs ahead, and fails
     with pytest.raises(RuntimeError, match="out of memory"):
         enc.keys([([], q) for q in SECOND])
+    enc.prefetch(SECOND)
+    enc.keys([([], q) for q in FIRST])
+    enc.prefetch(["never asked for"])
+    enc.prefetch(["nor this"])  # drops SECOND's failed pass: its error is nobody's
     enc.close()

@@ -83,34 +83,37 @@ class KeyEncoder:
         self.text, self.image = build_encoders(spec, inner=inner)
         self.ids = {"text": self.text.name, "image": self.image.name if self.image else "none"}
         self._worker: ThreadPoolExecutor | None = None
-        self._ahead: dict[tuple[str, ...], Future] = {}  # prefetched passes by their texts, oldest first
+        # announced texts, oldest first: None until their pass starts, then its Future
+        self._ahead: dict[tuple[str, ...], Future | None] = {}
 
     def prefetch(self, texts: list[str]) -> None:
-        """Start encoding ``texts`` on a background thread, for the ``keys`` call that will ask for exactly these
-        texts (the next micro-batch's questions). The text embedder is a pure function of its texts and gives a
-        text the same bits whatever shares its pass, so a key computed ahead is the key computed on demand; the
-        work overlaps the answer the caller decodes meanwhile. Only the text part: the image part may run on the
-        inner model, which the caller is using. At most ``AHEAD`` passes are kept: the one being answered and the
-        next."""
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-prefetch")
-        key = tuple(texts)
-        if key not in self._ahead:
-            self._ahead[key] = self._worker.submit(self.text.encode, list(texts))
+        """Announce the texts of a later ``keys`` call (the next micro-batch's questions). Their pass starts on a
+        background thread as soon as the keys being asked for now are done, so it overlaps the answer the caller
+        decodes next instead of competing with the text pass it needs first. The text embedder is a pure function
+        of its texts and gives a text the same bits whatever shares its pass, so a key computed ahead is the key
+        computed on demand. Only the text part: the image part may run on the inner model, which the caller is
+        using. At most ``AHEAD`` announcements are kept: the batch being answered and the next."""
+        self._ahead.setdefault(tuple(texts), None)
         while len(self._ahead) > self.AHEAD:
             self._drop(self._ahead.pop(next(iter(self._ahead))))
 
     def text_vectors(self, texts: list[str]) -> np.ndarray:
-        """The text embeddings of ``texts``: the prefetched ones when a pass was started for exactly these texts
-        (waiting for it if still running), else encoded now."""
+        """The text embeddings of ``texts``: from the pass started ahead for exactly these texts (waiting for it if
+        still running), else encoded now; then the announced passes start."""
         ahead = self._ahead.pop(tuple(texts), None)
-        return ahead.result() if ahead is not None else self.text.encode(texts)
+        vectors = ahead.result() if ahead is not None else self.text.encode(texts)
+        for key, started in self._ahead.items():
+            if started is None:
+                if self._worker is None:
+                    self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-prefetch")
+                self._ahead[key] = self._worker.submit(self.text.encode, list(key))
+        return vectors
 
     @staticmethod
-    def _drop(ahead: Future) -> None:
-        """Forget a prefetch nobody asked for; a pass already running finishes first (one pass at a time), and
-        its error, if any, is not the caller's."""
-        if not ahead.cancel():
+    def _drop(ahead: Future | None) -> None:
+        """Forget an announcement nobody asked for; a pass already running finishes first (one pass at a time),
+        and its error, if any, is not the caller's."""
+        if ahead is not None and not ahead.cancel():
             ahead.exception()
 
     def close(self) -> None:
