@@ -153,7 +153,7 @@ def workloads(bench: dict[str, Any]) -> dict[str, Workload]:
         )
     }
     for label, row in rows.items():
-        if "parts_mean_s" not in row:
+        if "parts_mean_s" not in row or label.endswith("/no-prefetch"):  # a timing variant: the same tokens
             continue
         p = row["per_item"]
         out[label] = replace(
