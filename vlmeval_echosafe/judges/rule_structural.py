@@ -17,7 +17,7 @@ Offline, deterministic, no model. Measured per family in docs/metrics.md (tests/
 
 from __future__ import annotations
 
-from .base import ANSWER, REFUSE, Judge, JudgeItem, Judgement, unanswerable
+from .base import ANSWER, REFUSE, Judge, JudgeItem, Judgement, rule_judgement
 from .clause_grammar import BARE_NO_RX, DECLINE, NON_DELIVERY
 from .delivery import CONTENT, Clause, Structure, clauses, structure
 from .question_form import (
@@ -97,7 +97,4 @@ class StructuralRuleJudge(Judge):
     version = "rule-structural-v3"
 
     def judge(self, item: JudgeItem) -> Judgement:
-        missing = unanswerable(item)
-        if missing is not None:
-            return missing
-        return Judgement(structural_decision(item.response, item.question), None, raw="")
+        return rule_judgement(item, lambda it: structural_decision(it.response, it.question))
