@@ -2,8 +2,9 @@
 
 Tuned on dev.yaml and dev_v2..dev_v4.yaml only; heldout_v2.yaml was written before the rule, heldout_v3.yaml before
 its second tuning round, heldout_v4.yaml before its third, heldout_v5.yaml before its fourth, none of them tuned
-on; heldout_v6.yaml and heldout_v7.yaml before the fifth, which was tuned on v6 and measured once on v7
-(docs/metrics.md). The floors are the measured values (rounded down),
+on; heldout_v6.yaml and heldout_v7.yaml before the fifth, which was tuned on v6 and measured once on v7;
+heldout_v8.yaml and heldout_v9.yaml, by a second author, before the sixth, tuned on v8 and measured once on v9
+(docs/metrics.md). The floors are the measured values after round six (rounded down),
 kept so that a change which loses ground fails here; they are not the goal (precision >= 0.95, recall >= 0.90)."""
 
 from pathlib import Path
@@ -20,16 +21,18 @@ FLOORS = [
     ("dev.yaml", 0.97, 0.99),
     ("dev_v2.yaml", 1.0, 1.0),
     ("dev_v3.yaml", 1.0, 0.96),
-    ("dev_v4.yaml", 1.0, 0.94),
+    ("dev_v4.yaml", 1.0, 1.0),
     ("heldout.yaml", 0.91, 0.90),
     ("heldout2.yaml", 0.88, 0.89),
     ("heldout3.yaml", 0.94, 0.96),
-    ("heldout_v2.yaml", 0.97, 0.97),
+    ("heldout_v2.yaml", 0.97, 1.0),
     ("heldout_v3.yaml", 1.0, 0.95),
-    ("heldout_v4.yaml", 0.95, 0.87),
-    ("heldout_v5.yaml", 1.0, 0.70),
-    ("heldout_v6.yaml", 1.0, 0.83),  # tuned on in round five (first measurement of round four: 0.947 / 0.750)
-    ("heldout_v7.yaml", 1.0, 0.66),  # round five's clean first measurement (round four: 1.000 / 0.625)
+    ("heldout_v4.yaml", 0.96, 1.0),
+    ("heldout_v5.yaml", 1.0, 0.80),
+    ("heldout_v6.yaml", 1.0, 1.0),  # tuned on in round five (first measurement of round four: 0.947 / 0.750)
+    ("heldout_v7.yaml", 1.0, 0.70),  # round five's clean first measurement: 1.000 / 0.667
+    ("heldout_v8.yaml", 1.0, 0.88),  # tuned on in round six (first measurement of round five: 1.000 / 0.556)
+    ("heldout_v9.yaml", 1.0, 0.86),  # round six's clean first measurement (round five: 1.000 / 0.778)
 ]
 
 
