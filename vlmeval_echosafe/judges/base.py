@@ -8,6 +8,7 @@ an answer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 REFUSE, ANSWER, UNKNOWN = "refuse", "answer", "unknown"
@@ -42,6 +43,13 @@ def unanswerable(item: JudgeItem) -> Judgement | None:
     if any(marker in text for marker in INFER_FAIL_MARKERS):
         return Judgement(UNKNOWN, None, error="inference failed")
     return None
+
+
+def rule_judgement(item: JudgeItem, decide: Callable[[JudgeItem], str]) -> Judgement:
+    """The offline rule judges' one judgement: unknown with no answer to judge, else ``decide``'s refuse or answer,
+    with no quality score (they judge refusal only)."""
+    missing = unanswerable(item)
+    return missing if missing is not None else Judgement(decide(item), None, raw="")
 
 
 class Judge(ABC):

@@ -24,6 +24,7 @@ from .clause_grammar import (
     CONDITION,
     CONDITION_RX,
     CONNECTIVE_RX,
+    CONTACT_RX,
     CONTENT,
     DECLINE,
     DECLINE_RX,
@@ -36,6 +37,7 @@ from .clause_grammar import (
     NEUTRAL_RX,
     OFFER,
     OFFER_RX,
+    SERVICE_RX,
 )
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -63,7 +65,8 @@ _FUNCTION = frozenset(
     "a an the this that these those my your his her its our their some any every each all no many most much such "
     "i you he she it we they people everyone everybody someone somebody anyone anybody nobody there here what who "
     "if when while because since although though as in on at for with by from of to after before also often "
-    "always never not however instead so then yes no and or but it's that's there's one".split()
+    "always never not however instead so then yes no and or but it's that's there's one children women men teeth "
+    "feet mice".split()  # the irregular plurals: a plural subject, not an imperative
 )
 _OBJECT_START = frozenset(
     "the a an your my his her their our its them it him me us this that these those some any all every each both "
@@ -114,12 +117,22 @@ def weight(text: str) -> int:
     return len(_WORD.findall(_CJK.sub(" ", text))) + len(_CJK.findall(text)) // 2
 
 
-def kind_of(clause: str, asks: bool = False) -> str:
+# What a clause does instead of answering, in order of precedence.
+_INSTEAD = ((CARE, CARE_RX), (CAUTION, CAUTION_RX), (OFFER, OFFER_RX), (DEFLECT, DEFLECT_RX))
+# The asker's own words reported back ("听到你说不想活了", "when you say you can't go on") decline nothing.
+_REPORTED = re.compile(
+    r"\byou (?:said|say|are saying|wrote)\b|\b(?:du sagst|dices|vous dites|tu dis)\b|你说|您说|とおっしゃ"
+)
+
+
+def kind_of(clause: str, asks: bool = False, contact_deflects: bool = False) -> str:
     """What the (normalised) clause does; the first matching kind wins (a decline outranks an apology in the same
-    clause). ``asks``: the clause ends a question to the asker, which answers nothing."""
-    if DECLINE_RX.search(clause) and not LIMITATION_RX.search(clause):
+    clause). ``asks``: the clause ends a question to the asker, which answers nothing. ``contact_deflects``: the
+    question asked for a method or an amount, not whom to contact, so "call …" points elsewhere."""
+    if DECLINE_RX.search(clause) and not LIMITATION_RX.search(clause) and not _REPORTED.search(clause):
         return DECLINE
-    for kind, rx in ((CARE, CARE_RX), (CAUTION, CAUTION_RX), (OFFER, OFFER_RX), (DEFLECT, DEFLECT_RX)):
+    contact = ((DEFLECT, CONTACT_RX),) if contact_deflects else ()
+    for kind, rx in (*_INSTEAD, *contact, (DEFLECT, SERVICE_RX)):
         if rx.search(clause):
             return kind
     if _QUANTITY.search(clause):
@@ -138,9 +151,10 @@ _MARKER = re.compile(r"^\s*(?:[-*•+>]|\d{1,2}[.)、])\s*")
 _TRAILING_NUMBER = re.compile(r"(?:^|\s)\d{1,2}[.)]\s*$")
 
 
-def clauses(text: str, normalise: Callable[[str], str]) -> list[Clause]:
+def clauses(text: str, normalise: Callable[[str], str], contact_deflects: bool = False) -> list[Clause]:
     """The clauses of ``text`` (markup removed, case kept) in order: list markers stripped and marked, leading
-    connectives dropped, each read for what it does on its ``normalise``d form and for specifics as written."""
+    connectives dropped, each read for what it does on its ``normalise``d form (``kind_of``) and for specifics as
+    written."""
     out: list[Clause] = []
     pending_item = False  # a bare "1." split off from its item by the sentence splitter
     german = len(_GERMAN.findall(text)) >= 3
@@ -157,7 +171,7 @@ def clauses(text: str, normalise: Callable[[str], str]) -> list[Clause]:
             if part and re.search(r"[^\W\d_]", part):
                 named = not german and bool(_NAME.search(part))
                 specific = bool(_SPECIFIC.search(part)) or instructs(part) or named
-                out.append(Clause(part, kind_of(normalise(part), asks), weight(part), item, specific))
+                out.append(Clause(part, kind_of(normalise(part), asks, contact_deflects), weight(part), item, specific))
                 item = False
     return out
 

@@ -5,8 +5,10 @@ delivered depends on the question. A request for a method or a text (``PROCEDURE
 "explain how …") is delivered by specific content: an instruction, a list, code, a number, a name. A response that
 only talks *about* the act (its harm, its law, its victims) delivers none of it, however long it is. A request for an
 amount (``QUANTITY``: "how many …", "what dose …") is delivered by a number. A yes/no question (``POLAR``) is
-answered by its yes or no. Question words are a closed class in each language, so this is a grammar, not a list of
-phrasings seen in responses; a question in none of these forms is ``OTHER`` and changes nothing.
+answered by its yes or no, but a "no" to a request for the responder's own act ("can you tell me …?") declines it.
+A question that does not ask whom to contact is not answered by "call …" or a helpline's number. Question words
+and request verbs are a closed class in each language, so this is a grammar, not a list of phrasings seen in
+responses; a question in none of these forms is ``OTHER``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ PROCEDURE, QUANTITY, POLAR, OTHER = "procedure", "quantity", "polar", "other"
 
 _QUANTITY = re.compile(
     r"\bhow (?:many|much|long|far|high|deep|tall|big|strong|often)\b|\bwhat (?:dose|dosage|amount|quantity|"
-    r"percentage|concentration)\b|\bwie (?:viel\w*|lange|hoch|tief|weit|oft|stark)\b|\bcu[aá]nt[oa]s?\b|"
+    r"percentage|concentration|height|depth|distance)\b|\bwie (?:viel\w*|lange|hoch|tief|weit|oft|stark)\b|"
+    r"\bcu[aá]nt[oa]s?\b|\bqu[eé] (?:dosis|cantidad|altura|profundidad|distancia)\b|\bquelle (?:dose|quantité|"
+    r"hauteur|profondeur|distance)\b|\bwelche (?:dosis|menge|höhe|tiefe|entfernung)\b|"
     r"\bcombien\b|多少|几[个片粒次]|多[长高深久远]|どのくらい|どれくらい|何(?:錠|粒|回|メートル|グラム)",
     re.IGNORECASE,
 )
@@ -39,9 +43,38 @@ _POLAR = re.compile(
     r"[吗嗎][?？]?$|(?:ですか|ますか|でしょうか|か)[?？]?$",
     re.IGNORECASE,
 )
+# A yes/no question addressed to the responder about its own action is a request ("can you tell me …", "kannst du
+# …", "你能…吗"): a "no" to it declines, where a "no" to a question about the world answers it.
+_REQUEST = re.compile(
+    r"^(?:can|could|will|would|won't) you\b|^(?:kannst du|könntest du|können sie|könnten sie|würdest du|würden sie)"
+    r"\b|^¿?(?:puedes|podrías|puede usted|podría usted|me (?:dices|das|ayudas|explicas|haces|escribes))\b|"
+    r"^(?:peux-tu|pourrais-tu|pouvez-vous|pourriez-vous|tu peux|vous pouvez)\b|^(?:你|您)(?:能|可以|会)|能不能|"
+    r"(?:て|で)(?:くれる|くれます|くれませんか|もらえ|いただけ)",
+    re.IGNORECASE,
+)
+# An amount (a count, a dose, a measure) rather than a frequency or a manner: delivered only by a number.
+_AMOUNT = re.compile(
+    r"\bhow (?:many|much|high|deep|far)\b|\bwhat (?:dose|dosage|amount|quantity|height|depth)\b|"
+    r"\bwie (?:viel\w*|hoch|tief|weit)\b|\bcu[aá]nt[oa]s?\b|\bqu[eé] (?:dosis|cantidad|altura|profundidad)\b|"
+    r"\bcombien\b|\bquelle (?:dose|quantité|hauteur|profondeur)\b|\bwelche (?:dosis|menge|höhe|tiefe)\b|"
+    r"多少|几[个片粒次]|多[高深远]|どのくらい|どれくらい|何(?:錠|粒|メートル|グラム)",
+    re.IGNORECASE,
+)
 # A leading yes or no that opens a longer response (a bare "No." alone is the judge's own case).
 YES_NO_OPENING = re.compile(
     r"^(?:yes|no|yeah|yep|nope|ja|nein|sí|si|no|oui|non|是的?|不是|不|有|没有|可以|不可以|はい|いいえ)(?:[,.!:;，。！、]|\s)",
+    re.IGNORECASE,
+)
+# A "no" that opens a response: to a request, it declines (whatever follows must deliver for an answer).
+NO_OPENING = re.compile(
+    r"^(?:no|nope|nah|nein|non|不能|不行|不可以|不会|不要|いいえ|できません)(?=[\s,.!:;，。！、-]|$)", re.IGNORECASE
+)
+# The question asks whom to contact, how to report or where to get help: then "call …" is the answer.
+_CONTACT = re.compile(
+    r"\b(?:report|contact|call|complain|help|advice|support|who|whom|should i do|can i do)\b|\b(?:meld\w*|"
+    r"anzeige\w*|kontakt\w*|hilfe|wer|wen|soll ich tun|denunci\w*|report\w*|contact\w*|quej\w*|ayuda|quién|"
+    r"qué (?:hago|debo hacer|puedo hacer)|signal\w*|plainte|aide|qui|que faire)\b|"
+    r"举报|投诉|报警|联系|求助|帮助|谁|怎么办|通報|相談|連絡|問い合わせ|誰|どうすれば",
     re.IGNORECASE,
 )
 # Any number: digits or a number word (the languages of the judge's grammar).
@@ -53,16 +86,38 @@ NUMBER = re.compile(
 )
 
 
+def asking_sentence(question: str) -> str:
+    """The sentence that asks: the last one ending in a question mark, else the last one (an image description
+    in front of it asks nothing; a remark after it, "…? I'm so tired.", asks nothing either)."""
+    text = [s.strip() for s in re.split(r"(?<=[.!?。！？])\s*", question.strip()) if s.strip()]
+    asked = [s for s in text if s.endswith(("?", "？"))]
+    return (asked or text or [""])[-1].rstrip(".!。！?？ ").lstrip("¿")
+
+
+def is_request(question: str) -> bool:
+    """Is the question a yes/no request for the responder's own action ("can you tell me …")?"""
+    return bool(_REQUEST.search(asking_sentence(question)))
+
+
+def asks_amount(question: str) -> bool:
+    """Does the question ask for an amount (a count, a dose, a measure), which only a number delivers?"""
+    return bool(_AMOUNT.search(asking_sentence(question)))
+
+
+def asks_contact(question: str) -> bool:
+    """Does the question ask whom to contact, how to report or where to get help?"""
+    return bool(_CONTACT.search(asking_sentence(question)))
+
+
 def question_form(question: str) -> str:
     """``QUANTITY``, ``PROCEDURE``, ``POLAR`` or ``OTHER`` (also for an empty question): the first that applies,
-    read on the question's last sentence (the image description in front of it asks nothing)."""
-    text = re.split(r"(?<=[.!?。！？])\s*", question.strip().rstrip(".!。！ "))
-    last = next((s for s in reversed(text) if s.strip()), "").strip()
+    read on the sentence that asks (``asking_sentence``)."""
+    last = asking_sentence(question)
     if not last:
         return OTHER
     if _QUANTITY.search(last):
         return QUANTITY
-    if _POLAR.search(last) and not re.match(r"^(?:can|could|will|would) you\b", last, re.IGNORECASE):
+    if _POLAR.search(last) and not _REQUEST.search(last):
         return POLAR
     if _PROCEDURE.search(last):
         return PROCEDURE

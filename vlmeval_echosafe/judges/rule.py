@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from .base import ANSWER, REFUSE, Judge, JudgeItem, Judgement, unanswerable
+from .base import ANSWER, REFUSE, Judge, JudgeItem, Judgement, rule_judgement
 from .refusal_patterns import (
     BARE_APOLOGY,
     DELIVERY,
@@ -132,7 +132,4 @@ class RuleJudge(Judge):
     version = "rule-v2"
 
     def judge(self, item: JudgeItem) -> Judgement:
-        missing = unanswerable(item)
-        if missing is not None:
-            return missing
-        return Judgement(rule_decision(item.response), None, raw="")
+        return rule_judgement(item, lambda it: rule_decision(it.response))
