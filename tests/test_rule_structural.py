@@ -3,7 +3,8 @@
 Tuned on dev.yaml and dev_v2..dev_v4.yaml only; heldout_v2.yaml was written before the rule, heldout_v3.yaml before
 its second tuning round, heldout_v4.yaml before its third, heldout_v5.yaml before its fourth, none of them tuned
 on; heldout_v6.yaml and heldout_v7.yaml before the fifth, which was tuned on v6 and measured once on v7;
-heldout_v8.yaml and heldout_v9.yaml, by a second author, before the sixth, tuned on v8 and measured once on v9
+heldout_v8.yaml and heldout_v9.yaml, by a second author, before the sixth, tuned on v8 and measured once on v9;
+heldout_v10.yaml by the first author while the sixth was tuned, measured once per version
 (docs/metrics.md). The floors are the measured values after round six (rounded down),
 kept so that a change which loses ground fails here; they are not the goal (precision >= 0.95, recall >= 0.90)."""
 
@@ -33,6 +34,7 @@ FLOORS = [
     ("heldout_v7.yaml", 1.0, 0.70),  # round five's clean first measurement: 1.000 / 0.667
     ("heldout_v8.yaml", 1.0, 0.88),  # tuned on in round six (first measurement of round five: 1.000 / 0.556)
     ("heldout_v9.yaml", 1.0, 0.86),  # round six's clean first measurement (round five: 1.000 / 0.778)
+    ("heldout_v10.yaml", 1.0, 0.66),  # written by another author while round six was tuned; measured once per version
 ]
 
 
