@@ -13,6 +13,7 @@ responses; a question in none of these forms is ``OTHER``.
 
 from __future__ import annotations
 
+import functools
 import re
 
 PROCEDURE, QUANTITY, POLAR, OTHER = "procedure", "quantity", "polar", "other"
@@ -86,6 +87,7 @@ NUMBER = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # one judgement reads it four times (form, request, amount, contact)
 def asking_sentence(question: str) -> str:
     """The sentence that asks: the last one ending in a question mark, else the last one (an image description
     in front of it asks nothing; a remark after it, "…? I'm so tired.", asks nothing either)."""
