@@ -1,6 +1,7 @@
 """FLOPs estimate: the formula on a hand-computed case, the real shapes' parameter counts, the table's rows."""
 
 import pytest
+import yaml
 
 from vlmeval_echosafe.report.flops import Model, Transformer, Vision, Workload, flops_table, item_flops, load_shapes
 
@@ -80,7 +81,10 @@ def test_command_prints_every_row(capsys) -> None:
         assert f"| {row} | " in out
     for row in ("ECSO (no item flagged)", "ECSO (every item flagged)", "AdaShield-A (prompt applied to every item)"):
         assert f"| {row} | " in out
-    assert "GuardFilter: not computed (" in out and "ETA: not computed (" in out  # listed, with why
+    for row in ("GuardFilter (nothing flagged)", "GuardFilter-Qwen3Guard (every request blocked)"):
+        assert f"| {row} | " in out
+    assert "| ETA (no answer flagged) | " in out and "| ETA (every answer aligned) | " in out
+    assert "not computed" not in out  # every registered auxiliary model has shapes
 
 
 def test_baselines_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,12 +112,100 @@ def test_baselines_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows["CoCA"] == answer + prompted
 
 
-def test_every_registered_defense_row_is_in_the_table_or_says_why_not() -> None:
+def test_every_registered_defense_row_is_in_the_table() -> None:
     from vlmeval_echosafe.catalog import defense_entries
-    from vlmeval_echosafe.report.flops import NOT_COMPUTED
+    from vlmeval_echosafe.report.flops import not_computed
 
     table = flops_table(_bench(370))
+    assert not_computed() == {}
     for name in defense_entries()[0]:
-        family = name.split("-")[0] if name.startswith(("GuardFilter", "EchoSafe-Paper")) else name
-        listed = family in NOT_COMPUTED or any(row == family or row.startswith(f"{family} (") for row in table)
-        assert listed or name == "EchoSafe-Paper", name
+        listed = any(row == name or row.startswith(f"{name} (") for row in table)
+        assert listed or name == "EchoSafe-Paper", name  # EchoSafe-Paper: EchoSafe's tokens, another stream name
+
+
+def test_a_guard_without_shapes_is_named_not_hidden(tmp_path) -> None:
+    from vlmeval_echosafe.paths import config_file
+    from vlmeval_echosafe.report.flops import SHAPES_FILE, not_computed
+
+    raw = yaml.safe_load(config_file(SHAPES_FILE).read_text())
+    del raw["aux_models"]["Qwen/Qwen3Guard-Gen-4B"]
+    shapes = tmp_path / "shapes.yaml"
+    shapes.write_text(yaml.safe_dump(raw))
+    missing = not_computed(shapes)
+    assert set(missing) == {"GuardFilter-Qwen3Guard"} and "Qwen/Qwen3Guard-Gen-4B" in missing["GuardFilter-Qwen3Guard"]
+    table = flops_table(_bench(370), shapes)
+    assert (
+        not any(row.startswith("GuardFilter-Qwen3Guard") for row in table) and "GuardFilter (nothing flagged)" in table
+    )
+
+
+def test_aux_shapes_match_published_sizes() -> None:
+    """The derived guard and reward shapes add up to the sizes their model cards give (embeddings included)."""
+    from vlmeval_echosafe.report.flops import load_aux
+
+    aux = load_aux()
+
+    def total(name: str, tied: bool = False) -> float:
+        m = aux[name]
+        embed = (1 if tied else 2) * m.text.vocab * m.text.hidden
+        vision = 0.0
+        if m.vision:
+            v = m.vision
+            vision = v.layers * (4 * v.hidden**2 + 2 * v.hidden * v.intermediate) + v.projector_params
+        return m.text.params + embed + vision
+
+    assert 11.5e9 < total("meta-llama/Llama-Guard-4-12B") < 12.5e9  # "12 billion parameters"
+    assert 3.8e9 < total("Qwen/Qwen3Guard-Gen-4B", tied=True) < 4.2e9
+    assert 7.8e9 < total("RLHFlow/ArmoRM-Llama3-8B-v0.1") < 8.2e9
+    vit = Vision(layers=1, hidden=2, intermediate=4, mlp="plain", patches_per_image=4, tokens_per_image=0,
+                 projector_params=0, tiles=2)  # fmt: skip
+    assert vit.per_image() == 2 * 32 * 4 + 2 * 1 * (4 * 4 / 2) * 2  # two tiles of 2: attention halves
+
+
+def test_guard_filter_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both checks are fresh guard requests (policy prompt, conversation, image when shown, verdict)."""
+    from vlmeval_echosafe.defenses.guard_filter import GuardFilterSettings
+    from vlmeval_echosafe.report import flops
+
+    monkeypatch.setattr(flops, "_english_tokens", lambda text: 10)  # the policy prompt: 10 tokens
+    vit = Vision(
+        layers=1, hidden=2, intermediate=4, mlp="plain", patches_per_image=3, tokens_per_image=1, projector_params=5
+    )
+    model = Model("tiny", TINY, vit)
+    base = Workload(images=1, prompt_text=3, added_text=0, answer=4)
+    answer = 238 + TINY.forward(4) + TINY.forward(4, 4) + TINY.lm_head(4)
+    check_in = 238 + TINY.forward(14) + TINY.forward(2, 14) + TINY.lm_head(2)  # image + policy 10 + request 3
+    check_out = 238 + TINY.forward(18) + TINY.forward(2, 18) + TINY.lm_head(2)  # ... + the answer 4
+    settings = GuardFilterSettings(guard={"format": "llama-guard", "model_path": "g"})
+    ends = flops.guard_flops(model, model, settings, base)
+    assert ends == {"nothing flagged": check_in + answer + check_out, "every request blocked": check_in}
+    text_only = GuardFilterSettings(guard={"format": "qwen3guard", "model_path": "g", "images": False})
+    blind_in = TINY.forward(13) + TINY.forward(12, 13) + TINY.lm_head(12)  # no image; a 12-token verdict
+    assert flops.guard_flops(model, Model("g", TINY), text_only, base)["every request blocked"] == blind_in
+    scored = GuardFilterSettings(guard={"format": "llama-guard", "model_path": "g"}, threshold=0.5, output_check=False)
+    ends = flops.guard_flops(model, model, scored, base)
+    assert ends["every request blocked"] == check_in + 238 + TINY.forward(14)  # + the scoring pass
+    assert ends["nothing flagged"] == ends["every request blocked"] + answer
+
+
+def test_eta_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ETA's reward check, CLIP check and the search's rows per sentence, on tiny shapes."""
+    from vlmeval_echosafe.defenses.eta import ETASettings
+    from vlmeval_echosafe.report import flops
+
+    monkeypatch.setattr(flops, "_english_tokens", lambda text: 10)  # every prompt text: 10 tokens
+    monkeypatch.setattr(flops, "ETA_SENTENCE_TOKENS", 2)
+    monkeypatch.setattr(flops, "REWARD_TEMPLATE_TOKENS", 1)
+    vit = Vision(
+        layers=1, hidden=2, intermediate=4, mlp="plain", patches_per_image=3, tokens_per_image=1, projector_params=5
+    )
+    inner, clip = Model("tiny", TINY, vit), Model("clip", TINY, vit)
+    base = Workload(images=1, prompt_text=3, added_text=0, answer=4)  # 4 answer tokens: two sentences of 2
+    ends = flops.eta_flops(inner, Model("rm", TINY), clip, ETASettings(best_of_n=2), base)
+    answer = 238 + TINY.forward(4) + TINY.forward(4, 4) + TINY.lm_head(4)
+    post = TINY.forward(10 + 1 + 4)  # rm prompt, template, answer
+    pre = 238 + TINY.forward(12)  # CLIP: the image, the prompt + 2
+    first = 2 * (238 + TINY.forward(14) + TINY.forward(2, 14) + TINY.lm_head(2)) + 2 * TINY.forward(11 + 10 + 2)
+    second = 2 * (238 + TINY.forward(16) + TINY.forward(2, 16) + TINY.lm_head(2)) + 2 * TINY.forward(11 + 12 + 2)
+    second += 238 + 2 * TINY.forward(4)  # CLIP from the second sentence: the image once, each candidate's text
+    assert ends == {"no answer flagged": answer + post, "every answer aligned": answer + post + pre + first + second}

@@ -78,19 +78,41 @@ class Vision:
     patches_per_image: int
     tokens_per_image: int
     projector_params: int
+    tiles: int = 1  # a tiled tower attends within each tile: the patches split into this many sequences
 
     def per_image(self) -> float:
         per_layer = 4 * self.hidden**2 + (3 if self.mlp == "gated" else 2) * self.hidden * self.intermediate
         n = self.patches_per_image
-        tower = 2 * self.layers * per_layer * n + 2 * self.layers * n * n * self.hidden
+        tower = 2 * self.layers * per_layer * n + 2 * self.layers * n * n / self.tiles * self.hidden
         return tower + 2 * self.projector_params * self.tokens_per_image
+
+
+@dataclass(frozen=True)
+class CrossAttention:
+    """Mllama's image path: in ``layers`` extra layers (attention and MLP) every text token attends to the image's
+    ``image_states``, which each layer projects to keys and values after the projector."""
+
+    layers: int
+    image_states: int
+    projector_params: int
+
+    def per_image(self, text: Transformer) -> float:
+        kv = 2 * text.hidden * text.kv_heads * text.head_dim
+        return 2 * (self.projector_params + self.layers * kv) * self.image_states
+
+    def per_text_token(self, text: Transformer, images: float) -> float:
+        q = text.heads * text.head_dim
+        mlp = (3 if text.mlp == "gated" else 2) * text.hidden * text.intermediate
+        attended = images * self.image_states
+        return 2 * self.layers * (2 * text.hidden * q + mlp) + 2 * self.layers * attended * q
 
 
 @dataclass(frozen=True)
 class Model:
     name: str
     text: Transformer
-    vision: Vision
+    vision: Vision | None = None  # None: text only
+    cross: CrossAttention | None = None  # the image enters through cross-attention layers (Mllama)
 
 
 @dataclass(frozen=True)
@@ -106,14 +128,31 @@ class Workload:
     key_text: float = 0.0  # key encoder tokens (the question)
 
 
+def _model(name: str, spec: dict[str, Any]) -> Model:
+    vision, cross = spec.get("vision"), spec.get("cross_attention")
+    return Model(
+        name,
+        Transformer(**spec["text"]),
+        Vision(**vision) if vision else None,
+        CrossAttention(**cross) if cross else None,
+    )
+
+
+def _raw_shapes(path: Path | None) -> dict[str, Any]:
+    return yaml.safe_load((path or config_file(SHAPES_FILE)).read_text())
+
+
 def load_shapes(path: Path | None = None) -> tuple[dict[str, Model], Transformer]:
     """(models by name, the key encoder) from the shapes YAML."""
-    raw = yaml.safe_load((path or config_file(SHAPES_FILE)).read_text())
-    models = {
-        name: Model(name, Transformer(**spec["text"]), Vision(**spec["vision"])) for name, spec in raw["models"].items()
-    }
+    raw = _raw_shapes(path)
+    models = {name: _model(name, spec) for name, spec in raw["models"].items()}
     (encoder,) = raw["key_encoder"].values()
     return models, Transformer(**encoder)
+
+
+def load_aux(path: Path | None = None) -> dict[str, Model]:
+    """The auxiliary models (guards, reward model, CLIP) by the Hugging Face id the defense settings name."""
+    return {name: _model(name, spec) for name, spec in (_raw_shapes(path).get("aux_models") or {}).items()}
 
 
 def item_flops(model: Model, key_encoder: Transformer, w: Workload) -> dict[str, float]:
@@ -183,24 +222,27 @@ ECSO_CHECK_TOKENS = 2  # the self-check's "No" / "Yes" and its end of turn
 ECSO_CAPTION_TOKENS = 128  # a query-aware caption of one image
 
 
-# Defense rows whose FLOPs need models the shapes file does not hold; their measured calls and tokens per model are
-# in the report's "Defense cost" table (from their traces).
-NOT_COMPUTED = {
-    "GuardFilter": "the guard models' shapes (Llama Guard 4 / 3 Vision, Qwen3Guard) are not in model_shapes.yaml",
-    "ETA": "the reward model's and CLIP's shapes are not in model_shapes.yaml, and its best-of-N search length "
-    "depends on how many items both checks flag",
-}
+# ASSUMED lengths of the auxiliary models' outputs and ETA's search (no real guard or search runs here)
+GUARD_VERDICT_TOKENS = {"llama-guard": 2, "qwen3guard": 12}  # "safe" + end of turn; "Safety: Safe\nCategories:
+# None" (and "Refusal: No" for an exchange) + end of turn
+ETA_SENTENCE_TOKENS = 25  # a sampled sentence (the search cuts one at a sentence end, at most `sentence_tokens`)
+REWARD_TEMPLATE_TOKENS = 10  # Llama-3's chat-template tokens around the reward model's two turns
+AUX_CLASSES = ("GuardFilter", "ETA")  # defense classes that run auxiliary models (their shapes: `aux_models`)
 
 
 def request_flops(model: Model, images: float, prompt_text: float, generated: float) -> float:
     """FLOPs of one fresh request: the vision tower over its images, prefill of its prompt, decoding."""
-    prompt = images * model.vision.tokens_per_image + prompt_text
-    text = model.text
+    if images and model.vision is None:
+        raise ValueError(f"{model.name} reads text only; it is shown no image")
+    vision = model.vision
+    prompt = images * vision.tokens_per_image + prompt_text if vision else prompt_text
+    text, cross = model.text, model.cross
     return (
-        images * model.vision.per_image()
+        (images * vision.per_image() if vision else 0.0)
         + text.forward(prompt)
         + text.forward(generated, prompt)
         + text.lm_head(generated)
+        + (images * cross.per_image(text) + (prompt + generated) * cross.per_text_token(text, images) if cross else 0.0)
     )
 
 
@@ -261,9 +303,104 @@ def _template_tokens(template: str) -> int:
     return _english_tokens(template.format(**dict.fromkeys(names, "")))
 
 
+def _guard_policy_tokens() -> int:
+    """Llama Guard's documented prompt around the conversation (task, categories, output instruction), counted as
+    the tiny twins lay it out (:mod:`..models.tiny_guards`) without the turn headers."""
+    import jinja2
+
+    from ..models import tiny_guards
+
+    template = tiny_guards._LLAMA_GUARD_TEMPLATE
+    for marker in ("HEADER_OPEN", "HEADER_CLOSE", "IMAGE_TOKEN"):
+        template = template.replace(marker, "")
+    rendered = jinja2.Template(template).render(messages=[{"role": "user", "content": ""}], add_generation_prompt=True)
+    return _english_tokens(rendered)
+
+
+def guard_flops(inner: Model, guard: Model, settings: Any, base: Workload) -> dict[str, float]:
+    """GuardFilter per item at both ends of its branch (defenses/guard_filter.py): nothing flagged (the input check,
+    the answer, the output check) and every request blocked at the input check. Each check is one fresh request
+    to the guard: its policy prompt around the conversation (the request; then the request and the answer), the
+    item's images when the guard is shown them, and a short verdict; a ``threshold`` adds a scoring pass over the
+    prompt. ASSUMED: Qwen3Guard's policy prompt is as long as Llama Guard's (its real template ships with the
+    checkpoint), the verdict lengths of ``GUARD_VERDICT_TOKENS``."""
+    spec = settings.spec()
+    shown = base.images if spec.images else 0
+    policy, verdict = _guard_policy_tokens(), GUARD_VERDICT_TOKENS[spec.format]
+
+    def check(text: float) -> float:
+        scoring = request_flops(guard, shown, policy + text, 0) if settings.threshold is not None else 0.0
+        return request_flops(guard, shown, policy + text, verdict) + scoring
+
+    check_in = check(base.prompt_text) if settings.input_check else 0.0
+    check_out = check(base.prompt_text + base.answer) if settings.output_check else 0.0
+    ends = {"nothing flagged": check_in + request_flops(inner, base.images, base.prompt_text, base.answer) + check_out}
+    if settings.input_check:
+        ends["every request blocked"] = check_in
+    return ends
+
+
+def eta_flops(inner: Model, reward: Model, clip: Model, settings: Any, base: Workload) -> dict[str, float]:
+    """ETA per item at both ends of its branch (defenses/eta.py, models/eta_search.py): no answer flagged (the
+    answer and the reward model's score of it) and every answer aligned (also CLIP's pre-generation check and the
+    sentence-level best-of-N search). The search as this plugin runs it: per sentence, ``best_of_n`` candidate rows
+    each re-prefill the request (image included) and the kept text and sample a sentence; the reward model scores
+    each row's answer so far; from the second sentence CLIP scores the candidates against the image (one image
+    pass per call). ASSUMED: the aligned answer is as long as the plain one, in sentences of
+    ``ETA_SENTENCE_TOKENS``; the reward model's chat template adds ``REWARD_TEMPLATE_TOKENS``."""
+    import math
+
+    s, sentence = settings, ETA_SENTENCE_TOKENS
+    answer = request_flops(inner, base.images, base.prompt_text, base.answer)
+    post = reward.text.forward(_english_tokens(s.rm_prompt) + REWARD_TEMPLATE_TOKENS + base.answer)
+    clip_text = min(sentence + 2, 77)  # + start and end tokens; CLIP truncates at 77 positions
+    image = clip.vision.per_image() if clip.vision else 0.0  # CLIP's image tower, then its pooled projection
+    pre = base.images * (image + clip.text.forward(_english_tokens(s.clip_prompt) + 2))
+    search_rm = _english_tokens(s.search_rm_prompt) + REWARD_TEMPLATE_TOKENS
+    kept, search = float(_english_tokens(s.safety_prefix)), 0.0
+    for index in range(math.ceil(base.answer / sentence)):
+        search += s.best_of_n * request_flops(inner, base.images, base.prompt_text + kept, sentence)
+        search += s.best_of_n * reward.text.forward(search_rm + kept + sentence)
+        if index and base.images:
+            search += image + s.best_of_n * clip.text.forward(clip_text)
+        kept += sentence
+    return {"no answer flagged": answer + post, "every answer aligned": answer + post + pre + search}
+
+
+def aux_rows(inner: Model, aux: dict[str, Model], base: Workload) -> tuple[dict[str, float], dict[str, str]]:
+    """({row (end): FLOPs per item}, {registered row: why not computed}) for every registered defense that runs an
+    auxiliary model, from its settings in ``wrappers/defenses.yaml`` and the ``aux_models`` shapes."""
+    from ..catalog import defense_entries
+    from ..defenses.eta import ETASettings
+    from ..defenses.guard_filter import GuardFilterSettings
+
+    rows: dict[str, float] = {}
+    missing: dict[str, str] = {}
+    for name, entry in defense_entries()[0].items():
+        if entry["class"] == "GuardFilter":
+            settings = GuardFilterSettings(**entry["settings"])
+            needed = [settings.spec().model_path]
+        elif entry["class"] == "ETA":
+            settings = ETASettings(**entry["settings"])
+            needed = [settings.reward_model, settings.clip_model]
+        else:
+            continue
+        absent = [m for m in needed if m not in aux]
+        if absent:
+            missing[name] = f"no shapes for {', '.join(map(str, absent))} under aux_models in {SHAPES_FILE}"
+            continue
+        if entry["class"] == "GuardFilter":
+            ends = guard_flops(inner, aux[needed[0]], settings, base)
+        else:
+            ends = eta_flops(inner, aux[needed[0]], aux[needed[1]], settings, base)
+        rows.update({f"{name} ({end})": flops for end, flops in ends.items()})
+    return rows, missing
+
+
 def flops_table(bench: dict[str, Any], shapes: Path | None = None) -> dict[str, dict[str, float]]:
     """``{row: {model: FLOPs per item / Base's}}`` at every real shape."""
     models, encoder = load_shapes(shapes)
+    aux = load_aux(shapes)
     loads = workloads(bench)
     key_text = bench["counts"]["question_minilm_tokens"]
     table: dict[str, dict[str, float]] = {}
@@ -273,10 +410,19 @@ def flops_table(bench: dict[str, Any], shapes: Path | None = None) -> dict[str, 
             table.setdefault(row, {})[name] = sum(item_flops(model, encoder, w).values()) / base
         for row, flops in baseline_flops(model, encoder, replace(loads["Base"], key_text=key_text)).items():
             table.setdefault(row, {})[name] = flops / base
+        for row, flops in aux_rows(model, aux, loads["Base"])[0].items():
+            table.setdefault(row, {})[name] = flops / base
     return table
 
 
-def markdown(table: dict[str, dict[str, float]]) -> str:
+def not_computed(shapes: Path | None = None) -> dict[str, str]:
+    """Registered rows the table leaves out, and why (an auxiliary model without shapes)."""
+    models, _ = load_shapes(shapes)
+    base = Workload(images=1, prompt_text=1, added_text=0, answer=1)
+    return aux_rows(next(iter(models.values())), load_aux(shapes), base)[1]
+
+
+def markdown(table: dict[str, dict[str, float]], shapes: Path | None = None) -> str:
     names = list(next(iter(table.values())))
     lines = [
         "FLOPs vs Base per item (ESTIMATE; paper: EchoSafe 1.69x)",
@@ -287,9 +433,14 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
     lines += [f"| {row} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |" for row, r in table.items()]
     lines += [
         "",
-        f"ECSO and AdaShield-A at both ends of their branch (a run's cost lies between, by its flag / apply rate); "
-        f"ASSUMED: ECSO's self-check replies in {ECSO_CHECK_TOKENS} tokens, its caption runs {ECSO_CAPTION_TOKENS}.",
-        *(f"{row}: not computed ({why})." for row, why in NOT_COMPUTED.items()),
+        "ECSO, AdaShield-A, GuardFilter and ETA at both ends of their branch (a run's cost lies between, by its "
+        "flag / apply rate).",
+        f"ASSUMED: ECSO's self-check replies in {ECSO_CHECK_TOKENS} tokens, its caption runs {ECSO_CAPTION_TOKENS}; "
+        "the guards' verdicts run "
+        + ", ".join(f"{n} tokens ({fmt})" for fmt, n in GUARD_VERDICT_TOKENS.items())
+        + f"; ETA's aligned answer is as long as the plain one, in "
+        f"sentences of {ETA_SENTENCE_TOKENS} tokens; auxiliary shapes and their sources: {SHAPES_FILE} (aux_models).",
+        *(f"{row}: not computed ({why})." for row, why in not_computed(shapes).items()),
     ]
     return "\n".join(lines)
 
@@ -302,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     bench = json.loads(Path(args.bench).read_text())
     if "counts" not in bench:
         raise SystemExit(f"{args.bench}: no `counts` block; rerun benchmarks/bench_overhead.py to write one")
-    print(markdown(flops_table(bench, args.shapes)))
+    print(markdown(flops_table(bench, args.shapes), args.shapes))
 
 
 if __name__ == "__main__":
