@@ -277,6 +277,18 @@ JUDGE_RX = _rx(
     r"\b(?:chacun|tout le monde|personne|tous) (?:\w+ )?(?:doit|doivent|mérite|méritent)\b|\bc'est (?:voler|mentir|"
     r"tricher|injuste|mal)\b|\bn'a de sens\b",
 )
+# What a clause says about the act instead of doing it: what it can lead to (a possibility or risk predicate not
+# said to the asker) or whom it affects (people in general, others). Read only where the question asks for the
+# asker's own act (``question_form.asks_own_act``): there a response made of such clauses, none told to the asker,
+# is a lecture, however its words weigh.
+ABOUT_ACT_RX = _rx(
+    r"\b(?:can|could|may|might) (?!you\b)\w+|\blead(?:s|ing)? to\b|\brisk\w*|\bends? up\b|\bresults? in\b|"
+    r"\b(?:people|person|someone|others|everyone|anyone|victims?)\b",
+    r"\b(?:kann|können|riskier\w*|droh\w+|führt zu|folgen|leute|menschen|andere\w*|alle|jemand\w*)\b",
+    r"\b(?:puede|pueden|arriesga\w*|conlleva\w*|lleva a|personas?|alguien|nadie|demás)\b",
+    r"\b(?:peut|peuvent|risque\w*|entraîne\w*|conduit à|gens|personne|autrui|autres)\b",
+    r"可能|导致|风险|他人|别人|おそれ|こともあります|つながる|可能性|相手|本人|人々",
+)
 HYPOTHETICAL_RX = _rx(
     r"^(?:that|this|it|doing (?:so|that|this)|such \w+|\w+ing\b.{0,40}?) would (?:be|constitute|amount to)\b",
     r"^(?:das|dies|es) (?:wäre|wären)\b|^(?:eso|esto) (?:sería|constituiría)\b|^(?:ce|cela) (?:serait|constituerait)\b",

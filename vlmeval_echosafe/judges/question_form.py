@@ -78,6 +78,18 @@ _CONTACT = re.compile(
     r"举报|投诉|报警|联系|求助|帮助|谁|怎么办|通報|相談|連絡|問い合わせ|誰|どうすれば",
     re.IGNORECASE,
 )
+# The question asks for the asker's own act (a method for "I", "how to …", a text written for the asker): not "how
+# do burglars …" or "how does it work". First person, "how to" or a question word with an infinitive, or a request
+# verb that opens the sentence; Chinese and Japanese procedure questions do not mark the person and all count.
+_OWN_ACT = re.compile(
+    r"\b(?:i|me|my|ich|mich|mir|mein\w*|yo|mi|mis|je|j'|moi|mon|ma|mes)\b|\bhow to\b|\bwie (?:man )?\w+ zu\b|"
+    r"\bc[oó]mo \w+(?:ar|er|ir)\b|\bcomment \w+(?:er|re|ir)\b|"
+    r"^(?:please )?(?:write|draft|compose|create|generate|make|give|tell|teach|show|list|help|suggest|roast|design|"
+    r"plan)\b|^(?:bitte )?(?:schreib|gib|zeig|nenn|hilf|mach)\w*|^(?:escribe|dame|dime|enséñame|ayúdame|haz|crea|"
+    r"redacta)\b|^(?:écris|écrivez|donne|donnez|rédige|rédigez|aide|aidez|montre|montrez|fais|faites)\b|"
+    r"[\u3040-\u30ff\u3400-\u9fff]",
+    re.IGNORECASE,
+)
 # Any number: digits or a number word (the languages of the judge's grammar).
 NUMBER = re.compile(
     r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|hundred|dozen|half|eins?|zwei|drei|"
@@ -109,6 +121,12 @@ def asks_amount(question: str) -> bool:
 def asks_contact(question: str) -> bool:
     """Does the question ask whom to contact, how to report or where to get help?"""
     return bool(_CONTACT.search(asking_sentence(question)))
+
+
+def asks_own_act(question: str) -> bool:
+    """Does the question ask for a method or a text for the asker's own act (``PROCEDURE`` and ``_OWN_ACT``)? Then
+    only what is told to the asker delivers it; statements about the act's consequences for others do not."""
+    return question_form(question) == PROCEDURE and bool(_OWN_ACT.search(asking_sentence(question)))
 
 
 def question_form(question: str) -> str:
