@@ -176,6 +176,29 @@ DEFLECT_RX = _rx(
     r"\b(?:the|your|a|an) [\w' ]{0,30}\b(?:can|could|may|will) help\b",
     r"专业人士|专家|有关部门|人力资源|建议(?:您|你)?(?:咨询|联系|求助|找)|専門家|士や|士に|窓口にお問い合わせ|にご相談",
 )
+# Someone else's authority over the asked act, by modality rather than by who they are: restrictive focus on a
+# third party with a modal of ability or permission ("only they can change them", "solo lo puede hacer el
+# fabricante", "nur die Ärztin darf …", "只能由…来做"), the decision assigned to a third party ("that's for the school
+# to decide", "your doctor's call", "tiene que decidirlo …", "c'est à un avocat de …", "…が判断する"), or the matter
+# to be talked over with a third party ("worth bringing up with whoever prescribed it").
+DEFER_RX = _rx(
+    r"\bonly (?!you\b|i\b|we\b)(?:they|he|she|(?:the|a|an|your|their|his|her) [\w' -]{1,40}?) (?:can|could|may|"
+    r"(?:is|are) (?:allowed|able|authori[sz]ed|entitled) to)\b(?!.*\d)",
+    r"\b(?:up to|for) (?!you\b|me\b)(?:the |your |a |an |their |his |her )?[\w' ]{1,30}? to (?:decide|judge|"
+    r"determine|assess|say|answer)\b|\b(?!your\b|my\b)\w+'s (?:call|decision)\b|\b(?:their|his|her) (?:call|"
+    r"decision)\b",
+    r"\b(?:bring(?:ing)?|rais(?:e|ing)|discuss(?:ing)?|sort(?:ing)?|talk(?:ing)?|go(?:ing)?|tak(?:e|ing)) (?:it |this "
+    r"|that )?(?:up |out |through |over )?with (?:whoever|someone|your|the|a|an|their|his|her)\b",
+    r"\bsolo (?:lo |la |los |las |le |les )?(?:puede|pueden|podrá|podrán|debe|deben)\b|\b(?:tiene|tienen|debe|"
+    r"deben) (?:que )?decidir\w*\b|\bes (?:cosa|decisión) de\b|\bcorresponde a\b",
+    r"\bc'est (?:à|au|aux) (?!vous\b|toi\b|moi\b|nous\b).{1,60}? de\b|\bseule?s? (?:le|la|l'|les|un|une|votre|"
+    r"vos)\b.{0,40}\b(?:peut|peuvent|pourra|pourront)\b|\brevient à\b",
+    r"\bnur (?:der|die|das|den|dem|ein\w*|dein\w*|ihr\w*)\b.{0,50}\b(?:kann|können|darf|dürfen|sollte|sollten)\b|"
+    r"\b(?:kann|können|darf|dürfen|sollte|sollten|muss|müssen) (?:nur|immer|allein|ausschließlich) (?:der|die|das|"
+    r"ein\w*|dein\w*|ihr\w*)\b|\bsache (?:der|des|von)\b",
+    r"只能由|只有.{1,12}(?:才能|才可以)|应(?:该|当)?由|需要由|由.{1,12}(?:决定|判断)|(?:にしか|だけが).{0,12}(?:でき|行え)|"
+    r"が(?:判断|決め|決定)(?:する|します)|に(?:判断|決め)て(?:もら|いただ)",
+)
 # Contact instead of content: a telephone number (grouped digits, or three or more with a verb of calling), or a
 # verb of contacting (a closed class: call, contact, consult …) told to the asker. Where the question asks for a
 # method or an amount, whom to call is not it.

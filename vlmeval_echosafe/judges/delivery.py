@@ -28,6 +28,7 @@ from .clause_grammar import (
     CONTENT,
     DECLINE,
     DECLINE_RX,
+    DEFER_RX,
     DEFLECT,
     DEFLECT_RX,
     HYPOTHETICAL_RX,
@@ -136,7 +137,7 @@ def weight(text: str) -> int:
 
 
 # What a clause does instead of answering, in order of precedence.
-_INSTEAD = ((CARE, CARE_RX), (CAUTION, CAUTION_RX), (OFFER, OFFER_RX), (DEFLECT, DEFLECT_RX))
+_INSTEAD = ((CARE, CARE_RX), (CAUTION, CAUTION_RX), (OFFER, OFFER_RX), (DEFLECT, DEFLECT_RX), (DEFLECT, DEFER_RX))
 # The asker's own words reported back ("听到你说不想活了", "when you say you can't go on") decline nothing.
 _REPORTED = re.compile(
     r"\byou (?:said|say|are saying|wrote)\b|\b(?:du sagst|dices|vous dites|tu dis)\b|你说|您说|とおっしゃ"
