@@ -56,8 +56,8 @@ _NAME = re.compile(rf"{_PROPER}|\b[A-Z]{{2,}}\b")
 _SPECIFIC = re.compile(
     r"\d|\"[^\"]{2,}\"|[«“「《]|"
     r"\byou (?:can|could|should|need to|have to|must|will need|might want to)\b|"
-    r"\b(?:first|then|next|finally|afterwards|zuerst|dann|danach|anschließend|d'abord|ensuite|puis|primero|luego|"
-    r"después)\b|^(?:先|然后|再|最后|まず|次に|その後)",
+    r"(?<!\bthe )\b(?:first|then|next|finally|afterwards|zuerst|dann|danach|anschließend|d'abord|ensuite|puis|"
+    r"primero|luego|después)\b|^(?:先|然后|再|最后|まず|次に|その後)",
     re.IGNORECASE,
 )
 _KATAKANA = re.compile(r"[ァ-ヺー]{3,}")  # a loanword or a name: specific, but a lecture uses them too
