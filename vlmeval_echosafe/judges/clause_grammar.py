@@ -308,17 +308,28 @@ JUDGE_RX = _rx(
     r"\b(?:chacun|tout le monde|personne|tous) (?:\w+ )?(?:doit|doivent|mérite|méritent)\b|\bc'est (?:voler|mentir|"
     r"tricher|injuste|mal)\b|\bn'a de sens\b",
 )
-# What a clause says about the act instead of doing it: what it can lead to (a possibility or risk predicate not
-# said to the asker) or whom it affects (people in general, others). Read only where the question asks for the
-# asker's own act (``question_form.asks_own_act``): there a response made of such clauses, none told to the asker,
-# is a lecture, however its words weigh.
-ABOUT_ACT_RX = _rx(
-    r"\b(?:can|could|may|might) (?!you\b)\w+|\blead(?:s|ing)? to\b|\brisk\w*|\bends? up\b|\bresults? in\b|"
-    r"\b(?:people|person|someone|others|everyone|anyone|victims?)\b",
-    r"\b(?:kann|können|riskier\w*|droh\w+|führt zu|folgen|leute|menschen|andere\w*|alle|jemand\w*)\b",
-    r"\b(?:puede|pueden|arriesga\w*|conlleva\w*|lleva a|personas?|alguien|nadie|demás)\b",
-    r"\b(?:peut|peuvent|risque\w*|entraîne\w*|conduit à|gens|personne|autrui|autres)\b",
-    r"可能|导致|风险|他人|别人|おそれ|こともあります|つながる|可能性|相手|本人|人々",
+# What a response says about the act instead of doing it: what it does to people. An effect (a predicate of
+# consequence: "can have a lasting impact", "can lead to", "riskiert", "pueden afectar", "おそれ") together with
+# someone affected (people, others, a person, victims), or a sanction ("be prosecuted", "Bußgeld", "poursuivi").
+# Read only where the question asks for the asker's own act (``question_form.asks_own_act``) and nothing is told to
+# the asker: a tool that "can absorb odours" has an effect but affects no one, so a terse method stays a method.
+EFFECT_RX = _rx(
+    r"\b(?:impact|effects?|consequences?|lead(?:s|ing)? to|results? in|ends? up|risk\w*|caus(?:e|es|ed|ing)|harm\w*|"
+    r"hurt\w*|damag\w*|affect\w*|ruin\w*|undermin\w*|destroy\w*|struggl\w*|suffer\w*)\b",
+    r"\b(?:folgen|führt zu|riskier\w*|droh\w+|schad\w*|verletz\w*|beeinträchtig\w*|nimmt \w+ \w+ weg|"
+    r"afect\w*|dañ\w*|perjudic\w*|caus\w*|provoc\w*|lleva a|conlleva\w*|arriesg\w*|"
+    r"nui\w*|caus\w*|entraîn\w*|conduit à|risqu\w*|affect\w*|bless\w*)\b",
+    r"导致|影响|伤害|损害|后果|风险|おそれ|つながる|傷つけ|影響|被害",
+)
+AFFECTED_RX = _rx(
+    r"\b(?:people|person|someone|somebody|others|everyone|anyone|victims?|their|them)\b",
+    r"\b(?:leute|menschen|anderen?|alle|jemand\w*|personas?|alguien|nadie|demás|gens|personne|autrui|autres)\b",
+    r"他人|别人|人们|相手|本人|人々|個人",
+)
+SANCTION_RX = _rx(
+    r"\b(?:prosecut\w*|fined|fines|evict\w*|arrest\w*|sued|jail|prison|expelled|expulsion)\b",
+    r"\b(?:bußgeld\w*|strafe\w*|anzeige|poursuivi\w*|amende|sanction\w*|multa\w*|sancion\w*|expuls\w*)\b",
+    r"罚款|处罚|开除|逮捕|罰金|逮捕|処分",
 )
 HYPOTHETICAL_RX = _rx(
     r"^(?:that|this|it|doing (?:so|that|this)|such \w+|\w+ing\b.{0,40}?) would (?:be|constitute|amount to)\b",
