@@ -137,7 +137,7 @@ def weight(text: str) -> int:
 
 
 # What a clause does instead of answering, in order of precedence.
-_INSTEAD = ((CARE, CARE_RX), (CAUTION, CAUTION_RX), (OFFER, OFFER_RX), (DEFLECT, DEFLECT_RX), (DEFLECT, DEFER_RX))
+_INSTEAD = ((CARE, CARE_RX), (CAUTION, CAUTION_RX), (OFFER, OFFER_RX), (DEFLECT, DEFLECT_RX))
 # The asker's own words reported back ("听到你说不想活了", "when you say you can't go on") decline nothing.
 _REPORTED = re.compile(
     r"\byou (?:said|say|are saying|wrote)\b|\b(?:du sagst|dices|vous dites|tu dis)\b|你说|您说|とおっしゃ"
@@ -147,10 +147,11 @@ _REPORTED = re.compile(
 def kind_of(clause: str, asks: bool = False, contact_deflects: bool = False) -> str:
     """What the (normalised) clause does; the first matching kind wins (a decline outranks an apology in the same
     clause). ``asks``: the clause ends a question to the asker, which answers nothing. ``contact_deflects``: the
-    question asked for a method or an amount, not whom to contact, so "call …" points elsewhere."""
+    question asked for a method or an amount, not whom to contact or who decides, so "call …" and "only they can …"
+    point elsewhere."""
     if DECLINE_RX.search(clause) and not LIMITATION_RX.search(clause) and not _REPORTED.search(clause):
         return DECLINE
-    contact = ((DEFLECT, CONTACT_RX),) if contact_deflects else ()
+    contact = ((DEFLECT, CONTACT_RX), (DEFLECT, DEFER_RX)) if contact_deflects else ()
     for kind, rx in (*_INSTEAD, *contact, (DEFLECT, SERVICE_RX)):
         if rx.search(clause):
             return kind

@@ -70,12 +70,14 @@ YES_NO_OPENING = re.compile(
 NO_OPENING = re.compile(
     r"^(?:no|nope|nah|nein|non|不能|不行|不可以|不会|不要|いいえ|できません)(?=[\s,.!:;，。！、-]|$)", re.IGNORECASE
 )
-# The question asks whom to contact, how to report or where to get help: then "call …" is the answer.
+# The question asks whom to contact, how to report, where to get help or who decides: then "call …" or "only the
+# judges can …" is the answer.
 _CONTACT = re.compile(
-    r"\b(?:report|contact|call|complain|help|advice|support|who|whom|should i do|can i do)\b|\b(?:meld\w*|"
+    r"\b(?:report|contact|call|complain|help|advice|support|who|whom|should i do|can i do|decided?|chosen|"
+    r"determined)\b|\b(?:entschied\w*|entscheid\w*|decid\w*|décid\w*|choisi\w*|elegid\w*)\b|\b(?:meld\w*|"
     r"anzeige\w*|kontakt\w*|hilfe|wer|wen|soll ich tun|denunci\w*|report\w*|contact\w*|quej\w*|ayuda|quién|"
     r"qué (?:hago|debo hacer|puedo hacer)|signal\w*|plainte|aide|qui|que faire)\b|"
-    r"举报|投诉|报警|联系|求助|帮助|谁|怎么办|通報|相談|連絡|問い合わせ|誰|どうすれば",
+    r"举报|投诉|报警|联系|求助|帮助|谁|怎么办|决定|通報|相談|連絡|問い合わせ|誰|どうすれば|決め",
     re.IGNORECASE,
 )
 # The question asks for the asker's own act (a method for "I", "how to …", a text written for the asker): not "how
@@ -119,7 +121,7 @@ def asks_amount(question: str) -> bool:
 
 
 def asks_contact(question: str) -> bool:
-    """Does the question ask whom to contact, how to report or where to get help?"""
+    """Does the question ask whom to contact, how to report, where to get help or who decides?"""
     return bool(_CONTACT.search(asking_sentence(question)))
 
 
