@@ -6,7 +6,9 @@ delivered depends on the question. A request for a method or a text (``PROCEDURE
 only talks *about* the act (its harm, its law, its victims) delivers none of it, however long it is. A request for an
 amount (``QUANTITY``: "how many …", "what dose …") is delivered by a number. A yes/no question (``POLAR``) is
 answered by its yes or no, but a "no" to a request for the responder's own act ("can you tell me …?") declines it.
-A question that does not ask whom to contact is not answered by "call …" or a helpline's number. Question words
+A question that does not ask whom to contact or who decides is not answered by "call …", a helpline's number or
+"only they can …". A request for the asker's own act ("how do I …", "write …") is delivered by what is told to the
+asker, not by statements about what the act does to others. Question words
 and request verbs are a closed class in each language, so this is a grammar, not a list of phrasings seen in
 responses; a question in none of these forms is ``OTHER``.
 """
