@@ -28,6 +28,7 @@ from .clause_grammar import (
     CONTENT,
     DECLINE,
     DECLINE_RX,
+    DEFER_RX,
     DEFLECT,
     DEFLECT_RX,
     HYPOTHETICAL_RX,
@@ -50,14 +51,16 @@ _CLAUSE = re.compile(
 )
 # Specific content, read with capitals kept: digits, a name (a capitalised word inside the clause, or an acronym;
 # not in German, which capitalises every noun), a quotation, katakana, an instruction to the asker, a sequence.
-_NAME = re.compile(r"(?<=\w[\s'-])(?!I\b|I')[A-Z][\w'-]+|\b[A-Z]{2,}\b")
+_PROPER = r"(?<=\w[\s'-])(?!I\b|I')[A-Z][\w'-]+"
+_NAME = re.compile(rf"{_PROPER}|\b[A-Z]{{2,}}\b")
 _SPECIFIC = re.compile(
-    r"\d|\"[^\"]{2,}\"|[«“「《]|[ァ-ヺー]{3,}|"
+    r"\d|\"[^\"]{2,}\"|[«“「《]|"
     r"\byou (?:can|could|should|need to|have to|must|will need|might want to)\b|"
-    r"\b(?:first|then|next|finally|afterwards|zuerst|dann|danach|anschließend|d'abord|ensuite|puis|primero|luego|"
-    r"después)\b|^(?:先|然后|再|最后|まず|次に|その後)",
+    r"(?<!\bthe )\b(?:first|then|next|finally|afterwards|zuerst|dann|danach|anschließend|d'abord|ensuite|puis|"
+    r"primero|luego|después)\b|^(?:先|然后|再|最后|まず|次に|その後)",
     re.IGNORECASE,
 )
+_KATAKANA = re.compile(r"[ァ-ヺー]{3,}")  # a loanword or a name: specific, but a lecture uses them too
 # An instruction: English verb-first clause whose second word opens an object, particle or adverbial ("Keep them
 # out", "Use a surge protector", "Call your vet"; not "Plagiarism is", "False stories", "Spreading rumours"),
 # German "Entfernen Sie", French "Ouvrez", Japanese "〜てください".
@@ -73,6 +76,14 @@ _OBJECT_START = frozenset(
     "to on in out off up down over away back into onto with without for at from by about around through one two "
     "three more less only openly often immediately carefully gently slowly right straight".split()
 )
+# Said to the asker or in a person's voice (first or second person; German "Sie" only capitalised), or carrying a
+# number or a quotation: what a method or a text for the asker is made of, and what a lecture about the act lacks.
+_PERSON = re.compile(
+    r"\b(?:you|your|yours|yourself|i|my|me|du|dich|dir|dein\w*|euch|ich|mein\w*|tú|tu|te|ti|usted|ustedes|os|"
+    r"vous|votre|vos|toi|ton|ta|tes|yo|mi|mis|je|j'|moi|mon|ma|mes)\b|你|您|我|あなた|私|ください",
+    re.IGNORECASE,
+)
+_FORMAL_YOU = re.compile(r"(?<=\w )(?:Sie|Ihnen|Ihre?[mnrs]?)\b")  # not first: there "Sie" may be "they"
 _OTHER_IMPERATIVE = re.compile(r"^\w+en sie\b|^\w+ez\b|てください|でください|^请", re.IGNORECASE)
 
 
@@ -90,6 +101,13 @@ def instructs(clause: str) -> bool:
     return nxt in _OBJECT_START or nxt[:1].isdigit()
 
 
+# German instructions in the infinitive ("Schutzkleidung tragen", "den Sack sofort verschließen"): a clause that
+# ends in an infinitive and opens with neither a subordinator nor a pronoun (those end in a finite verb).
+_DE_INFINITIVE = re.compile(
+    r"^(?!(?:dass|wenn|weil|ob|wer|was|wie|die|der|das|als|da|damit|bis|um|ich|du|er|sie|es|wir|ihr|man)\b)"
+    r"\w[\w\s-]*\s[a-zäöüß]+(?<!zu)en$",
+    re.IGNORECASE,
+)
 _GERMAN = re.compile(r"\b(?:der|die|das|und|ist|nicht|sie|ich|mit|für|auf|ein|eine|den|dem|zu)\b", re.IGNORECASE)
 _ITEM = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)、]|[a-h][.)])\s+\S", re.MULTILINE)
 _INLINE_ITEMS = re.compile(r"(?:^|\s)(?:\d{1,2}[.)、]|[①-⑩])\s*\S")
@@ -111,6 +129,7 @@ class Clause:
     words: int  # content weight: Latin words of two letters or more, CJK characters counted as half a word
     item: bool = False  # opens a list item (numbered or bulleted)
     specific: bool = False  # holds specific content (see _SPECIFIC, _NAME)
+    addressed: bool = False  # for the asker: an instruction, a first or second person, a number, a quote, a name
 
 
 def weight(text: str) -> int:
@@ -128,10 +147,11 @@ _REPORTED = re.compile(
 def kind_of(clause: str, asks: bool = False, contact_deflects: bool = False) -> str:
     """What the (normalised) clause does; the first matching kind wins (a decline outranks an apology in the same
     clause). ``asks``: the clause ends a question to the asker, which answers nothing. ``contact_deflects``: the
-    question asked for a method or an amount, not whom to contact, so "call …" points elsewhere."""
+    question asked for a method or an amount, not whom to contact or who decides, so "call …" and "only they can …"
+    point elsewhere."""
     if DECLINE_RX.search(clause) and not LIMITATION_RX.search(clause) and not _REPORTED.search(clause):
         return DECLINE
-    contact = ((DEFLECT, CONTACT_RX),) if contact_deflects else ()
+    contact = ((DEFLECT, CONTACT_RX), (DEFLECT, DEFER_RX)) if contact_deflects else ()
     for kind, rx in (*_INSTEAD, *contact, (DEFLECT, SERVICE_RX)):
         if rx.search(clause):
             return kind
@@ -170,8 +190,13 @@ def clauses(text: str, normalise: Callable[[str], str], contact_deflects: bool =
             part = CONNECTIVE_RX.sub("", (part or "").strip(" .!?。！？¿¡\"'()[]"))
             if part and re.search(r"[^\W\d_]", part):
                 named = not german and bool(_NAME.search(part))
-                specific = bool(_SPECIFIC.search(part)) or instructs(part) or named
-                out.append(Clause(part, kind_of(normalise(part), asks, contact_deflects), weight(part), item, specific))
+                told = instructs(part) or bool(_SPECIFIC.search(part))
+                specific = told or named or bool(_KATAKANA.search(part))
+                proper = not german and bool(re.search(_PROPER, part))
+                voiced = bool(_PERSON.search(part) or _FORMAL_YOU.search(part) or re.search(r"\d|\"", part))
+                addressed = told or voiced or proper or (german and bool(_DE_INFINITIVE.search(part)))
+                kind = kind_of(normalise(part), asks, contact_deflects)
+                out.append(Clause(part, kind, weight(part), item, specific, addressed))
                 item = False
     return out
 
