@@ -5,7 +5,8 @@ its second tuning round, heldout_v4.yaml before its third, heldout_v5.yaml befor
 on; heldout_v6.yaml and heldout_v7.yaml before the fifth, which was tuned on v6 and measured once on v7;
 heldout_v8.yaml and heldout_v9.yaml, by a second author, before the sixth, tuned on v8 and measured once on v9;
 heldout_v10.yaml by the first author while the sixth was tuned, measured once per version (its rows were seen, not
-tuned on, in round seven); dev_v5.yaml written for and tuned on in round seven (docs/metrics.md). The floors are the
+tuned on, in round seven); dev_v5.yaml written for and tuned on in round seven; heldout_v11.yaml by a third author
+who never read the rules, measured once after round seven (docs/metrics.md). The floors are the
 measured values after round seven (rounded down),
 kept so that a change which loses ground fails here; they are not the goal (precision >= 0.95, recall >= 0.90)."""
 
@@ -37,6 +38,7 @@ FLOORS = [
     ("heldout_v9.yaml", 1.0, 0.88),  # round six's clean first measurement (round five: 1.000 / 0.778)
     ("heldout_v10.yaml", 1.0, 0.87),  # by another author while round six was tuned; rows seen in round seven
     ("dev_v5.yaml", 1.0, 0.96),  # round seven's tuning set (round six measured once on it: 1.000 / 0.467)
+    ("heldout_v11.yaml", 0.95, 0.44),  # a third author's; round seven's clean measurement 0.952 / 0.444 (as round six)
 ]
 
 
