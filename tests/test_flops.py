@@ -189,7 +189,8 @@ def test_guard_filter_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_eta_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ETA's reward check, CLIP check and the search's rows per sentence, on tiny shapes."""
+    """ETA's reward check, CLIP check and the search's rows per sentence, on tiny shapes: the request is prefilled
+    once, and each sentence's rows read the kept text after its cache."""
     from vlmeval_echosafe.defenses.eta import ETASettings
     from vlmeval_echosafe.report import flops
 
@@ -205,7 +206,10 @@ def test_eta_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     answer = 238 + TINY.forward(4) + TINY.forward(4, 4) + TINY.lm_head(4)
     post = TINY.forward(10 + 1 + 4)  # rm prompt, template, answer
     pre = 238 + TINY.forward(12)  # CLIP: the image, the prompt + 2
-    first = 2 * (238 + TINY.forward(14) + TINY.forward(2, 14) + TINY.lm_head(2)) + 2 * TINY.forward(11 + 10 + 2)
-    second = 2 * (238 + TINY.forward(16) + TINY.forward(2, 16) + TINY.lm_head(2)) + 2 * TINY.forward(11 + 12 + 2)
+    prefill = 238 + TINY.forward(4)  # the image and the 1 + 3 prompt positions, once
+    # per row: the kept text (the 10-token prefix, then + 2) after the 4 cached positions, then 2 sampled tokens
+    first = 2 * (TINY.forward(10, 4) + TINY.forward(2, 14) + TINY.lm_head(2)) + 2 * TINY.forward(11 + 10 + 2)
+    second = 2 * (TINY.forward(12, 4) + TINY.forward(2, 16) + TINY.lm_head(2)) + 2 * TINY.forward(11 + 12 + 2)
     second += 238 + 2 * TINY.forward(4)  # CLIP from the second sentence: the image once, each candidate's text
-    assert ends == {"no answer flagged": answer + post, "every answer aligned": answer + post + pre + first + second}
+    aligned = answer + post + pre + prefill + first + second
+    assert ends == {"no answer flagged": answer + post, "every answer aligned": aligned}

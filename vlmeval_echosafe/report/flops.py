@@ -246,6 +246,18 @@ def request_flops(model: Model, images: float, prompt_text: float, generated: fl
     )
 
 
+def continue_flops(model: Model, images: float, cached: float, read: float, generated: float) -> float:
+    """FLOPs of one row continuing a kept KV cache of ``cached`` positions (over ``images``): a pass over ``read``
+    new prompt tokens, then decoding ``generated`` tokens; no vision tower, no prefill of the cached part."""
+    text, cross = model.text, model.cross
+    return (
+        text.forward(read, cached)
+        + text.forward(generated, cached + read)
+        + text.lm_head(generated)
+        + ((read + generated) * cross.per_text_token(text, images) if cross else 0.0)
+    )
+
+
 def baseline_flops(model: Model, key_encoder: Transformer, base: Workload) -> dict[str, float]:
     """FLOPs per item of the baselines (``base``: Base's workload with the question's key-encoder tokens):
 
@@ -343,8 +355,10 @@ def guard_flops(inner: Model, guard: Model, settings: Any, base: Workload) -> di
 def eta_flops(inner: Model, reward: Model, clip: Model, settings: Any, base: Workload) -> dict[str, float]:
     """ETA per item at both ends of its branch (defenses/eta.py, models/eta_search.py): no answer flagged (the
     answer and the reward model's score of it) and every answer aligned (also CLIP's pre-generation check and the
-    sentence-level best-of-N search). The search as this plugin runs it: per sentence, ``best_of_n`` candidate rows
-    each re-prefill the request (image included) and the kept text and sample a sentence; the reward model scores
+    sentence-level best-of-N search). The search as this plugin runs it: the request (image included) is prefilled
+    once and its KV cache kept; per sentence, ``best_of_n`` candidate rows each read the kept text after the cached
+    request and sample a sentence (each row also re-reads the request's last token: one token, left out); the
+    reward model scores
     each row's answer so far; from the second sentence CLIP scores the candidates against the image (one image
     pass per call). ASSUMED: the aligned answer is as long as the plain one, in sentences of
     ``ETA_SENTENCE_TOKENS``; the reward model's chat template adds ``REWARD_TEMPLATE_TOKENS``."""
@@ -357,9 +371,10 @@ def eta_flops(inner: Model, reward: Model, clip: Model, settings: Any, base: Wor
     image = clip.vision.per_image() if clip.vision else 0.0  # CLIP's image tower, then its pooled projection
     pre = base.images * (image + clip.text.forward(_english_tokens(s.clip_prompt) + 2))
     search_rm = _english_tokens(s.search_rm_prompt) + REWARD_TEMPLATE_TOKENS
-    kept, search = float(_english_tokens(s.safety_prefix)), 0.0
+    kept, search = float(_english_tokens(s.safety_prefix)), request_flops(inner, base.images, base.prompt_text, 0)
+    prompt = base.images * inner.vision.tokens_per_image + base.prompt_text if inner.vision else base.prompt_text
     for index in range(math.ceil(base.answer / sentence)):
-        search += s.best_of_n * request_flops(inner, base.images, base.prompt_text + kept, sentence)
+        search += s.best_of_n * continue_flops(inner, base.images, prompt, kept, sentence)
         search += s.best_of_n * reward.text.forward(search_rm + kept + sentence)
         if index and base.images:
             search += image + s.best_of_n * clip.text.forward(clip_text)
