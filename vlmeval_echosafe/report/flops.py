@@ -28,91 +28,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .shapes import (
+    SHAPES_FILE,
+    CrossAttention,
+    Model,
+    Transformer,
+    Vision,
+    continue_flops,
+    load_aux,
+    load_shapes,
+    request_flops,
+)
 
-from ..paths import config_file
+__all__ = ["CrossAttention", "Model", "Transformer", "Vision", "load_aux", "load_shapes", "request_flops"]
 
-SHAPES_FILE = "task_configs/model_shapes.yaml"
 PAPER_FLOPS_RATIO = 1.69  # the paper's EchoSafe FLOPs over the bare model
-
-
-@dataclass(frozen=True)
-class Transformer:
-    """One transformer stack (decoder or encoder) by its shape."""
-
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    mlp: str  # "gated" (gate, up, down) or "plain" (fc1, fc2)
-
-    @property
-    def params(self) -> int:
-        """Matrix-multiply parameters: q, k, v, o and the MLP of every layer (norms and biases left out)."""
-        q = self.heads * self.head_dim
-        attention = self.hidden * q + 2 * self.hidden * self.kv_heads * self.head_dim + q * self.hidden
-        mlp = (3 if self.mlp == "gated" else 2) * self.hidden * self.intermediate
-        return self.layers * (attention + mlp)
-
-    def forward(self, new: float, cached: float = 0.0, causal: bool = True) -> float:
-        """FLOPs of one pass over ``new`` tokens after ``cached`` positions (causal), or over ``new`` tokens that all
-        see each other (bidirectional)."""
-        attended = new * cached + new * (new + 1) / 2 if causal else new * new
-        return 2 * self.params * new + 2 * self.layers * attended * self.heads * self.head_dim
-
-    def lm_head(self, generated: float) -> float:
-        return 2 * self.hidden * self.vocab * generated
-
-
-@dataclass(frozen=True)
-class Vision:
-    """A ViT run once per image over ``patches_per_image`` positions; the LM reads ``tokens_per_image``."""
-
-    layers: int
-    hidden: int
-    intermediate: int
-    mlp: str
-    patches_per_image: int
-    tokens_per_image: int
-    projector_params: int
-    tiles: int = 1  # a tiled tower attends within each tile: the patches split into this many sequences
-
-    def per_image(self) -> float:
-        per_layer = 4 * self.hidden**2 + (3 if self.mlp == "gated" else 2) * self.hidden * self.intermediate
-        n = self.patches_per_image
-        tower = 2 * self.layers * per_layer * n + 2 * self.layers * n * n / self.tiles * self.hidden
-        return tower + 2 * self.projector_params * self.tokens_per_image
-
-
-@dataclass(frozen=True)
-class CrossAttention:
-    """Mllama's image path: in ``layers`` extra layers (attention and MLP) every text token attends to the image's
-    ``image_states``, which each layer projects to keys and values after the projector."""
-
-    layers: int
-    image_states: int
-    projector_params: int
-
-    def per_image(self, text: Transformer) -> float:
-        kv = 2 * text.hidden * text.kv_heads * text.head_dim
-        return 2 * (self.projector_params + self.layers * kv) * self.image_states
-
-    def per_text_token(self, text: Transformer, images: float) -> float:
-        q = text.heads * text.head_dim
-        mlp = (3 if text.mlp == "gated" else 2) * text.hidden * text.intermediate
-        attended = images * self.image_states
-        return 2 * self.layers * (2 * text.hidden * q + mlp) + 2 * self.layers * attended * q
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    text: Transformer
-    vision: Vision | None = None  # None: text only
-    cross: CrossAttention | None = None  # the image enters through cross-attention layers (Mllama)
 
 
 @dataclass(frozen=True)
@@ -126,33 +56,6 @@ class Workload:
     reflect_prompt: float = 0.0  # the reflection turn's prompt, continuing the answer's conversation
     reflect: float = 0.0  # generated reflection tokens
     key_text: float = 0.0  # key encoder tokens (the question)
-
-
-def _model(name: str, spec: dict[str, Any]) -> Model:
-    vision, cross = spec.get("vision"), spec.get("cross_attention")
-    return Model(
-        name,
-        Transformer(**spec["text"]),
-        Vision(**vision) if vision else None,
-        CrossAttention(**cross) if cross else None,
-    )
-
-
-def _raw_shapes(path: Path | None) -> dict[str, Any]:
-    return yaml.safe_load((path or config_file(SHAPES_FILE)).read_text())
-
-
-def load_shapes(path: Path | None = None) -> tuple[dict[str, Model], Transformer]:
-    """(models by name, the key encoder) from the shapes YAML."""
-    raw = _raw_shapes(path)
-    models = {name: _model(name, spec) for name, spec in raw["models"].items()}
-    (encoder,) = raw["key_encoder"].values()
-    return models, Transformer(**encoder)
-
-
-def load_aux(path: Path | None = None) -> dict[str, Model]:
-    """The auxiliary models (guards, reward model, CLIP) by the Hugging Face id the defense settings name."""
-    return {name: _model(name, spec) for name, spec in (_raw_shapes(path).get("aux_models") or {}).items()}
 
 
 def item_flops(model: Model, key_encoder: Transformer, w: Workload) -> dict[str, float]:
@@ -227,35 +130,6 @@ GUARD_VERDICT_TOKENS = {"llama-guard": 2, "qwen3guard": 12}  # "safe" + end of t
 # None" (and "Refusal: No" for an exchange) + end of turn
 ETA_SENTENCE_TOKENS = 25  # a sampled sentence (the search cuts one at a sentence end, at most `sentence_tokens`)
 REWARD_TEMPLATE_TOKENS = 10  # Llama-3's chat-template tokens around the reward model's two turns
-AUX_CLASSES = ("GuardFilter", "ETA")  # defense classes that run auxiliary models (their shapes: `aux_models`)
-
-
-def request_flops(model: Model, images: float, prompt_text: float, generated: float) -> float:
-    """FLOPs of one fresh request: the vision tower over its images, prefill of its prompt, decoding."""
-    if images and model.vision is None:
-        raise ValueError(f"{model.name} reads text only; it is shown no image")
-    vision = model.vision
-    prompt = images * vision.tokens_per_image + prompt_text if vision else prompt_text
-    text, cross = model.text, model.cross
-    return (
-        (images * vision.per_image() if vision else 0.0)
-        + text.forward(prompt)
-        + text.forward(generated, prompt)
-        + text.lm_head(generated)
-        + (images * cross.per_image(text) + (prompt + generated) * cross.per_text_token(text, images) if cross else 0.0)
-    )
-
-
-def continue_flops(model: Model, images: float, cached: float, read: float, generated: float) -> float:
-    """FLOPs of one row continuing a kept KV cache of ``cached`` positions (over ``images``): a pass over ``read``
-    new prompt tokens, then decoding ``generated`` tokens; no vision tower, no prefill of the cached part."""
-    text, cross = model.text, model.cross
-    return (
-        text.forward(read, cached)
-        + text.forward(generated, cached + read)
-        + text.lm_head(generated)
-        + ((read + generated) * cross.per_text_token(text, images) if cross else 0.0)
-    )
 
 
 def baseline_flops(model: Model, key_encoder: Transformer, base: Workload) -> dict[str, float]:
