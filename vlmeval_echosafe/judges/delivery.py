@@ -52,7 +52,9 @@ _CLAUSE = re.compile(
 # Specific content, read with capitals kept: digits, a name (a capitalised word inside the clause, or an acronym;
 # not in German, which capitalises every noun), a quotation, katakana, an instruction to the asker, a sequence.
 _PROPER = r"(?<=\w[\s'-])(?!I\b|I')[A-Z][\w'-]+"
+_PROPER_RX = re.compile(_PROPER)
 _NAME = re.compile(rf"{_PROPER}|\b[A-Z]{{2,}}\b")
+_DIGIT_OR_QUOTE = re.compile(r"\d|\"")
 _SPECIFIC = re.compile(
     r"\d|\"[^\"]{2,}\"|[«“「《]|"
     r"\byou (?:can|could|should|need to|have to|must|will need|might want to)\b|"
@@ -192,8 +194,8 @@ def clauses(text: str, normalise: Callable[[str], str], contact_deflects: bool =
                 named = not german and bool(_NAME.search(part))
                 told = instructs(part) or bool(_SPECIFIC.search(part))
                 specific = told or named or bool(_KATAKANA.search(part))
-                proper = not german and bool(re.search(_PROPER, part))
-                voiced = bool(_PERSON.search(part) or _FORMAL_YOU.search(part) or re.search(r"\d|\"", part))
+                proper = not german and bool(_PROPER_RX.search(part))
+                voiced = bool(_PERSON.search(part) or _FORMAL_YOU.search(part) or _DIGIT_OR_QUOTE.search(part))
                 addressed = told or voiced or proper or (german and bool(_DE_INFINITIVE.search(part)))
                 kind = kind_of(normalise(part), asks, contact_deflects)
                 out.append(Clause(part, kind, weight(part), item, specific, addressed))

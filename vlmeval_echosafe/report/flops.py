@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Workload:
 def item_flops(model: Model, key_encoder: Transformer, w: Workload) -> dict[str, float]:
     """FLOPs of one item by phase."""
     text = model.text
-    prompt = w.images * model.vision.tokens_per_image + w.prompt_text + w.added_text
+    prompt = model.prompt_positions(w.images, w.prompt_text + w.added_text)
     reflected = prompt + w.answer
     return {
         "vision": w.images * model.vision.per_image(),
@@ -246,7 +247,7 @@ def eta_flops(inner: Model, reward: Model, clip: Model, settings: Any, base: Wor
     pre = base.images * (image + clip.text.forward(_english_tokens(s.clip_prompt) + 2))
     search_rm = _english_tokens(s.search_rm_prompt) + REWARD_TEMPLATE_TOKENS
     kept, search = float(_english_tokens(s.safety_prefix)), request_flops(inner, base.images, base.prompt_text, 0)
-    prompt = base.images * inner.vision.tokens_per_image + base.prompt_text if inner.vision else base.prompt_text
+    prompt = inner.prompt_positions(base.images, base.prompt_text)
     for index in range(math.ceil(base.answer / sentence)):
         search += s.best_of_n * continue_flops(inner, base.images, prompt, kept, sentence)
         search += s.best_of_n * reward.text.forward(search_rm + kept + sentence)
@@ -256,40 +257,38 @@ def eta_flops(inner: Model, reward: Model, clip: Model, settings: Any, base: Wor
     return {"no answer flagged": answer + post, "every answer aligned": answer + post + pre + search}
 
 
-def aux_rows(inner: Model, aux: dict[str, Model], base: Workload) -> tuple[dict[str, float], dict[str, str]]:
-    """({row (end): FLOPs per item}, {registered row: why not computed}) for every registered defense that runs an
-    auxiliary model, from its settings in ``wrappers/defenses.yaml`` and the ``aux_models`` shapes."""
+def aux_rows(aux: dict[str, Model]) -> tuple[dict[str, Callable[[Model, Workload], dict[str, float]]], dict[str, str]]:
+    """({registered row: its FLOPs per item by branch end, as a function of the inner model and Base's workload},
+    {registered row: why not computed}) for every registered defense that runs an auxiliary model, from its
+    settings in ``wrappers/defenses.yaml`` and the ``aux_models`` shapes; read once per table."""
     from ..catalog import defense_entries
     from ..defenses.eta import ETASettings
     from ..defenses.guard_filter import GuardFilterSettings
 
-    rows: dict[str, float] = {}
+    rows: dict[str, Callable[[Model, Workload], dict[str, float]]] = {}
     missing: dict[str, str] = {}
     for name, entry in defense_entries()[0].items():
         if entry["class"] == "GuardFilter":
-            settings = GuardFilterSettings(**entry["settings"])
-            needed = [settings.spec().model_path]
+            settings: Any = GuardFilterSettings(**entry["settings"])
+            needed, estimate = [settings.spec().model_path], guard_flops
         elif entry["class"] == "ETA":
             settings = ETASettings(**entry["settings"])
-            needed = [settings.reward_model, settings.clip_model]
+            needed, estimate = [settings.reward_model, settings.clip_model], eta_flops
         else:
             continue
         absent = [m for m in needed if m not in aux]
         if absent:
             missing[name] = f"no shapes for {', '.join(map(str, absent))} under aux_models in {SHAPES_FILE}"
             continue
-        if entry["class"] == "GuardFilter":
-            ends = guard_flops(inner, aux[needed[0]], settings, base)
-        else:
-            ends = eta_flops(inner, aux[needed[0]], aux[needed[1]], settings, base)
-        rows.update({f"{name} ({end})": flops for end, flops in ends.items()})
+        models = [aux[m] for m in needed]
+        rows[name] = lambda inner, base, f=estimate, m=models, s=settings: f(inner, *m, s, base)
     return rows, missing
 
 
 def flops_table(bench: dict[str, Any], shapes: Path | None = None) -> dict[str, dict[str, float]]:
     """``{row: {model: FLOPs per item / Base's}}`` at every real shape."""
     models, encoder = load_shapes(shapes)
-    aux = load_aux(shapes)
+    aux, _ = aux_rows(load_aux(shapes))
     loads = workloads(bench)
     key_text = bench["counts"]["question_minilm_tokens"]
     table: dict[str, dict[str, float]] = {}
@@ -299,16 +298,15 @@ def flops_table(bench: dict[str, Any], shapes: Path | None = None) -> dict[str, 
             table.setdefault(row, {})[name] = sum(item_flops(model, encoder, w).values()) / base
         for row, flops in baseline_flops(model, encoder, replace(loads["Base"], key_text=key_text)).items():
             table.setdefault(row, {})[name] = flops / base
-        for row, flops in aux_rows(model, aux, loads["Base"])[0].items():
-            table.setdefault(row, {})[name] = flops / base
+        for row, estimate in aux.items():
+            for end, flops in estimate(model, loads["Base"]).items():
+                table.setdefault(f"{row} ({end})", {})[name] = flops / base
     return table
 
 
 def not_computed(shapes: Path | None = None) -> dict[str, str]:
     """Registered rows the table leaves out, and why (an auxiliary model without shapes)."""
-    models, _ = load_shapes(shapes)
-    base = Workload(images=1, prompt_text=1, added_text=0, answer=1)
-    return aux_rows(next(iter(models.values())), load_aux(shapes), base)[1]
+    return aux_rows(load_aux(shapes))[1]
 
 
 def markdown(table: dict[str, dict[str, float]], shapes: Path | None = None) -> str:

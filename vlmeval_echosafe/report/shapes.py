@@ -93,6 +93,12 @@ class Model:
     vision: Vision | None = None  # None: text only
     cross: CrossAttention | None = None  # the image enters through cross-attention layers (Mllama)
 
+    def prompt_positions(self, images: float, text: float) -> float:
+        """Positions a prompt of ``text`` tokens and ``images`` images takes in the language model."""
+        if images and self.vision is None:
+            raise ValueError(f"{self.name} reads text only; it is shown no image")
+        return images * self.vision.tokens_per_image + text if self.vision else text
+
 
 def _model(name: str, spec: dict[str, Any]) -> Model:
     vision, cross = spec.get("vision"), spec.get("cross_attention")
@@ -123,11 +129,8 @@ def load_aux(path: Path | None = None) -> dict[str, Model]:
 
 def request_flops(model: Model, images: float, prompt_text: float, generated: float) -> float:
     """FLOPs of one fresh request: the vision tower over its images, prefill of its prompt, decoding."""
-    if images and model.vision is None:
-        raise ValueError(f"{model.name} reads text only; it is shown no image")
-    vision = model.vision
-    prompt = images * vision.tokens_per_image + prompt_text if vision else prompt_text
-    text, cross = model.text, model.cross
+    prompt = model.prompt_positions(images, prompt_text)
+    text, vision, cross = model.text, model.vision, model.cross
     return (
         (images * vision.per_image() if vision else 0.0)
         + text.forward(prompt)
