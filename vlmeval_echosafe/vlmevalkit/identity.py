@@ -133,6 +133,8 @@ def check(path: Path, identity: dict[str, Any], resuming: bool) -> None:
     if resuming:
         log.warning("%s: earlier predictions record no run identity; they are continued unchecked", path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # every torchrun rank records the same identity: a tmp name per process, so one rank's rename never takes
+    # another's file away
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(identity, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
